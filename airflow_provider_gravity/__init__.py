@@ -1,0 +1,71 @@
+"""Apache Airflow provider for Gravity's Conversions API."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def get_provider_info() -> dict:
+    """Return the provider metadata read by Airflow's ``ProvidersManager``."""
+    return {
+        "package-name": "airflow-provider-gravity",
+        "name": "Gravity",
+        "description": "Send offline conversions from any SQL warehouse to Gravity's Conversions API.",
+        "versions": [__version__],
+        "hooks": [
+            {
+                "integration-name": "Gravity",
+                "python-modules": ["airflow_provider_gravity.hooks.gravity"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Gravity",
+                "python-modules": ["airflow_provider_gravity.operators.send_conversions"],
+            }
+        ],
+        "integrations": [
+            {
+                "integration-name": "Gravity",
+                "external-doc-url": "https://www.trygravity.ai",
+                "tags": ["service"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_gravity.hooks.gravity.GravityHook",
+                "connection-type": "gravity",
+                "hook-name": "Gravity",
+                "conn-fields": {
+                    "auth_header": {
+                        "label": "Auth header",
+                        "schema": {"type": ["string", "null"], "enum": ["bearer", "x-api-key", None]},
+                        "description": "bearer (Authorization: Bearer KEY, default) or x-api-key (X-API-Key: KEY).",
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "schema": {"type": ["number", "null"]},
+                        "description": "Read timeout of one request. Default 30.",
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "schema": {"type": ["integer", "null"]},
+                        "description": "Retries on 429, 5xx, timeouts and resets. Default 5.",
+                    },
+                    "hash_phone_with_plus": {
+                        "label": "Hash phones with +",
+                        "schema": {"type": ["boolean", "null"]},
+                        "description": "Hash E.164 phones with their leading + (default: digits only).",
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema", "port", "extra"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://api.trygravity.ai",
+                        "password": "Gravity advertiser API key",
+                    },
+                },
+            }
+        ],
+    }
