@@ -1,0 +1,335 @@
+"""HTTP client for Gravity's Conversions API, free of Airflow so it can be used and tested on its own.
+
+One :class:`GravityClient` owns one pooled :class:`requests.Session`. It sends at most 1,000 events per
+request, retries what is worth retrying (429, 5xx, timeouts, dropped connections) with exponential
+backoff and full jitter while honouring ``Retry-After``, and turns everything else into a typed error
+that says what the caller should do next.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_gravity.conversions.errors import (
+    GravityAuthError,
+    GravityHTTPError,
+    GravityRequestRejected,
+    GravityResponseError,
+    GravityUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.trygravity.ai"
+EVENTS_PATH = "/gateway/events"
+MAX_EVENTS_PER_REQUEST = 1_000
+DELIVERED_STATUSES = frozenset({"ok", "duplicate", "test_ok", "skipped"})
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+BATCH_REJECTED_STATUSES = frozenset({400, 413, 422})
+AUTH_STATUSES = frozenset({401, 403})
+AUTH_HEADER_STYLES = ("bearer", "x-api-key")
+_MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """
+    Gravity's verdict on one event of a request.
+
+    :param event_id: the ``event_id`` of the event sent.
+    :param status: Gravity's status: ``ok``, ``duplicate``, ``test_ok``, ``skipped`` (delivered) or ``error``;
+        ``missing`` when the response held no result for this event.
+    :param error: Gravity's error message for a rejected event.
+    :param attributed: whether Gravity attributed the conversion to an ad, when it says so.
+    """
+
+    event_id: str
+    status: str
+    error: str | None = None
+    attributed: bool | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """Whether Gravity holds this event now (accepted, or already held from an earlier send)."""
+        return self.status in DELIVERED_STATUSES
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    How long and how often to retry a request that failed for a transient reason.
+
+    :param max_retries: retries after the first attempt; the request is tried ``max_retries + 1`` times.
+    :param backoff_base: seconds; the n-th retry waits a random time in ``[0, backoff_base * 2**n]``.
+    :param backoff_max: upper bound of one jittered wait, in seconds.
+    :param retry_after_max: upper bound of a wait asked for by ``Retry-After``, in seconds.
+    """
+
+    max_retries: int = 5
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+
+    def delay(self, retry_number: int, retry_after: str | None) -> float:
+        """Seconds to wait before retry number ``retry_number`` (0-based)."""
+        asked = parse_retry_after(retry_after)
+        if asked is not None:
+            return min(asked, self.retry_after_max)
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**retry_number))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """
+    Read a ``Retry-After`` header: delta seconds or an HTTP date.
+
+    :return: seconds to wait (never negative), or ``None`` when absent or unreadable.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8 or ::1)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(base_url: str) -> str:
+    """
+    Check that a base URL is safe to send customer data to, and return it without a trailing slash.
+
+    :raises ValueError: for a scheme other than https, or http to a host that is not loopback.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme == "https" and parts.hostname:
+        return base_url.rstrip("/")
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
+        return base_url.rstrip("/")
+    if parts.scheme == "http":
+        raise ValueError(
+            f"Refusing plain http:// to {parts.hostname!r}: customer data goes over https only "
+            "(http is allowed for a loopback host such as the local sandbox)."
+        )
+    raise ValueError(f"Gravity base URL must be an https:// URL, got scheme {parts.scheme!r}.")
+
+
+class GravityClient:
+    """
+    A thread-safe client of Gravity's Conversions API over one pooled HTTP session.
+
+    :param base_url: API root, ``https://api.trygravity.ai`` by default; ``http://`` only for loopback.
+    :param api_key: the advertiser API key. Never logged, never in an exception or ``repr``.
+    :param auth_header: ``bearer`` (``Authorization: Bearer KEY``) or ``x-api-key`` (``X-API-Key: KEY``).
+    :param timeout: read timeout of one request, in seconds.
+    :param connect_timeout: connect timeout of one request, in seconds.
+    :param retry: the :class:`RetryPolicy` for transient failures.
+    :param pool_size: connections kept open; at least the number of requests sent in parallel.
+    :param sleep: the function used to wait between retries (tests may record the waits).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str,
+        *,
+        auth_header: str = "bearer",
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise ValueError("A Gravity API key is required (the connection's password).")
+        if auth_header not in AUTH_HEADER_STYLES:
+            raise ValueError(f"auth_header must be one of {AUTH_HEADER_STYLES}, got {auth_header!r}.")
+        self.base_url = validate_base_url(base_url or DEFAULT_BASE_URL)
+        self.events_url = self.base_url + EVENTS_PATH
+        self.timeout = (connect_timeout, timeout)
+        self.retry = retry or RetryPolicy()
+        self._api_key = api_key
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self.requests_sent = 0
+        self.retries = 0
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers.update(
+            {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _user_agent()}
+        )
+        if auth_header == "bearer":
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+        else:
+            self.session.headers["X-API-Key"] = api_key
+
+    def __repr__(self) -> str:
+        return f"GravityClient(base_url={self.base_url!r}, api_key=***)"
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.session.close()
+
+    def send_events(self, events: Sequence[dict]) -> list[EventResult]:
+        """
+        Send one request with up to 1,000 events and return one result per event, in the events' order.
+
+        :param events: JSON-ready event dicts, each with an ``event_id``.
+        :raises ValueError: for an empty request or more than 1,000 events, before anything is sent.
+        :raises GravityAuthError: on 401/403, at once.
+        :raises GravityRequestRejected: on 400/413/422 for the whole request; split it to isolate bad events.
+        :raises GravityUnavailableError: when transient failures outlast the retries.
+        """
+        if not events:
+            raise ValueError("send_events needs at least one event.")
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise ValueError(
+                f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}."
+            )
+        body = json.dumps({"data": list(events)}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        response = self._post_with_retries(body.encode("utf-8"))
+        return match_results(events, _results_of(response))
+
+    def check_connection(self) -> tuple[bool, str]:
+        """
+        Check the base URL and the API key without sending a conversion: an empty request is refused by
+        Gravity after authentication, so 400/422 means the key was accepted.
+        """
+        try:
+            response = self.session.post(self.events_url, data=b'{"data":[]}', timeout=self.timeout)
+        except requests.RequestException as err:
+            return False, f"Could not reach {self.base_url}: {type(err).__name__}"
+        if response.status_code in AUTH_STATUSES:
+            return False, f"Gravity refused the API key (HTTP {response.status_code})."
+        if response.status_code < 300 or response.status_code in BATCH_REJECTED_STATUSES:
+            return True, f"Connected to {self.base_url}; the API key was accepted."
+        return False, f"Unexpected HTTP {response.status_code} from {self.events_url}."
+
+    def _post_with_retries(self, body: bytes) -> requests.Response:
+        attempts = self.retry.max_retries + 1
+        last_problem = "no attempt made"
+        last_status: int | None = None
+        for attempt in range(1, attempts + 1):
+            retry_after = None
+            with self._lock:
+                self.requests_sent += 1
+            try:
+                response = self.session.post(self.events_url, data=body, timeout=self.timeout)
+            except (
+                requests.Timeout,
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+            ) as err:
+                last_status, last_problem = None, type(err).__name__
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                message = self._server_message(response)
+                if status in AUTH_STATUSES:
+                    raise GravityAuthError(status, message)
+                if status in BATCH_REJECTED_STATUSES:
+                    raise GravityRequestRejected(status, message)
+                if status not in RETRYABLE_STATUSES:
+                    raise GravityHTTPError(status, message)
+                last_status, last_problem = status, f"HTTP {status}"
+                retry_after = response.headers.get("Retry-After")
+            if attempt == attempts:
+                break
+            wait = self.retry.delay(attempt - 1, retry_after)
+            with self._lock:
+                self.retries += 1
+            log.warning(
+                "Gravity request failed (%s), attempt %d of %d; retrying in %.2f s.",
+                last_problem,
+                attempt,
+                attempts,
+                wait,
+            )
+            self._sleep(wait)
+        raise GravityUnavailableError(attempts, last_status, last_problem)
+
+    def _server_message(self, response: requests.Response) -> str:
+        try:
+            payload = response.json()
+            message = payload.get("error") or payload.get("message") or payload.get("detail") or ""
+            if not isinstance(message, str):
+                message = json.dumps(message)
+        except (ValueError, AttributeError):
+            message = response.text or ""
+        return message.replace(self._api_key, "***")[:_MESSAGE_LIMIT]
+
+
+def _results_of(response: requests.Response) -> list[dict]:
+    try:
+        results = response.json()["results"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise GravityResponseError("Gravity's answer has no 'results' list.") from err
+    if not isinstance(results, list):
+        raise GravityResponseError("Gravity's 'results' is not a list.")
+    return results
+
+
+def match_results(events: Sequence[dict], results: Sequence[dict]) -> list[EventResult]:
+    """
+    Pair Gravity's results with the events sent: by position when the ids line up, else by ``event_id``.
+    An event left without a result gets the status ``missing`` (not known to be delivered).
+    """
+    ids = [str(event.get("event_id")) for event in events]
+    if len(results) == len(ids) and all(
+        isinstance(r, dict) and str(r.get("event_id")) == i for r, i in zip(results, ids, strict=True)
+    ):
+        return [_to_result(i, r) for i, r in zip(ids, results, strict=True)]
+    by_id = {str(r.get("event_id")): r for r in results if isinstance(r, dict)}
+    return [
+        _to_result(i, by_id[i]) if i in by_id else EventResult(i, "missing", "no result returned")
+        for i in ids
+    ]
+
+
+def _to_result(event_id: str, raw: dict) -> EventResult:
+    error = raw.get("error")
+    attributed = raw.get("attributed")
+    return EventResult(
+        event_id=event_id,
+        status=str(raw.get("status") or "missing"),
+        error=None if error is None else str(error)[:_MESSAGE_LIMIT],
+        attributed=attributed if isinstance(attributed, bool) else None,
+    )
+
+
+def _user_agent() -> str:
+    from airflow_provider_gravity import __version__
+
+    return f"airflow-provider-gravity/{__version__}"

@@ -1,0 +1,312 @@
+"""
+One run: chunks of rows in, a summary out. Validates and builds events, drops in-run duplicates, skips
+what the delivery log says was delivered, sends batches in parallel and accounts for every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from airflow_provider_gravity.conversions.client import EventResult
+from airflow_provider_gravity.conversions.columns import normalize_column_names
+from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord
+from airflow_provider_gravity.conversions.errors import GravityResponseError, GravityUnavailableError
+from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events
+from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
+from airflow_provider_gravity.conversions.seen_keys import SeenKeys
+from airflow_provider_gravity.conversions.sending import Outcome, send_with_split
+from airflow_provider_gravity.conversions.summary import Tally, build_summary
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[Sequence[dict]], list[EventResult]]
+DELIVERED_LOG_STATUSES = frozenset({"delivered", "duplicate"})
+
+
+@dataclass
+class RunResult:
+    """
+    The outcome of a run.
+
+    :param summary: the JSON-ready run summary.
+    :param gave_up: why sending stopped early (Gravity unavailable after retries), or ``None``.
+    :param preview: the first events as they would be sent (hashed PII only), for dry runs.
+    """
+
+    summary: dict[str, Any]
+    gave_up: str | None = None
+    preview: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    chunk_index: int
+    events: list[dict]
+    rows: list[int]
+    payload_hashes: list[str | None]
+
+
+@dataclass
+class _ChunkState:
+    digest: str
+    tally: Tally = field(default_factory=Tally)
+    pending_batches: int = 0
+    submitted_all: bool = False
+
+
+class ConversionPipeline:
+    """
+    Sends the rows of a query to Gravity, chunk by chunk, and accounts for every row.
+
+    :param settings: how rows become events.
+    :param send: sends one batch and returns one result per event; ``None`` for a dry run.
+    :param batch_size: events per request (at most 1,000).
+    :param max_concurrency: requests in flight at once.
+    :param delivery_log: remembers delivered events across runs; ``None`` to rely on Gravity's 48 h dedup.
+    :param resend_changed: re-send an event the log holds as delivered when its payload changed.
+    :param resume: records and restores acknowledged progress across task retries.
+    :param run_id: recorded in the delivery log.
+    :param request_counts: returns ``(requests, retries)`` made so far, for the summary.
+    :param progress_interval: seconds between two progress lines in the log.
+    :param preview_size: events kept for the dry-run preview.
+    :param clock: the run's reference time (Unix seconds) for event-age checks.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: EventSettings,
+        send: Sender | None,
+        batch_size: int = 1_000,
+        max_concurrency: int = 4,
+        delivery_log: DeliveryLog | None = None,
+        resend_changed: bool = False,
+        resume: ResumeLog | None = None,
+        run_id: str = "manual",
+        request_counts: Callable[[], tuple[int, int]] | None = None,
+        progress_interval: float = 10.0,
+        preview_size: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 1 <= batch_size <= 1_000:
+            raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}.")
+        self.settings = settings
+        self.send = send
+        self.batch_size = batch_size
+        self.max_concurrency = max(1, max_concurrency)
+        self.delivery_log = delivery_log
+        self.resend_changed = resend_changed
+        self.resume = resume or ResumeLog(None, "")
+        self.run_id = run_id
+        self.request_counts = request_counts or (lambda: (0, 0))
+        self.progress_interval = progress_interval
+        self.preview_size = preview_size
+        self.clock = clock
+        self.tally = Tally()
+        self.seen = SeenKeys()
+        self.preview: list[dict] = []
+        self.gave_up: str | None = None
+        self._chunks: dict[int, _ChunkState] = {}
+        self._in_flight: dict[Future, _Batch] = {}
+        self._rows_read = 0
+        self._started = 0.0
+        self._last_progress = 0.0
+
+    def run(self, chunks: Iterable[pd.DataFrame]) -> RunResult:
+        """Process every chunk, wait for every request, and return the summary."""
+        self._started = self._last_progress = time.monotonic()
+        now = self.clock()
+        executor = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="gravity-send")
+        try:
+            for index, frame in enumerate(chunks):
+                frame.columns = normalize_column_names(frame.columns)
+                self._rows_read += len(frame)
+                self._process_chunk(index, frame, now, executor)
+                self._log_progress()
+                if self.gave_up:
+                    break
+            while self._in_flight:
+                self._collect(wait_for_one=True)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if self.gave_up is None:
+            self.resume.finish()
+        else:
+            self.resume.flush(force=True)
+        requests, retries = self.request_counts()
+        summary = build_summary(
+            self.tally,
+            requests=requests,
+            retries=retries,
+            seconds=time.monotonic() - self._started,
+            dry_run=self.send is None,
+        )
+        if self.resume.chunks_skipped:
+            summary["resumed_chunks"] = self.resume.chunks_skipped
+        return RunResult(summary, self.gave_up, self.preview)
+
+    def _process_chunk(
+        self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor
+    ) -> None:
+        built = build_events(frame, self.settings, now)
+        digest = chunk_digest(built.event_names, built.event_ids)
+        self._drop_in_run_duplicates(built)
+        saved = self.resume.restore(index, digest)
+        if saved is not None and saved.complete:
+            self.tally.update(saved.tally)
+            return
+        state = self._chunks[index] = _ChunkState(digest)
+        if saved is not None:
+            state.tally.update(saved.tally)
+            self.tally.update(saved.tally)
+        self.tally.update(_field_drops(built))
+        state.tally.update(_field_drops(built))
+        to_send = self._account_local_rows(index, built, saved.ranges if saved else [])
+        for start in range(0, len(to_send), self.batch_size):
+            rows = to_send[start : start + self.batch_size]
+            events = [built.events[row] for row in rows]
+            hashes = [_payload_hash(e) for e in events] if self.delivery_log else [None] * len(events)
+            self._submit(executor, _Batch(index, events, rows, hashes))
+        state.submitted_all = True
+        self._complete_chunk_if_done(index)
+
+    def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
+        valid_rows = [i for i, event in enumerate(built.events) if event is not None]
+        keys = [(built.event_names[i], built.event_ids[i]) for i in valid_rows]
+        for row, first in zip(valid_rows, self.seen.first_occurrences(keys), strict=True):
+            if not first:
+                built.events[row] = None
+                built.reasons[row] = "duplicate_in_run"
+
+    def _account_local_rows(self, index: int, built: BuiltChunk, acked: list[tuple[int, int]]) -> list[int]:
+        """Count invalid and already-delivered rows; return the rows left to send."""
+        state = self._chunks[index]
+        dead_letters: list[DeliveryRecord] = []
+        candidates: list[int] = []
+        for row, event in enumerate(built.events):
+            if any(first <= row <= last for first, last in acked):
+                continue
+            if event is None:
+                reason = built.reasons[row]
+                self._count(state, "invalid", reason)
+                if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
+                    dead_letters.append(
+                        DeliveryRecord(built.event_names[row], built.event_ids[row], "invalid", reason, None)
+                    )
+            else:
+                candidates.append(row)
+        if self.delivery_log is None:
+            return candidates
+        if dead_letters:
+            self.delivery_log.record(dead_letters, run_id=self.run_id)
+        logged = self.delivery_log.lookup([(built.event_names[r], built.event_ids[r]) for r in candidates])
+        to_send = []
+        for row in candidates:
+            entry = logged.get((built.event_names[row], built.event_ids[row]))
+            if entry is not None and entry.status in DELIVERED_LOG_STATUSES:
+                unchanged = entry.payload_sha256 == _payload_hash(built.events[row])
+                if not self.resend_changed or unchanged:
+                    self._count(state, "skipped_delivered")
+                    continue
+            to_send.append(row)
+        return to_send
+
+    def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
+        state = self._chunks[batch.chunk_index]
+        if self.send is None:
+            for event in batch.events:
+                self._count(state, "undelivered")
+                if len(self.preview) < self.preview_size:
+                    self.preview.append(event)
+            return
+        while len(self._in_flight) >= self.max_concurrency * 2:
+            self._collect(wait_for_one=True)
+        state.pending_batches += 1
+        self._in_flight[executor.submit(send_with_split, self.send, batch.events)] = batch
+
+    def _collect(self, *, wait_for_one: bool) -> None:
+        done, _ = wait(
+            list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED
+        )
+        for future in done:
+            batch = self._in_flight.pop(future)
+            try:
+                outcomes = future.result()
+            except (GravityUnavailableError, GravityResponseError) as err:
+                self.gave_up = self.gave_up or str(err)
+                outcomes = [Outcome("undelivered", None, None)] * len(batch.events)
+            self._account_batch(batch, outcomes)
+        self._log_progress()
+
+    def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
+        state = self._chunks[batch.chunk_index]
+        batch_tally = Tally()
+        records = []
+        for event, outcome, payload_hash in zip(batch.events, outcomes, batch.payload_hashes, strict=True):
+            batch_tally.count_row(outcome.bucket, outcome.detail)
+            if outcome.bucket == "undelivered":
+                continue
+            batch_tally.count_sent(event)
+            if outcome.attributed:
+                batch_tally["attributed"] += 1
+            records.append(
+                DeliveryRecord(
+                    event["event_name"], event["event_id"], outcome.bucket, outcome.status_text, payload_hash
+                )
+            )
+        self.tally.update(batch_tally)
+        state.tally.update(batch_tally)
+        state.pending_batches -= 1
+        if self.delivery_log is not None and records:
+            self.delivery_log.record(records, run_id=self.run_id)
+        if not batch_tally["bucket.undelivered"]:
+            self.resume.batch_acknowledged(
+                batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], batch_tally
+            )
+        self._complete_chunk_if_done(batch.chunk_index)
+
+    def _complete_chunk_if_done(self, index: int) -> None:
+        state = self._chunks[index]
+        if not state.submitted_all or state.pending_batches:
+            return
+        del self._chunks[index]
+        if not state.tally["bucket.undelivered"]:
+            self.resume.chunk_completed(index, state.digest, state.tally)
+
+    def _count(self, state: _ChunkState, bucket: str, detail: str | None = None) -> None:
+        state.tally.count_row(bucket, detail)
+        self.tally.count_row(bucket, detail)
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < self.progress_interval:
+            return
+        self._last_progress = now
+        elapsed = max(now - self._started, 1e-9)
+        log.info(
+            "Progress: %s rows read, %s events sent, %s delivered, %s rejected, %s invalid, %.0f rows/s",
+            f"{self._rows_read:,}",
+            f"{self.tally['sent']:,}",
+            f"{self.tally['bucket.delivered']:,}",
+            f"{self.tally['bucket.rejected']:,}",
+            f"{self.tally['bucket.invalid']:,}",
+            self._rows_read / elapsed,
+        )
+
+
+def _field_drops(built: BuiltChunk) -> Tally:
+    """Field-level drops (``invalid_email``, ...) of a chunk, as tally counters."""
+    return Tally({f"drop.{reason}": count for reason, count in built.field_drops.items()})
+
+
+def _payload_hash(event: dict) -> str:
+    return hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

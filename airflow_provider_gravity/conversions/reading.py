@@ -1,0 +1,30 @@
+"""Stream a query's rows in chunks through SQLAlchemy, with a server-side cursor where the driver has one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import sqlalchemy
+
+STREAMING_DIALECTS = frozenset({"postgresql", "postgres", "mysql", "mariadb", "redshift"})
+
+
+def stream_query(
+    engine: sqlalchemy.Engine,
+    sql: str,
+    parameters: Mapping[str, Any] | Sequence[Any] | None,
+    chunk_size: int,
+) -> Iterator[pd.DataFrame]:
+    """
+    Run ``sql`` (written for the driver, with its parameter style) and yield DataFrames of ``chunk_size``
+    rows. ``stream_results`` asks for a server-side cursor, so memory holds one chunk, not the result.
+    Values keep their Python types (``Decimal``, ``datetime``, lists), cast by the pipeline, not by pandas.
+    """
+    with engine.connect() as connection:
+        streaming = connection.execution_options(stream_results=True, max_row_buffer=chunk_size)
+        result = streaming.exec_driver_sql(sql, parameters) if parameters else streaming.exec_driver_sql(sql)
+        columns = list(result.keys())
+        while rows := result.fetchmany(chunk_size):
+            yield pd.DataFrame.from_records([tuple(row) for row in rows], columns=columns, coerce_float=False)

@@ -1,0 +1,61 @@
+"""Send one batch and turn Gravity's answer into a bucket per event, splitting batches Gravity refuses whole."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from airflow_provider_gravity.conversions.client import EventResult
+from airflow_provider_gravity.conversions.errors import GravityRequestRejected
+
+_BUCKET_OF_STATUS = {
+    "ok": "delivered",
+    "test_ok": "delivered",
+    "skipped": "delivered",
+    "duplicate": "duplicate",
+}
+
+
+class Outcome(NamedTuple):
+    """
+    Where one sent event ends.
+
+    :param bucket: ``delivered``, ``duplicate``, ``rejected`` or ``undelivered``.
+    :param detail: the reason shown in the summary for a rejected event (Gravity's error, or the HTTP status).
+    :param status_text: Gravity's status and error, for the delivery log.
+    :param attributed: Gravity attributed the conversion to an ad.
+    """
+
+    bucket: str
+    detail: str | None
+    status_text: str | None
+    attributed: bool = False
+
+
+def outcome_of(result: EventResult) -> Outcome:
+    """Map one :class:`EventResult` to its bucket."""
+    if result.status == "missing":
+        return Outcome("undelivered", None, None)
+    bucket = _BUCKET_OF_STATUS.get(result.status, "rejected")
+    if bucket != "rejected":
+        return Outcome(bucket, None, result.status, bool(result.attributed))
+    detail = result.error or f"status {result.status}"
+    return Outcome("rejected", detail, f"{result.status}: {detail}")
+
+
+def send_with_split(
+    send: Callable[[Sequence[dict]], list[EventResult]], events: Sequence[dict]
+) -> list[Outcome]:
+    """
+    Send ``events`` and return one :class:`Outcome` per event. When Gravity refuses the whole request
+    (400/413/422), send each half on its own until the refused events are isolated; each isolated event is
+    ``rejected`` with the HTTP status and Gravity's message.
+    """
+    try:
+        return [outcome_of(result) for result in send(events)]
+    except GravityRequestRejected as refused:
+        if len(events) == 1:
+            detail = f"HTTP {refused.status}: {refused.message or 'refused'}"
+            return [Outcome("rejected", detail, detail)]
+    middle = len(events) // 2
+    return send_with_split(send, events[:middle]) + send_with_split(send, events[middle:])

@@ -1,0 +1,100 @@
+"""The run summary: every source row in exactly one bucket, plus reasons, field drops and coverage."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
+MATCH_KEYS = ("em", "ph", "fn_ln", "external_id", "click_id")
+_TOP_ERRORS = 10
+
+
+class Tally(Counter):
+    """
+    Flat counters of a run or of a part of it, JSON-ready so that progress can be saved and restored.
+
+    Keys: ``bucket.<name>``, ``invalid.<reason>``, ``rejected.<message>``, ``drop.<field reason>``,
+    ``coverage.<match key>``, ``sent`` (events sent), ``attributed``.
+    """
+
+    def count_row(self, bucket: str, detail: str | None = None) -> None:
+        """Put one row in ``bucket``, with its reason for ``invalid`` and Gravity's message for ``rejected``."""
+        self[f"bucket.{bucket}"] += 1
+        if bucket in ("invalid", "rejected") and detail:
+            self[f"{bucket}.{detail}"] += 1
+
+    def count_sent(self, event: dict) -> None:
+        """Count an event that was sent, and the match keys it carried."""
+        self["sent"] += 1
+        user_data = event.get("user_data") or {}
+        for key in ("em", "ph", "external_id", "click_id"):
+            if user_data.get(key):
+                self[f"coverage.{key}"] += 1
+        if user_data.get("fn") and user_data.get("ln"):
+            self["coverage.fn_ln"] += 1
+
+    def to_json(self) -> dict[str, int]:
+        """The non-zero counters as a plain dict."""
+        return {key: int(value) for key, value in self.items() if value}
+
+
+def build_summary(
+    tally: Tally, *, requests: int, retries: int, seconds: float, dry_run: bool
+) -> dict[str, Any]:
+    """
+    The summary a user reads: buckets, reasons, drops, coverage and speed. Small enough for XCom and free of PII.
+    """
+    buckets = {name: int(tally[f"bucket.{name}"]) for name in BUCKETS}
+    rows_read = sum(buckets.values())
+    sent = int(tally["sent"])
+    errors = buckets["rejected"] + buckets["invalid"]
+    rejected = sorted(_sub_counts(tally, "rejected").items(), key=lambda kv: (-kv[1], kv[0]))
+    return {
+        "rows_read": rows_read,
+        **buckets,
+        "invalid_reasons": _sub_counts(tally, "invalid"),
+        "rejected_errors": dict(rejected[:_TOP_ERRORS]),
+        "field_drops": _sub_counts(tally, "drop"),
+        "events_sent": sent,
+        "attributed": int(tally["attributed"]),
+        "match_key_coverage": {
+            key: round(tally[f"coverage.{key}"] / sent, 4) if sent else 0.0 for key in MATCH_KEYS
+        },
+        "error_rate": round(errors / rows_read, 6) if rows_read else 0.0,
+        "requests": requests,
+        "retries": retries,
+        "seconds": round(seconds, 3),
+        "rows_per_second": round(rows_read / seconds, 1) if seconds > 0 else 0.0,
+        "dry_run": dry_run,
+    }
+
+
+def _sub_counts(tally: Tally, prefix: str) -> dict[str, int]:
+    start = len(prefix) + 1
+    return {key[start:]: int(v) for key, v in sorted(tally.items()) if key.startswith(prefix + ".") and v}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Render the summary as one readable, aligned table for the task log."""
+    lines = [f"{'rows read':<28}{summary['rows_read']:>14,}"]
+    for name in BUCKETS:
+        lines.append(f"  {name:<26}{summary[name]:>14,}")
+    for title, key in (("invalid by reason", "invalid_reasons"), ("rejected by Gravity", "rejected_errors")):
+        for reason, count in summary[key].items():
+            lines.append(f"    {title}: {reason:<40.40} {count:>8,}")
+    for reason, count in summary["field_drops"].items():
+        lines.append(f"  field dropped: {reason:<24}{count:>8,}")
+    coverage = "  ".join(f"{k} {v:.0%}" for k, v in summary["match_key_coverage"].items())
+    lines += [
+        f"{'events sent':<28}{summary['events_sent']:>14,}",
+        f"{'match-key coverage':<28}{coverage}",
+        f"{'error rate':<28}{summary['error_rate']:>14.2%}",
+        f"{'requests / retries':<28}{summary['requests']:>8,} / {summary['retries']:,}",
+        f"{'seconds / rows per second':<28}{summary['seconds']:>8,.1f} / {summary['rows_per_second']:,.0f}",
+    ]
+    if summary.get("dry_run"):
+        lines.append(
+            "DRY RUN: nothing was sent; events that would have been sent are counted as undelivered."
+        )
+    return "\n".join(lines)

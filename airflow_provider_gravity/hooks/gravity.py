@@ -1,0 +1,120 @@
+"""Airflow hook for Gravity's Conversions API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_gravity.conversions.client import (
+    AUTH_HEADER_STYLES,
+    EventResult,
+    GravityClient,
+    RetryPolicy,
+)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+class GravityHook(BaseHook):
+    """
+    Interact with Gravity's Conversions API (``POST /gateway/events``).
+
+    The connection is read lazily, on first use. Its fields: host = base URL (``https://api.trygravity.ai``
+    when empty; ``http://`` is allowed only for a loopback host such as the local sandbox), password = API key.
+    Extras: ``auth_header`` (``bearer`` default, or ``x-api-key``), ``timeout`` (seconds, default 30),
+    ``max_retries`` (default 5), ``hash_phone_with_plus`` (default false).
+
+    :param gravity_conn_id: The :ref:`Gravity connection id <howto/connection:gravity>`.
+    :param pool_size: HTTP connections kept open; set it to at least the number of parallel requests.
+    """
+
+    conn_name_attr = "gravity_conn_id"
+    default_conn_name = "gravity_default"
+    conn_type = "gravity"
+    hook_name = "Gravity"
+
+    def __init__(
+        self, gravity_conn_id: str = default_conn_name, *, pool_size: int = 16, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.gravity_conn_id = gravity_conn_id
+        self.pool_size = pool_size
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return the connection form's custom behaviour (labels, hidden fields)."""
+        from airflow_provider_gravity import get_provider_info
+
+        return get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        """The connection's extra fields."""
+        return self._connection.extra_dejson
+
+    @cached_property
+    def _connection(self):
+        return self.get_connection(self.gravity_conn_id)
+
+    @cached_property
+    def client(self) -> GravityClient:
+        """The :class:`GravityClient` built from the connection, created once and reused."""
+        from airflow.sdk.log import mask_secret
+
+        conn = self._connection
+        if not conn.password:
+            raise ValueError(f"Connection {self.gravity_conn_id!r} has no API key (password).")
+        mask_secret(conn.password)
+        auth_header = str(self.extras.get("auth_header") or "bearer").lower()
+        if auth_header not in AUTH_HEADER_STYLES:
+            raise ValueError(f"Extra auth_header must be one of {AUTH_HEADER_STYLES}, got {auth_header!r}.")
+        base_url = conn.host or None
+        if base_url and "://" not in base_url:
+            base_url = f"{conn.schema or 'https'}://{base_url}"
+        if base_url and conn.port:
+            base_url = f"{base_url.rstrip('/')}:{conn.port}"
+        return GravityClient(
+            base_url,
+            conn.password,
+            auth_header=auth_header,
+            timeout=float(self.extras.get("timeout") or 30),
+            retry=RetryPolicy(max_retries=int(self.extras.get("max_retries", 5))),
+            pool_size=self.pool_size,
+        )
+
+    @property
+    def hash_phone_with_plus(self) -> bool:
+        """Whether phones are hashed as ``+E.164`` rather than E.164 digits (extra ``hash_phone_with_plus``)."""
+        return _as_bool(self.extras.get("hash_phone_with_plus", False))
+
+    def get_conn(self) -> GravityClient:
+        """Return the :class:`GravityClient` of this connection."""
+        return self.client
+
+    def send_events(self, events: Sequence[dict]) -> list[EventResult]:
+        """
+        Send up to 1,000 events in one request; see :meth:`GravityClient.send_events`.
+
+        :param events: JSON-ready event dicts.
+        :return: one :class:`EventResult` per event, in order.
+        """
+        return self.client.send_events(events)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the base URL and API key without sending a conversion."""
+        try:
+            return self.client.check_connection()
+        except Exception as err:
+            return False, str(err)
+
+    def close(self) -> None:
+        """Close the HTTP session, if one was opened."""
+        if "client" in self.__dict__:
+            self.client.close()

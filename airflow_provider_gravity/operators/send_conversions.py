@@ -1,0 +1,289 @@
+"""Operator that sends the rows of a SQL query to Gravity's Conversions API as offline conversions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.sql.hooks.sql import DbApiHook
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_gravity.conversions.client import MAX_EVENTS_PER_REQUEST
+from airflow_provider_gravity.conversions.columns import ColumnContractError
+from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.errors import GravityAuthError, GravityHTTPError
+from airflow_provider_gravity.conversions.events import EventSettings
+from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
+from airflow_provider_gravity.conversions.reading import STREAMING_DIALECTS, stream_query
+from airflow_provider_gravity.conversions.resume import ResumeLog
+from airflow_provider_gravity.conversions.summary import format_summary
+from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class SendConversionsOperator(BaseOperator):
+    """
+    Send offline conversions from any SQL warehouse to Gravity's Conversions API.
+
+    The query's column aliases are the mapping (``event_id``, ``event_time``, ``em``, ``ph``, ``value``, ...;
+    see the README's column contract). Rows are streamed in chunks, PII is normalized and SHA-256 hashed on
+    the worker, events are sent in parallel batches, and every row ends in one bucket of the returned summary:
+    ``delivered``, ``duplicate``, ``rejected``, ``invalid``, ``skipped_delivered`` or ``undelivered``.
+
+    .. seealso::
+        For more information on how to use this operator, take a look at the README.
+
+    :param sql: the query, or a path to a ``.sql`` file (templated). End it with ``ORDER BY event_id`` so a
+        retried task can resume where the previous try stopped.
+    :param conn_id: connection of any SQL database with a common-sql ``DbApiHook`` (templated).
+    :param parameters: DB-API parameters of the query, in the driver's style (templated).
+    :param hook_params: extra arguments for the SQL hook.
+    :param gravity_conn_id: the Gravity connection (templated).
+    :param event_name: event name of rows without an ``event_name`` column (templated).
+    :param action_source: ``action_source`` of rows without one, e.g. ``physical_store`` (templated).
+    :param event_source_url: ``event_source_url`` of rows without one (templated).
+    :param timezone: IANA zone of naive ``event_time`` values.
+    :param default_region: phone region (ISO 3166 alpha-2) of rows without a ``country``.
+    :param chunk_size: rows fetched and processed at a time; memory grows with it, not with the result.
+    :param batch_size: events per request, 1 to 1,000.
+    :param max_concurrency: requests in flight at once.
+    :param max_error_rate: share of rows rejected or invalid above which the task fails, after the run.
+    :param require_match_key: refuse rows without em, ph, external_id, click_id or fn+ln.
+    :param max_event_age: refuse events older than this (a ``timedelta`` or seconds); ``None`` for no limit.
+    :param dry_run: do everything but send; log a hashed preview of the first events (templated).
+    :param delivery_log_table: table remembering delivered events across runs, created if missing; ``None``
+        to rely on Gravity's 48-hour dedup only (templated).
+    :param delivery_log_conn_id: SQL connection of the delivery log; defaults to ``conn_id`` (templated).
+    :param resend_changed: re-send events the delivery log holds as delivered when their payload changed.
+    :param hash_phone_with_plus: hash phones as ``+E.164``; ``None`` reads the Gravity connection's extra.
+    :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional, faster).
+    :param progress_interval: seconds between two progress lines in the task log.
+    """
+
+    template_fields: Sequence[str] = (
+        "sql",
+        "parameters",
+        "conn_id",
+        "gravity_conn_id",
+        "event_name",
+        "action_source",
+        "event_source_url",
+        "delivery_log_table",
+        "delivery_log_conn_id",
+        "dry_run",
+    )
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers = {"sql": "sql", "parameters": "json"}
+    ui_color = "#f3e8ff"
+
+    def __init__(
+        self,
+        *,
+        sql: str,
+        conn_id: str,
+        parameters: Mapping[str, Any] | Sequence[Any] | None = None,
+        hook_params: dict | None = None,
+        gravity_conn_id: str = GravityHook.default_conn_name,
+        event_name: str | None = None,
+        action_source: str | None = None,
+        event_source_url: str | None = None,
+        timezone: str = "UTC",
+        default_region: str = "US",
+        chunk_size: int = 10_000,
+        batch_size: int = MAX_EVENTS_PER_REQUEST,
+        max_concurrency: int = 4,
+        max_error_rate: float = 0.01,
+        require_match_key: bool = False,
+        max_event_age: timedelta | float | None = None,
+        dry_run: bool | str = False,
+        delivery_log_table: str | None = None,
+        delivery_log_conn_id: str | None = None,
+        resend_changed: bool = False,
+        hash_phone_with_plus: bool | None = None,
+        phone_backend: str = "phonenumbers",
+        progress_interval: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_exponential_backoff", True)
+        kwargs.setdefault("retry_delay", timedelta(minutes=1))
+        super().__init__(**kwargs)
+        if not 1 <= batch_size <= MAX_EVENTS_PER_REQUEST:
+            raise ValueError(f"batch_size must be between 1 and {MAX_EVENTS_PER_REQUEST}, got {batch_size}.")
+        if chunk_size < 1 or max_concurrency < 1:
+            raise ValueError("chunk_size and max_concurrency must be at least 1.")
+        if not 0 <= max_error_rate <= 1:
+            raise ValueError(f"max_error_rate is a share between 0 and 1, got {max_error_rate}.")
+        self.sql = sql
+        self.conn_id = conn_id
+        self.parameters = parameters
+        self.hook_params = hook_params or {}
+        self.gravity_conn_id = gravity_conn_id
+        self.event_name = event_name
+        self.action_source = action_source
+        self.event_source_url = event_source_url
+        self.timezone = timezone
+        self.default_region = default_region
+        self.chunk_size = chunk_size
+        self.batch_size = batch_size
+        self.max_concurrency = max_concurrency
+        self.max_error_rate = max_error_rate
+        self.require_match_key = require_match_key
+        self.max_event_age = max_event_age
+        self.dry_run = dry_run
+        self.delivery_log_table = delivery_log_table
+        self.delivery_log_conn_id = delivery_log_conn_id
+        self.resend_changed = resend_changed
+        self.hash_phone_with_plus = hash_phone_with_plus
+        self.phone_backend = phone_backend
+        self.progress_interval = progress_interval
+
+    @cached_property
+    def sql_hook(self) -> DbApiHook:
+        """The common-sql hook of ``conn_id``."""
+        return _sql_hook(self.conn_id, self.hook_params)
+
+    @cached_property
+    def gravity_hook(self) -> GravityHook:
+        """The Gravity hook, with one HTTP connection per parallel request."""
+        return GravityHook(self.gravity_conn_id, pool_size=self.max_concurrency)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        dry_run = _as_bool(self.dry_run)
+        pipeline = ConversionPipeline(
+            settings=self._event_settings(dry_run),
+            send=None if dry_run else self.gravity_hook.send_events,
+            batch_size=self.batch_size,
+            max_concurrency=self.max_concurrency,
+            delivery_log=self._delivery_log(),
+            resend_changed=self.resend_changed,
+            resume=ResumeLog(context.get("task_state_store"), self._fingerprint()),
+            run_id=str(context.get("run_id") or "manual"),
+            request_counts=None if dry_run else self._request_counts,
+            progress_interval=self.progress_interval,
+        )
+        try:
+            result = pipeline.run(self._read_chunks())
+        except GravityAuthError as err:
+            raise AirflowFailException(str(err)) from None
+        except GravityHTTPError as err:
+            raise AirflowFailException(f"{err} Check the Gravity connection's base URL.") from None
+        except ColumnContractError as err:
+            raise AirflowFailException(str(err)) from None
+        finally:
+            if not dry_run:
+                self.gravity_hook.close()
+        summary = result.summary
+        table = format_summary(summary)
+        self.log.info("Gravity run summary:\n%s", table)
+        if dry_run:
+            for event in result.preview:
+                self.log.info("Dry-run preview (PII hashed): %s", json.dumps(event, sort_keys=True))
+        if result.gave_up:
+            raise AirflowException(
+                f"{summary['undelivered']} events were not delivered ({result.gave_up}); a retry of this task "
+                f"resumes after the acknowledged part.\n{table}"
+            )
+        if summary["error_rate"] > self.max_error_rate:
+            raise AirflowFailException(
+                f"Error rate {summary['error_rate']:.2%} is above max_error_rate {self.max_error_rate:.2%} "
+                f"(rejected + invalid over rows read).\n{table}"
+            )
+        return summary
+
+    def _event_settings(self, dry_run: bool) -> EventSettings:
+        with_plus = self.hash_phone_with_plus
+        if with_plus is None:
+            with_plus = False if dry_run else self.gravity_hook.hash_phone_with_plus
+        max_age = self.max_event_age
+        if isinstance(max_age, timedelta):
+            max_age = max_age.total_seconds()
+        return EventSettings(
+            event_name=self.event_name or None,
+            action_source=self.action_source or None,
+            event_source_url=self.event_source_url or None,
+            timezone=self.timezone,
+            default_region=self.default_region,
+            phone_with_plus=with_plus,
+            require_match_key=self.require_match_key,
+            max_event_age_seconds=max_age,
+            phone_backend=self.phone_backend,
+        )
+
+    def _read_chunks(self):
+        hook = self.sql_hook
+        if hook.dialect_name in STREAMING_DIALECTS:
+            self.log.info(
+                "Streaming %s rows with a server-side cursor, %d rows at a time.",
+                hook.dialect_name,
+                self.chunk_size,
+            )
+            return stream_query(hook.get_sqlalchemy_engine(), self.sql, self.parameters, self.chunk_size)
+        self.log.info("Reading rows with get_df_by_chunks, %d rows at a time.", self.chunk_size)
+        return hook.get_df_by_chunks(
+            self.sql, parameters=self.parameters, chunksize=self.chunk_size, df_type="pandas"
+        )
+
+    def _delivery_log(self) -> DeliveryLog | None:
+        if not self.delivery_log_table:
+            return None
+        hook = _sql_hook(self.delivery_log_conn_id or self.conn_id, {})
+        delivery_log = DeliveryLog(hook.get_sqlalchemy_engine(), self.delivery_log_table)
+        delivery_log.ensure_table()
+        return delivery_log
+
+    def _request_counts(self) -> tuple[int, int]:
+        client = self.gravity_hook.client
+        return client.requests_sent, client.retries
+
+    def _fingerprint(self) -> str:
+        identity = json.dumps(
+            [self.sql, self.parameters, self.conn_id, self.event_name, self.chunk_size, self.batch_size],
+            default=str,
+            sort_keys=True,
+        )
+        return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+    def get_openlineage_facets_on_complete(self, task_instance) -> Any:
+        """Lineage: the SQL query as input, Gravity's conversions endpoint as output. Makes no network call."""
+        try:
+            from airflow.providers.common.compat.openlineage.facet import Dataset, SQLJobFacet
+            from airflow.providers.openlineage.extractors import OperatorLineage
+        except ImportError:
+            return None
+        connection = BaseHook.get_connection(self.conn_id)
+        namespace = f"{connection.conn_type}://{connection.host or 'localhost'}"
+        if connection.port:
+            namespace += f":{connection.port}"
+        gravity_host = "api.trygravity.ai"
+        try:
+            gravity_host = BaseHook.get_connection(self.gravity_conn_id).host or gravity_host
+        except Exception:
+            pass
+        return OperatorLineage(
+            inputs=[Dataset(namespace=namespace, name=connection.schema or self.conn_id)],
+            outputs=[
+                Dataset(
+                    namespace=f"gravity://{gravity_host.split('://')[-1]}",
+                    name=f"conversions/{self.event_name or 'events'}",
+                )
+            ],
+            job_facets={"sql": SQLJobFacet(query=self.sql)},
+        )
+
+
+def _sql_hook(conn_id: str, hook_params: dict) -> DbApiHook:
+    hook = BaseHook.get_hook(conn_id, hook_params=hook_params)
+    if not isinstance(hook, DbApiHook):
+        raise AirflowFailException(
+            f"Connection {conn_id!r} gives a {type(hook).__name__}, not a SQL hook: conn_id must name a database "
+            "connection whose hook is a common-sql DbApiHook (Postgres, MySQL, Snowflake, BigQuery, SQLite, ...)."
+        )
+    return hook
