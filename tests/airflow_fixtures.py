@@ -8,19 +8,33 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="gravity-test-airflow-"))
+DAGS_FOLDER = AIRFLOW_HOME / "dags"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = str(Path(sys.executable).parent)
 
+DAGS_FOLDER.mkdir()
+(DAGS_FOLDER / "repo_dags").symlink_to(REPO_ROOT / "dags", target_is_directory=True)
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME}/airflow.db"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ.get("PATH", "")
+
+_STUB = """\
+# Stand-in so that dag.test() finds a serialized DAG with this id; the test runs its own DAG object.
+import datetime
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+with DAG({dag_id!r}, schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+    EmptyOperator(task_id="stand_in")
+"""
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +49,27 @@ def airflow_db() -> Path:
     )
     yield AIRFLOW_HOME
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+def run_dag_test(dag, **test_kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """
+    Run ``dag.test()`` for a DAG built inside a test (a stand-in file with its id is written to the DAGs
+    folder, as ``dag.test()`` needs a serialized DAG) and return the DagRun and each task's XCom return value.
+    Needs the ``airflow_db`` fixture.
+    """
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    stub = DAGS_FOLDER / f"stand_in_{dag.dag_id}.py"
+    if not stub.exists():
+        stub.write_text(_STUB.format(dag_id=dag.dag_id))
+    dag_run = dag.test(**test_kwargs)
+    with create_session() as session:
+        rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id, key="return_value")
+        returned = {row.task_id: row.value for row in rows}
+    return dag_run, returned
+
+
+def task_states(dag_run) -> dict[str, tuple[str, int]]:
+    """``{task_id: (state, try_number)}`` of a finished DagRun."""
+    return {ti.task_id: (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}

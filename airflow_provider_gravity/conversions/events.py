@@ -16,6 +16,7 @@ from airflow_provider_gravity.conversions.pii import hash_user_fields
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
+MAX_KEY_LENGTH = 255  # event_name and event_id; also the delivery log's key columns
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,12 @@ def _identity_reason(
 ) -> str | None:
     if event_id is None:
         return "missing_event_id"
+    if len(event_id) > MAX_KEY_LENGTH:
+        return "event_id_too_long"
     if event_name is None:
         return "missing_event_name"
+    if len(event_name) > MAX_KEY_LENGTH:
+        return "event_name_too_long"
     if time_missing:
         return "missing_event_time"
     if np.isnan(seconds):

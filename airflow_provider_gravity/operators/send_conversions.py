@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from airflow_provider_gravity.conversions.summary import format_summary
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 
 if TYPE_CHECKING:
+    import pandas as pd
     from airflow.sdk import Context
 
 
@@ -169,8 +170,9 @@ class SendConversionsOperator(BaseOperator):
             request_counts=None if dry_run else self._request_counts,
             progress_interval=self.progress_interval,
         )
+        chunks = self._read_chunks()
         try:
-            result = pipeline.run(self._read_chunks())
+            result = pipeline.run(chunks)
         except GravityAuthError as err:
             raise AirflowFailException(str(err)) from None
         except GravityHTTPError as err:
@@ -178,6 +180,7 @@ class SendConversionsOperator(BaseOperator):
         except ColumnContractError as err:
             raise AirflowFailException(str(err)) from None
         finally:
+            chunks.close()  # releases the database cursor even when the run stopped early
             if not dry_run:
                 self.gravity_hook.close()
         summary = result.summary
@@ -217,19 +220,22 @@ class SendConversionsOperator(BaseOperator):
             phone_backend=self.phone_backend,
         )
 
-    def _read_chunks(self):
+    def _read_chunks(self) -> Generator[pd.DataFrame, None, None]:
         hook = self.sql_hook
-        if hook.dialect_name in STREAMING_DIALECTS:
-            self.log.info(
-                "Streaming %s rows with a server-side cursor, %d rows at a time.",
-                hook.dialect_name,
-                self.chunk_size,
+        if hook.dialect_name not in STREAMING_DIALECTS:
+            self.log.info("Reading rows with get_df_by_chunks, %d rows at a time.", self.chunk_size)
+            yield from hook.get_df_by_chunks(
+                self.sql, parameters=self.parameters, chunksize=self.chunk_size, df_type="pandas"
             )
-            return stream_query(hook.get_sqlalchemy_engine(), self.sql, self.parameters, self.chunk_size)
-        self.log.info("Reading rows with get_df_by_chunks, %d rows at a time.", self.chunk_size)
-        return hook.get_df_by_chunks(
-            self.sql, parameters=self.parameters, chunksize=self.chunk_size, df_type="pandas"
+            return
+        self.log.info(
+            "Streaming %s rows with a server-side cursor, %d rows at a time.", hook.dialect_name, self.chunk_size
         )
+        engine = hook.get_sqlalchemy_engine()
+        try:
+            yield from stream_query(engine, self.sql, self.parameters, self.chunk_size)
+        finally:
+            engine.dispose()
 
     def _delivery_log(self) -> DeliveryLog | None:
         if not self.delivery_log_table:

@@ -1,0 +1,565 @@
+"""
+Delivery log: a SQL table that remembers, per event, what was delivered to Gravity.
+
+Gravity deduplicates ``(event_name, event_id)`` only within 48 hours. The delivery log keeps each
+event's final status beyond that window, so a re-run or a backfill weeks later skips events that
+were already delivered. Rejected and invalid events stay in the table as the dead letter.
+
+The log stores identifiers, statuses, reasons and the SHA-256 of the payload sent; it never
+receives plaintext PII. It works on PostgreSQL, MySQL/MariaDB and SQLite with native upserts,
+and on any other SQLAlchemy dialect through a portable lookup-then-write fallback. Several
+writers (mapped tasks, concurrent backfill runs) may create and write the table at once.
+
+This module does not import Airflow: the operator hands in a SQLAlchemy engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+log = logging.getLogger(__name__)
+
+DELIVERED = "delivered"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+INVALID = "invalid"
+STATUSES = frozenset({DELIVERED, DUPLICATE, REJECTED, INVALID})
+#: Statuses meaning Gravity holds the event; a later failure never replaces them.
+_HELD_BY_GRAVITY = (DELIVERED, DUPLICATE)
+_FAILED = (REJECTED, INVALID)
+
+#: Longest ``event_name`` / ``event_id`` the table holds. Two VARCHAR(255) in utf8mb4 take 2,040 bytes,
+#: inside MySQL/MariaDB's 3,072-byte index limit.
+MAX_KEY_LENGTH = 255
+#: Longest run id; Airflow's own ``run_id`` column is 250 characters.
+MAX_RUN_ID_LENGTH = 250
+#: ``detail`` is cut to this many characters.
+MAX_DETAIL_LENGTH = 1000
+
+LOOKUP_SLICE_SIZE = 500
+#: Rows per executemany; the driver or SQLAlchemy batches them into multi-row statements.
+WRITE_CHUNK_SIZE = 5000
+TRANSIENT_ERROR_ATTEMPTS = 5
+CREATE_TABLE_ATTEMPTS = 4
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_REQUIRED_COLUMNS = (
+    "event_name",
+    "event_id",
+    "status",
+    "detail",
+    "payload_sha256",
+    "attempts",
+    "first_run_id",
+    "last_run_id",
+    "first_recorded_at",
+    "last_recorded_at",
+)
+# PostgreSQL serialization failure / deadlock; MySQL lock wait timeout / deadlock.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+_TRANSIENT_MYSQL_ERRNOS = frozenset({1205, 1213})
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """
+    The final outcome of one event in one run, as written to the delivery log.
+
+    :param event_name: Gravity event name, first half of the key.
+    :param event_id: the event's stable id, second half of the key.
+    :param status: ``delivered``, ``duplicate``, ``rejected`` or ``invalid``.
+    :param detail: Gravity's status and error (``"error: invalid event_time"``) or our reason
+        (``"bad_currency"``); cut to 1,000 characters. Must not contain plaintext PII.
+    :param payload_sha256: lowercase hex SHA-256 of the canonical JSON payload sent, or None for
+        invalid rows whose payload was never built.
+    """
+
+    event_name: str
+    event_id: str
+    status: str
+    detail: str | None
+    payload_sha256: str | None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """
+    What the delivery log holds for one event.
+
+    :param status: the stored final status.
+    :param payload_sha256: hash of the payload Gravity holds (for delivered events) or of the last
+        payload sent, or None.
+    """
+
+    status: str
+    payload_sha256: str | None
+
+
+class _KeyString(sa.types.TypeDecorator):
+    """VARCHAR for key columns; on MySQL/MariaDB a binary no-pad collation, so ``AB1``, ``ab1`` and
+    ``ab1 `` stay three different events instead of colliding under the default case-insensitive one."""
+
+    impl = sa.String(MAX_KEY_LENGTH)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            collation = _mysql_binary_collation(dialect)
+            return dialect.type_descriptor(
+                mysql_dialect.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation=collation)
+            )
+        return dialect.type_descriptor(sa.String(MAX_KEY_LENGTH))
+
+
+def _mysql_binary_collation(dialect: Dialect) -> str:
+    version = dialect.server_version_info or ()
+    if getattr(dialect, "is_mariadb", False):
+        return "utf8mb4_nopad_bin"
+    if version >= (8,):
+        return "utf8mb4_0900_bin"
+    return "utf8mb4_bin"
+
+
+class _UtcTimestamp(sa.types.TypeDecorator):
+    """Timestamp stored in UTC: ``timestamptz`` where the database has one, naive UTC on MySQL/SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql_dialect.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        if dialect.name in ("mysql", "mariadb", "sqlite"):
+            value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+def parse_table_name(table_name: str, schema: str | None = None) -> tuple[str | None, str]:
+    """
+    Validate a delivery log table name and split it into ``(schema, table)``.
+
+    Only letters, digits and underscores are accepted (not starting with a digit, at most 63
+    characters per part), with one optional ``schema.`` prefix, so the name can never carry SQL.
+
+    :param table_name: ``table`` or ``schema.table``.
+    :param schema: schema given separately; not allowed together with a dotted ``table_name``.
+    :raises ValueError: if a part is not a plain identifier.
+    """
+    if not isinstance(table_name, str):
+        raise ValueError("Delivery log table name must be a string like 'gravity_delivery_log'.")
+    parts = table_name.split(".")
+    if len(parts) == 2:
+        if schema is not None:
+            raise ValueError(
+                f"Delivery log table {table_name!r} already names a schema; do not pass schema={schema!r} too."
+            )
+        schema, table = parts
+    elif len(parts) == 1:
+        table = parts[0]
+    else:
+        raise ValueError(f"Delivery log table {table_name!r} must be 'table' or 'schema.table'.")
+    for label, part in (("table", table), ("schema", schema)):
+        if part is None and label == "schema":
+            continue
+        if not isinstance(part, str) or not _IDENTIFIER.fullmatch(part):
+            raise ValueError(
+                f"Invalid delivery log {label} name {part!r}: use letters, digits and underscores only, "
+                "not starting with a digit, at most 63 characters."
+            )
+    return schema, table
+
+
+def _build_table(table: str, schema: str | None) -> sa.Table:
+    return sa.Table(
+        table,
+        sa.MetaData(),
+        sa.Column("event_name", _KeyString(), primary_key=True),
+        sa.Column("event_id", _KeyString(), primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=True),
+        sa.Column("payload_sha256", sa.CHAR(64), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("first_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
+        sa.Column("last_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
+        sa.Column("first_recorded_at", _UtcTimestamp(), nullable=False),
+        sa.Column("last_recorded_at", _UtcTimestamp(), nullable=False),
+        schema=schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mariadb_engine="InnoDB",
+        mariadb_charset="utf8mb4",
+    )
+
+
+def _literal_statuses(statuses: Sequence[str]) -> list[sa.ColumnElement[str]]:
+    # Rendered inline, not as bound parameters: PyMySQL's multi-row executemany rewrite copies the
+    # ON DUPLICATE KEY UPDATE tail verbatim, so placeholders there would never be filled in.
+    # The values are this module's own constants, never user input.
+    return [sa.literal_column(f"'{status}'") for status in statuses]
+
+
+def _keeps_existing(existing_status: sa.ColumnElement[Any], new_status: sa.ColumnElement[Any]) -> Any:
+    """True where the stored status is a delivery and the new one a failure: keep the delivery."""
+    return sa.and_(
+        existing_status.in_(_literal_statuses(_HELD_BY_GRAVITY)),
+        new_status.in_(_literal_statuses(_FAILED)),
+    )
+
+
+def _merged_assignments(table: sa.Table, new: Any) -> list[tuple[str, Any]]:
+    """
+    Column assignments for an existing row, given ``new`` (``excluded`` / ``inserted`` / bind params).
+
+    MySQL evaluates ON DUPLICATE KEY UPDATE assignments left to right, each seeing the ones before;
+    ``keep`` gives the same answer before and after ``status`` is assigned, so the order is safe.
+    """
+    keep = _keeps_existing(table.c.status, new.status)
+    return [
+        ("payload_sha256", sa.case((keep, table.c.payload_sha256), else_=new.payload_sha256)),
+        ("status", sa.case((keep, table.c.status), else_=new.status)),
+        ("detail", new.detail),
+        ("attempts", table.c.attempts + new.attempts),
+        ("last_run_id", new.last_run_id),
+        ("last_recorded_at", new.last_recorded_at),
+    ]
+
+
+class DeliveryLog:
+    """
+    A table of per-event delivery outcomes keyed by ``(event_name, event_id)``.
+
+    Call :meth:`ensure_table` once before use; :meth:`lookup` tells which events are already
+    logged and :meth:`record` upserts the outcomes of a batch. A ``delivered`` or ``duplicate``
+    status is never replaced by ``rejected`` or ``invalid`` (Gravity still holds the earlier
+    delivery, and its payload hash is kept with it); ``detail``, ``attempts`` and ``last_*`` are
+    updated on every record.
+
+    :param engine: SQLAlchemy engine, e.g. from ``DbApiHook.get_sqlalchemy_engine()``.
+    :param table_name: ``table`` or ``schema.table``; letters, digits and underscores only.
+    :param schema: schema of the table, if not given in ``table_name``.
+    """
+
+    def __init__(self, engine: Engine, table_name: str, *, schema: str | None = None) -> None:
+        self.schema, self.table_name = parse_table_name(table_name, schema)
+        self.engine = engine
+        self.table = _build_table(self.table_name, self.schema)
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.table`` or ``table``, as given."""
+        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+
+    def ensure_table(self) -> None:
+        """
+        Create the table if it does not exist, tolerating other processes creating it at the same time.
+
+        PostgreSQL can fail one of two concurrent ``CREATE TABLE IF NOT EXISTS`` with a unique
+        violation on ``pg_type``; other databases may report "already exists". After such an error
+        the table's existence is checked and creation retried a few times.
+
+        :raises ValueError: if a table of that name exists without the delivery log's columns.
+        """
+        for attempt in range(1, CREATE_TABLE_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(sa.schema.CreateTable(self.table, if_not_exists=True))
+                break
+            except DBAPIError as error:
+                if self._table_exists():
+                    log.info("Delivery log table %s was created concurrently; using it.", self.qualified_name)
+                    break
+                if attempt == CREATE_TABLE_ATTEMPTS:
+                    raise
+                log.info(
+                    "Creating delivery log table %s failed (%s); retrying.",
+                    self.qualified_name,
+                    type(error.orig).__name__,
+                )
+                _pause(attempt)
+        self._check_columns()
+
+    def lookup(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LoggedEvent]:
+        """
+        Return the logged status of each given ``(event_name, event_id)`` that is in the table.
+
+        Keys are queried per event name in slices of 500 ids, which uses the primary key index.
+
+        :param keys: ``(event_name, event_id)`` pairs; repeats are fine.
+        :return: a dict holding only the keys present in the log.
+        """
+        ids_by_name: dict[str, set[str]] = {}
+        for event_name, event_id in keys:
+            ids_by_name.setdefault(event_name, set()).add(event_id)
+        if not ids_by_name:
+            return {}
+        found: dict[tuple[str, str], LoggedEvent] = {}
+        with self.engine.connect() as connection:
+            for event_name, ids in ids_by_name.items():
+                for id_slice in _slices(sorted(ids), LOOKUP_SLICE_SIZE):
+                    found.update(self._select_existing(connection, event_name, id_slice))
+        return found
+
+    def record(self, records: Sequence[DeliveryRecord], *, run_id: str) -> None:
+        """
+        Upsert the outcome of each record in one transaction, with batched statements.
+
+        New keys are inserted with ``attempts`` 1; existing keys get ``attempts`` incremented, the
+        new detail, payload hash and status (unless that would replace a delivery by a failure) and
+        ``last_run_id`` / ``last_recorded_at``; ``first_*`` are kept. A key given several times in one
+        call is merged by the same rule and counts each time. Deadlocks and serialization failures
+        from concurrent writers are retried a few times.
+
+        :param records: outcomes to log.
+        :param run_id: id of the run writing them (Airflow's ``run_id``).
+        :raises ValueError: on an unknown status, a malformed hash or a key/run id that is too long.
+        """
+        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_LENGTH:
+            raise ValueError(f"run_id must be a non-empty string of at most {MAX_RUN_ID_LENGTH} characters.")
+        rows = _rows_for(records, run_id, datetime.now(UTC))
+        if not rows:
+            return
+        native_write = self._native_upsert_writer()
+        if native_write is not None:
+            _retry_transient(lambda: self._in_transaction(lambda connection: native_write(connection, rows)))
+        else:
+            # The portable writer can lose an insert race to another writer; a second pass sees the row.
+            _retry_transient(
+                lambda: self._in_transaction(
+                    lambda connection: self._write_portably(connection, rows), integrity_attempts=2
+                )
+            )
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def _native_upsert_writer(self) -> Callable[[Connection, list[dict[str, Any]]], None] | None:
+        builder = _NATIVE_UPSERTS.get(self.engine.dialect.name)
+        if builder is None:
+            return None
+        statement = builder(self.table)
+
+        def write(connection: Connection, rows: list[dict[str, Any]]) -> None:
+            for chunk in _slices(rows, WRITE_CHUNK_SIZE):
+                connection.execute(statement, chunk).close()
+
+        return write
+
+    def _write_portably(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Lookup-then-UPDATE/INSERT for dialects without a native upsert SQLAlchemy can emit."""
+        table = self.table
+        ids_by_name: dict[str, list[str]] = {}
+        for row in rows:
+            ids_by_name.setdefault(row["event_name"], []).append(row["event_id"])
+        existing: set[tuple[str, str]] = set()
+        for event_name, ids in ids_by_name.items():
+            for id_slice in _slices(ids, LOOKUP_SLICE_SIZE):
+                existing.update(key for key, _ in self._select_existing(connection, event_name, id_slice))
+        updates = [row for row in rows if (row["event_name"], row["event_id"]) in existing]
+        inserts = [row for row in rows if (row["event_name"], row["event_id"]) not in existing]
+        if updates:
+            new = _BoundRow()
+            statement = (
+                sa.update(table)
+                .where(table.c.event_name == sa.bindparam("key_event_name"))
+                .where(table.c.event_id == sa.bindparam("key_event_id"))
+                .values(dict(_merged_assignments(table, new)))
+            )
+            for chunk in _slices(updates, WRITE_CHUNK_SIZE):
+                connection.execute(statement, [_as_update_params(row) for row in chunk])
+        for chunk in _slices(inserts, WRITE_CHUNK_SIZE):
+            connection.execute(sa.insert(table), chunk)
+
+    def _in_transaction(self, work: Callable[[Connection], None], *, integrity_attempts: int = 1) -> None:
+        for attempt in range(1, integrity_attempts + 1):
+            try:
+                with self.engine.begin() as connection:
+                    work(connection)
+                return
+            except IntegrityError:
+                if attempt == integrity_attempts:
+                    raise
+                log.info("Delivery log %s: concurrent insert detected; retrying once.", self.qualified_name)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def _select_existing(
+        self, connection: Connection, event_name: str, event_ids: Sequence[str]
+    ) -> Iterator[tuple[tuple[str, str], LoggedEvent]]:
+        table = self.table
+        statement = sa.select(table.c.event_id, table.c.status, table.c.payload_sha256).where(
+            table.c.event_name == event_name, table.c.event_id.in_(event_ids)
+        )
+        for event_id, status, payload_sha256 in connection.execute(statement):
+            yield (event_name, event_id), LoggedEvent(status=status, payload_sha256=payload_sha256)
+
+    def _table_exists(self) -> bool:
+        with self.engine.connect() as connection:
+            return sa.inspect(connection).has_table(self.table_name, schema=self.schema)
+
+    def _check_columns(self) -> None:
+        with self.engine.connect() as connection:
+            present = {
+                column["name"].lower()
+                for column in sa.inspect(connection).get_columns(self.table_name, schema=self.schema)
+            }
+        missing = [name for name in _REQUIRED_COLUMNS if name not in present]
+        if missing:
+            raise ValueError(
+                f"Table {self.qualified_name} exists but is not a delivery log: missing columns {missing}. "
+                "Choose another delivery_log_table."
+            )
+
+
+class _BoundRow:
+    """Stands in for ``excluded`` in the portable UPDATE: each new value is a bound parameter."""
+
+    def __getattr__(self, name: str) -> sa.BindParameter[Any]:
+        return sa.bindparam(f"new_{name}")
+
+
+def _as_update_params(row: dict[str, Any]) -> dict[str, Any]:
+    params = {f"new_{name}": value for name, value in row.items()}
+    params["key_event_name"] = row["event_name"]
+    params["key_event_id"] = row["event_id"]
+    return params
+
+
+def _postgresql_upsert(table: sa.Table) -> sa.Executable:
+    statement = postgresql_dialect.insert(table)
+    # With RETURNING, SQLAlchemy sends an executemany as multi-row INSERTs ("insertmanyvalues", 1,000
+    # rows a page); without it, an ON CONFLICT executemany goes to the server one row at a time.
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.event_name, table.c.event_id],
+        set_=dict(_merged_assignments(table, statement.excluded)),
+    ).returning(table.c.attempts)
+
+
+def _sqlite_upsert(table: sa.Table) -> sa.Executable:
+    # In-process executemany: no round trips to save.
+    statement = sqlite_dialect.insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.event_name, table.c.event_id],
+        set_=dict(_merged_assignments(table, statement.excluded)),
+    )
+
+
+def _mysql_upsert(table: sa.Table) -> sa.Executable:
+    # MySQL drivers (PyMySQL, mysqlclient) rewrite an INSERT executemany into multi-row statements.
+    statement = mysql_dialect.insert(table)
+    return statement.on_duplicate_key_update(_merged_assignments(table, statement.inserted))
+
+
+_NATIVE_UPSERTS: dict[str, Callable[[sa.Table], sa.Executable]] = {
+    "postgresql": _postgresql_upsert,
+    "sqlite": _sqlite_upsert,
+    "mysql": _mysql_upsert,
+    "mariadb": _mysql_upsert,
+}
+
+
+def _rows_for(records: Sequence[DeliveryRecord], run_id: str, now: datetime) -> list[dict[str, Any]]:
+    """Validate records, merge repeats of a key, and return rows sorted by key (a stable lock order)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        _validate(record)
+        key = (record.event_name, record.event_id)
+        detail = record.detail[:MAX_DETAIL_LENGTH] if record.detail is not None else None
+        previous = merged.get(key)
+        if previous is None:
+            merged[key] = {
+                "event_name": record.event_name,
+                "event_id": record.event_id,
+                "status": record.status,
+                "detail": detail,
+                "payload_sha256": record.payload_sha256,
+                "attempts": 1,
+                "first_run_id": run_id,
+                "last_run_id": run_id,
+                "first_recorded_at": now,
+                "last_recorded_at": now,
+            }
+            continue
+        previous["attempts"] += 1
+        previous["detail"] = detail
+        if not (previous["status"] in _HELD_BY_GRAVITY and record.status in _FAILED):
+            previous["status"] = record.status
+            previous["payload_sha256"] = record.payload_sha256
+    return [merged[key] for key in sorted(merged)]
+
+
+def _validate(record: DeliveryRecord) -> None:
+    for label, value in (("event_name", record.event_name), ("event_id", record.event_id)):
+        if not isinstance(value, str) or not value or len(value) > MAX_KEY_LENGTH:
+            raise ValueError(f"Delivery log {label} must be a non-empty string of at most {MAX_KEY_LENGTH} characters.")
+    if record.status not in STATUSES:
+        raise ValueError(f"Unknown delivery status {record.status!r}; expected one of {sorted(STATUSES)}.")
+    if record.payload_sha256 is not None and not _SHA256_HEX.fullmatch(record.payload_sha256):
+        raise ValueError("payload_sha256 must be 64 lowercase hexadecimal characters or None.")
+    if record.detail is not None and not isinstance(record.detail, str):
+        raise ValueError("detail must be a string or None.")
+
+
+def _is_transient(error: DBAPIError) -> bool:
+    original = error.orig
+    sqlstate = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    arguments = getattr(original, "args", ())
+    if arguments and arguments[0] in _TRANSIENT_MYSQL_ERRNOS:
+        return True
+    message = str(original).lower()
+    return "database is locked" in message or "deadlock" in message
+
+
+def _retry_transient(operation: Callable[[], _T]) -> _T:
+    for attempt in range(1, TRANSIENT_ERROR_ATTEMPTS + 1):
+        try:
+            return operation()
+        except DBAPIError as error:
+            if attempt == TRANSIENT_ERROR_ATTEMPTS or not _is_transient(error):
+                raise
+            log.info(
+                "Delivery log write hit a lock conflict (%s); retry %d of %d.",
+                type(error.orig).__name__,
+                attempt,
+                TRANSIENT_ERROR_ATTEMPTS - 1,
+            )
+            _pause(attempt)
+    raise AssertionError("unreachable")
+
+
+def _pause(attempt: int) -> None:
+    """Sleep with exponential backoff and full jitter, so colliding writers spread out."""
+    time.sleep(random.uniform(0, 0.05 * 2**attempt))
+
+
+def _slices(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,39 @@
+"""Email normalization: trim and lowercase, and drop what is not an address."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from airflow_provider_gravity.conversions.cells import map_distinct, scalar_text
+from airflow_provider_gravity.conversions.hashing import is_sha256_hex
+
+# One @, a non-empty local part, a domain with a dot that neither starts nor ends it, no whitespace.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]")
+
+
+def normalize_email_text(text: str) -> str | None:
+    """Normalize one stripped, non-empty email; None when it is not an address."""
+    if is_sha256_hex(text):
+        return text.lower()
+    email = text.lower()
+    return email if _EMAIL.fullmatch(email) else None
+
+
+def _normalize_email_cell(value: object) -> str | None:
+    text = scalar_text(value)
+    return None if text is None else normalize_email_text(text)
+
+
+def normalize_email(values: pd.Series) -> pd.Series:
+    """Trim and lowercase emails.
+
+    A value is kept when it has exactly one ``@``, a non-empty local part, a dot inside the domain
+    (not first or last) and no whitespace inside. A 64-hex-character value is taken as already
+    hashed and only lowercased.
+
+    :param values: raw emails.
+    :return: ``string`` Series, NA where the email is missing or invalid.
+    """
+    return map_distinct(values, _normalize_email_cell)

@@ -1,0 +1,217 @@
+"""GravityClient and GravityHook against the sandbox, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import time
+
+import pytest
+
+from airflow_provider_gravity.conversions.client import GravityClient, RetryPolicy, parse_retry_after
+from airflow_provider_gravity.conversions.errors import (
+    GravityAuthError,
+    GravityRequestRejected,
+    GravityUnavailableError,
+)
+from tests.airflow_fixtures import VENV_BIN
+
+FAST_RETRY = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_max=0.05)
+
+
+def make_events(count: int, prefix: str = "order", event_time: int | None = None) -> list[dict]:
+    when = event_time or int(time.time()) - 3600
+    return [
+        {"event_name": "Purchase", "event_time": when, "event_id": f"{prefix}-{i}", "action_source": "physical_store"}
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+def client(sandbox):
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=FAST_RETRY, timeout=5)
+    yield client
+    client.close()
+
+
+def test_a_full_batch_of_1000_is_accepted_in_one_request(client, sandbox):
+    results = client.send_events(make_events(1000))
+
+    assert [r.event_id for r in results] == [f"order-{i}" for i in range(1000)]
+    assert all(r.status == "ok" and r.delivered for r in results)
+    stats = sandbox.stats()
+    assert stats["requests"] == 1
+    assert stats["largest_batch"] == 1000
+
+
+def test_1001_events_are_refused_before_anything_is_sent(client, sandbox):
+    with pytest.raises(ValueError, match="at most 1000"):
+        client.send_events(make_events(1001))
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_partial_failure_reports_each_event(client, sandbox):
+    events = make_events(3)
+    events[1]["event_time"] = "yesterday"
+
+    results = client.send_events(events)
+
+    assert [r.status for r in results] == ["ok", "error", "ok"]
+    assert results[1].error
+    assert not results[1].delivered
+
+
+def test_duplicate_within_48_hours_then_new_after_49(client, sandbox):
+    events = make_events(2)
+    client.send_events(events)
+
+    assert [r.status for r in client.send_events(events)] == ["duplicate", "duplicate"]
+    sandbox.advance_clock(hours=49)
+    events = make_events(2, event_time=int(sandbox.now()) - 60)
+    assert [r.status for r in client.send_events(events)] == ["ok", "ok"]
+    assert sandbox.stats()["redelivered"] == 2
+
+
+def test_429_retry_after_is_honoured(sandbox):
+    sandbox.faults({"kind": "status", "status": 429, "retry_after": "1", "count": 1})
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=FAST_RETRY)
+
+    started = time.monotonic()
+    results = client.send_events(make_events(5))
+    elapsed = time.monotonic() - started
+
+    assert all(r.status == "ok" for r in results)
+    assert elapsed >= 1.0, "the client must wait the second Retry-After asked for"
+    assert (client.requests_sent, client.retries) == (2, 1)
+    assert sandbox.stats()["requests"] == 2
+
+
+def test_two_503_then_success(client, sandbox):
+    sandbox.faults({"kind": "status", "status": 503, "count": 2})
+
+    results = client.send_events(make_events(10))
+
+    assert all(r.status == "ok" for r in results)
+    assert client.retries == 2
+    assert sandbox.stats()["by_status"]["ok"] == 10
+
+
+def test_dropped_connection_then_success(client, sandbox):
+    sandbox.faults({"kind": "drop", "count": 1})
+
+    results = client.send_events(make_events(10))
+
+    assert all(r.status == "ok" for r in results)
+    assert client.retries == 1
+    assert sandbox.stats()["redelivered"] == 0
+
+
+def test_retries_give_up_with_a_typed_error_naming_attempts_and_status(sandbox):
+    sandbox.faults({"kind": "status", "status": 503, "count": 10})
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=RetryPolicy(max_retries=2, backoff_base=0.01))
+
+    with pytest.raises(GravityUnavailableError) as raised:
+        client.send_events(make_events(1))
+
+    assert raised.value.attempts == 3
+    assert raised.value.last_status == 503
+    assert "3 attempts" in str(raised.value) and "HTTP 503" in str(raised.value)
+
+
+def test_bad_key_fails_at_once_with_one_request(sandbox):
+    client = GravityClient(sandbox.url, "not-the-key", retry=FAST_RETRY)
+
+    with pytest.raises(GravityAuthError) as raised:
+        client.send_events(make_events(3))
+
+    assert raised.value.status == 401
+    assert sandbox.stats()["requests"] == 1
+    assert "not-the-key" not in str(raised.value)
+
+
+def test_whole_batch_400_raises_the_typed_error(client, sandbox):
+    sandbox.faults({"kind": "poison", "event_ids": ["order-2"]})
+
+    with pytest.raises(GravityRequestRejected) as raised:
+        client.send_events(make_events(5))
+
+    assert raised.value.status == 400
+    assert raised.value.message
+
+
+def test_api_key_never_appears_in_logs_errors_or_repr(sandbox, caplog):
+    caplog.set_level(logging.DEBUG)
+    sandbox.faults({"kind": "status", "status": 503, "count": 1})
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=FAST_RETRY)
+    client.send_events(make_events(2))
+    bad = GravityClient(sandbox.url, sandbox.api_key + "-wrong", retry=FAST_RETRY)
+    with pytest.raises(GravityAuthError) as raised:
+        bad.send_events(make_events(1))
+
+    assert "Gravity request failed" in caplog.text  # the retry was logged...
+    assert sandbox.api_key not in caplog.text  # ...without the key
+    assert sandbox.api_key not in str(raised.value)
+    assert sandbox.api_key not in repr(client)
+
+
+@pytest.mark.parametrize("url", ["http://api.trygravity.ai", "http://10.0.0.5:8080", "ftp://127.0.0.1"])
+def test_plain_http_to_a_remote_host_is_refused(url):
+    with pytest.raises(ValueError):
+        GravityClient(url, "key")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8085", "http://localhost:1", "http://[::1]:9", "https://x.io"])
+def test_loopback_http_and_https_are_allowed(url):
+    assert GravityClient(url, "key").base_url == url
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    now = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Wed, 31 Dec 2025 23:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert RetryPolicy(retry_after_max=5).delay(0, "3600") == 5
+
+
+def test_hook_reads_the_connection_and_tests_it_without_sending(sandbox, monkeypatch):
+    from airflow_provider_gravity.hooks.gravity import GravityHook
+
+    conn = {"conn_type": "gravity", "host": sandbox.url, "password": sandbox.api_key, "extra": {"max_retries": 1}}
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_WRONG", json.dumps({**conn, "password": "wrong"}))
+
+    hook = GravityHook()
+    assert hook.test_connection()[0] is True
+    assert hook.client.retry.max_retries == 1
+    assert [r.status for r in hook.send_events(make_events(2))] == ["ok", "ok"]
+    ok, message = GravityHook("gravity_wrong").test_connection()
+    assert ok is False and "refused" in message
+    assert sandbox.stats()["by_status"]["ok"] == 2
+
+
+def test_hook_refuses_plain_http_to_a_remote_host(monkeypatch):
+    from airflow_provider_gravity.hooks.gravity import GravityHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GRAVITY_REMOTE",
+        json.dumps({"conn_type": "gravity", "host": "http://api.trygravity.ai", "password": "k"}),
+    )
+    with pytest.raises(ValueError, match="https"):
+        GravityHook("gravity_remote").get_conn()
+
+
+def test_provider_shows_up_in_airflow_cli(airflow_db):
+    env = os.environ.copy()
+    airflow = f"{VENV_BIN}/airflow"
+
+    providers = subprocess.run([airflow, "providers", "list", "-o", "json"], env=env, capture_output=True, text=True)
+    hooks = subprocess.run([airflow, "providers", "hooks", "-o", "json"], env=env, capture_output=True, text=True)
+
+    assert providers.returncode == 0, providers.stderr
+    listed = {p["package_name"]: p for p in json.loads(providers.stdout)}
+    assert "airflow-provider-gravity" in listed
+    gravity_hooks = [h for h in json.loads(hooks.stdout) if h.get("connection_type") == "gravity"]
+    assert gravity_hooks and gravity_hooks[0]["class"] == "airflow_provider_gravity.hooks.gravity.GravityHook"

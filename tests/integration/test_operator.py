@@ -1,0 +1,325 @@
+"""SendConversionsOperator in real Airflow (dag.test()), reading real PostgreSQL and SQLite, sending to the sandbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
+from tests.airflow_fixtures import run_dag_test, task_states
+from tests.databases import POSTGRES_URL, airflow_uri, require_server
+from tests.messy_rows import expected_email, expected_event, expected_name, expected_phone, messy_orders
+
+BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
+ORDERS_DDL = """
+CREATE TABLE {table} (
+    order_id BIGINT, created_at TIMESTAMP, customer_id BIGINT, email TEXT, alt_email TEXT, phone TEXT,
+    country TEXT, first_name TEXT, last_name TEXT, total NUMERIC(12, 2), currency TEXT
+)"""
+ORDER_COLUMNS = (
+    "order_id, created_at, customer_id, email, alt_email, phone, country, first_name, last_name, total, currency"
+)
+SCALAR_SQL = """
+SELECT order_id AS event_id, created_at AS event_time, email AS em, phone AS ph, first_name AS fn,
+       last_name AS ln, customer_id AS external_id, country, total AS value, currency,
+       CAST(order_id AS TEXT) AS order_id
+FROM {table} ORDER BY order_id"""
+
+
+def assert_every_row_in_one_bucket(summary: dict, rows: int) -> None:
+    assert summary["rows_read"] == rows
+    assert sum(summary[b] for b in BUCKETS) == rows
+
+
+def make_dag(dag_id: str, **operator_kwargs):
+    from airflow.sdk import DAG
+
+    with DAG(dag_id, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
+        SendConversionsOperator(task_id="send", retry_delay=dt.timedelta(seconds=0), **operator_kwargs)
+    return dag
+
+
+@pytest.fixture
+def gravity_connection(sandbox, monkeypatch):
+    conn = {
+        "conn_type": "gravity",
+        "host": sandbox.url,
+        "password": sandbox.api_key,
+        "extra": {"max_retries": 8, "timeout": 5},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", json.dumps(conn))
+    return sandbox
+
+
+@pytest.fixture
+def postgres(monkeypatch):
+    """A scratch schema in the real PostgreSQL, reachable as Airflow connection ``warehouse``."""
+    engine = require_server(POSTGRES_URL)
+    schema = f"gravity_test_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", airflow_uri(POSTGRES_URL))
+    yield engine, schema
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '20s'")  # a leaked cursor of the operator fails here, not hangs
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()
+
+
+def load_orders_postgres(engine: sa.Engine, table: str, orders: list[dict]) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ORDERS_DDL.format(table=table))
+        placeholders = ", ".join(f"%({c.strip()})s" for c in ORDER_COLUMNS.split(","))
+        conn.exec_driver_sql(f"INSERT INTO {table} ({ORDER_COLUMNS}) VALUES ({placeholders})", orders)
+
+
+def load_orders_sqlite(path: str, table: str, orders: list[dict]) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute(ORDERS_DDL.format(table=table))
+        names = [c.strip() for c in ORDER_COLUMNS.split(",")]
+        rows = [
+            tuple(
+                str(o[n]) if n == "created_at" else float(o[n]) if n == "total" else o[n] for n in names
+            )
+            for o in orders
+        ]
+        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(names))})", rows)
+
+
+def received_by_id(sandbox) -> dict[str, dict]:
+    events = sandbox.events()
+    assert len(events) == len({e["event_id"] for e in events})
+    return {e["event_id"]: e for e in events}
+
+
+def test_10000_messy_rows_from_postgres_arrive_exactly_as_computed_independently(
+    postgres, gravity_connection, airflow_db
+):
+    engine, schema = postgres
+    sandbox = gravity_connection
+    orders = messy_orders(10_000)
+    load_orders_postgres(engine, f"{schema}.orders", orders)
+    sql = f"""
+        SELECT order_id AS event_id, created_at AS event_time,
+               CASE WHEN alt_email IS NULL THEN ARRAY[email] ELSE ARRAY[email, alt_email] END AS em,
+               phone AS ph, first_name AS fn, last_name AS ln, customer_id AS external_id, country,
+               total AS value, currency, order_id::text AS order_id
+        FROM {schema}.orders ORDER BY order_id"""
+    dag = make_dag("gravity_pg_10k", sql=sql, conn_id="warehouse", event_name="Purchase", chunk_size=2_500,
+                   max_error_rate=0.05)
+
+    dag_run, returned = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"][0] == "success"
+    summary = returned["send"]
+    assert_every_row_in_one_bucket(summary, 10_000)
+    first_of_each = {str(o["order_id"]): o for o in reversed(orders)}
+    duplicates = len(orders) - len(first_of_each)
+    assert duplicates > 0
+    assert summary["invalid_reasons"] == {"duplicate_in_run": duplicates}
+    assert summary["delivered"] == len(first_of_each)
+    expected = {i: expected_event(o, "Purchase") for i, o in first_of_each.items()}
+    received = received_by_id(sandbox)
+    assert received.keys() == expected.keys()
+    for event_id, want in expected.items():
+        got = received[event_id]
+        assert {k: got.get(k) for k in want} == want, event_id
+    stats = sandbox.stats()
+    assert stats["plaintext_pii_seen"] == 0
+    assert stats["largest_batch"] <= 1_000
+    assert stats["redelivered"] == 0
+    assert summary["events_sent"] == len(first_of_each)
+    invalid_emails = sum(
+        1 for o in orders for e in (o["email"], o["alt_email"]) if e and e.strip() and expected_email(e) is None
+    )
+    invalid_phones = sum(
+        1 for o in orders if o["phone"] and expected_phone(o["phone"], o["country"] or "US") is None
+    )
+    assert summary["field_drops"]["invalid_email"] == invalid_emails
+    assert summary["field_drops"]["invalid_phone"] == invalid_phones
+    coverage = summary["match_key_coverage"]
+    assert coverage["external_id"] == 1.0
+    with_fn_ln = sum(1 for o in first_of_each.values() if expected_name(o["first_name"]) and
+                     expected_name(o["last_name"]))
+    assert coverage["fn_ln"] == round(with_fn_ln / len(first_of_each), 4)
+    print("10,000-row summary:", json.dumps(summary, indent=1))
+
+
+def test_sqlite_and_postgres_give_the_same_sandbox_contents(postgres, gravity_connection, airflow_db, tmp_path,
+                                                             monkeypatch):
+    engine, schema = postgres
+    sandbox = gravity_connection
+    orders = messy_orders(1_500, seed=11)
+    load_orders_postgres(engine, f"{schema}.orders", orders)
+    sqlite_path = str(tmp_path / "warehouse.db")
+    load_orders_sqlite(sqlite_path, "orders", orders)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SQLITE", json.dumps({"conn_type": "sqlite", "host": sqlite_path}))
+
+    pg_run, pg_returned = run_dag_test(make_dag(
+        "gravity_same_pg", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
+        event_name="Purchase", max_error_rate=0.05))
+    from_postgres = received_by_id(sandbox)
+    sandbox.reset()
+    sqlite_run, sqlite_returned = run_dag_test(make_dag(
+        "gravity_same_sqlite", sql=SCALAR_SQL.format(table="orders"), conn_id="warehouse_sqlite",
+        event_name="Purchase", max_error_rate=0.05))
+    from_sqlite = received_by_id(sandbox)
+
+    assert len(from_postgres) > 1_000
+    assert from_sqlite == from_postgres
+    assert pg_returned["send"]["delivered"] == sqlite_returned["send"]["delivered"] == len(from_postgres)
+
+
+def test_faults_in_the_middle_of_a_20000_row_run_lose_nothing(postgres, gravity_connection, airflow_db):
+    engine, schema = postgres
+    sandbox = gravity_connection
+    orders = [o for o in messy_orders(20_000, seed=3)]
+    load_orders_postgres(engine, f"{schema}.orders", orders)
+    unique_ids = {o["order_id"] for o in orders}
+    sandbox.faults(
+        {"kind": "status", "status": 429, "retry_after": "1", "count": 3, "after": 2},
+        {"kind": "status", "status": 503, "count": 2, "after": 2},
+        {"kind": "drop", "count": 2, "after": 1},
+        {"kind": "slow", "seconds": 1, "count": 2, "after": 1},
+        {"kind": "status", "status": 502, "count": 1, "after": 1},
+    )
+    dag = make_dag("gravity_faults", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
+                   event_name="Purchase", chunk_size=5_000, max_error_rate=0.05)
+
+    dag_run, returned = run_dag_test(dag)
+
+    summary = returned["send"]
+    assert task_states(dag_run)["send"] == ("success", 1)
+    assert_every_row_in_one_bucket(summary, 20_000)
+    assert summary["delivered"] == len(unique_ids)
+    assert summary["undelivered"] == 0
+    assert summary["retries"] == 8, "3 x 429 + 2 x 503 + 2 drops + 1 x 502; the slow answers needed no retry"
+    stats = sandbox.stats()
+    assert stats["faults_served"] == 10
+    assert stats["unique_events"] == len(unique_ids)
+    assert stats["redelivered"] == 0
+
+
+def test_a_batch_refused_whole_is_split_until_the_3_bad_events_are_isolated(
+    postgres, gravity_connection, airflow_db
+):
+    engine, schema = postgres
+    sandbox = gravity_connection
+    orders = messy_orders(1_000, seed=5)
+    for i, order in enumerate(orders):
+        order["order_id"] = 900_000 + i
+    load_orders_postgres(engine, f"{schema}.orders", orders)
+    poisoned = ["900017", "900500", "900999"]
+    sandbox.faults({"kind": "poison", "event_ids": poisoned})
+    dag = make_dag("gravity_poison", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
+                   event_name="Purchase")
+
+    dag_run, returned = run_dag_test(dag)
+
+    summary = returned["send"]
+    assert task_states(dag_run)["send"][0] == "success"
+    assert summary["rejected"] == 3
+    assert summary["delivered"] == 997
+    assert sum(summary["rejected_errors"].values()) == 3
+    assert all(reason.startswith("HTTP 400") for reason in summary["rejected_errors"])
+    assert set(received_by_id(sandbox)) == {str(o["order_id"]) for o in orders} - set(poisoned)
+
+
+def test_bad_api_key_fails_the_task_at_once_without_retry(postgres, sandbox, airflow_db, monkeypatch):
+    engine, schema = postgres
+    load_orders_postgres(engine, f"{schema}.orders", messy_orders(50, seed=1))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GRAVITY_DEFAULT",
+        json.dumps({"conn_type": "gravity", "host": sandbox.url, "password": "revoked-key"}),
+    )
+    dag = make_dag("gravity_bad_key", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
+                   event_name="Purchase")
+
+    dag_run, _ = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"] == ("failed", 1)
+    stats = sandbox.stats()
+    assert stats["requests"] == 1
+    assert stats["auth_failures"] == 1
+
+
+def test_dry_run_sends_nothing_and_still_accounts_for_every_row(postgres, gravity_connection, airflow_db):
+    engine, schema = postgres
+    load_orders_postgres(engine, f"{schema}.orders", messy_orders(300, seed=2))
+    dag = make_dag("gravity_dry_run", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
+                   event_name="Purchase", dry_run=True, max_error_rate=0.5)
+
+    dag_run, returned = run_dag_test(dag)
+
+    summary = returned["send"]
+    assert task_states(dag_run)["send"][0] == "success"
+    assert summary["dry_run"] is True
+    assert_every_row_in_one_bucket(summary, 300)
+    assert summary["undelivered"] == 300 - summary["invalid"]
+    assert gravity_connection.stats()["requests"] == 0
+
+
+def test_an_unknown_column_fails_before_anything_is_sent(postgres, gravity_connection, airflow_db):
+    engine, schema = postgres
+    load_orders_postgres(engine, f"{schema}.orders", messy_orders(20, seed=4))
+    sql = f"SELECT order_id AS event_id, created_at AS event_time, email AS emial FROM {schema}.orders"
+    dag = make_dag("gravity_typo", sql=sql, conn_id="warehouse", event_name="Purchase")
+
+    dag_run, _ = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"] == ("failed", 1)
+    assert gravity_connection.stats()["requests"] == 0
+
+
+def test_error_rate_above_the_threshold_fails_after_the_whole_run(postgres, gravity_connection, airflow_db):
+    engine, schema = postgres
+    orders = messy_orders(200, seed=9)
+    for order in orders[:20]:
+        order["currency"] = "dollars"
+    load_orders_postgres(engine, f"{schema}.orders", orders)
+    dag = make_dag("gravity_error_rate", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
+                   event_name="Purchase", max_error_rate=0.05)
+
+    dag_run, _ = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"] == ("failed", 1)
+    stats = gravity_connection.stats()
+    assert stats["by_status"]["ok"] == len({o["order_id"] for o in orders[20:]}), "the run went to its end"
+
+
+def test_a_connection_that_is_not_sql_is_refused_clearly(gravity_connection):
+    operator = SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="gravity_default")
+
+    with pytest.raises(Exception, match="not a SQL hook"):
+        operator.execute(context={})
+    assert gravity_connection.stats()["requests"] == 0
+
+
+def test_batch_size_above_1000_is_refused_when_the_dag_is_written():
+    with pytest.raises(ValueError, match="batch_size"):
+        SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="x", batch_size=1_001)
+
+
+def test_task_defaults_suit_a_nightly_upload():
+    operator = SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="x")
+    assert operator.retries == 3
+    assert operator.retry_exponential_backoff
+    assert "sql" in operator.template_fields and operator.template_ext == (".sql",)
+
+
+def test_openlineage_facets_are_safe_without_network(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://u@db.example:5432/shop")
+    operator = SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="warehouse", event_name="Purchase")
+    lineage = operator.get_openlineage_facets_on_complete(None)
+    try:
+        import airflow.providers.openlineage  # noqa: F401
+    except ImportError:
+        assert lineage is None
+    else:
+        assert lineage.outputs[0].namespace.startswith("gravity://")
+        assert lineage.inputs[0].namespace == "postgres://db.example:5432"
