@@ -24,5 +24,11 @@ lint: $(STAMP)
 bench-pii: $(STAMP)
 	$(PY) benchmarks/bench_pii.py
 
+bench: $(STAMP)
+	$(PY) benchmarks/bench_e2e.py
+
+demo: $(STAMP)
+	$(PY) demo/run_demo.py
+
 clean:
 	rm -rf $(VENV) .airflow-demo .pytest_cache

@@ -1,0 +1,160 @@
+"""The pipeline's parts on their own: in-run dedup, event times, resume state, batch splitting, the summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_provider_gravity.conversions.client import EventResult, match_results
+from airflow_provider_gravity.conversions.columns import ColumnContractError, normalize_column_names
+from airflow_provider_gravity.conversions.errors import GravityRequestRejected
+from airflow_provider_gravity.conversions.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.events import EventSettings
+from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
+from airflow_provider_gravity.conversions.resume import STATE_KEY, ResumeLog, chunk_digest
+from airflow_provider_gravity.conversions.seen_keys import SeenKeys
+from airflow_provider_gravity.conversions.sending import send_with_split
+from airflow_provider_gravity.conversions.summary import Tally, build_summary, format_summary
+
+
+class DictStore:
+    """The task state store's contract (get/set/delete) over a dict, as it behaves between two tries."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+        self.writes = 0
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value):
+        self.writes += 1
+        self.values[key] = value
+
+    def delete(self, key):
+        self.values.pop(key, None)
+
+
+def test_seen_keys_keeps_first_occurrences_across_chunks():
+    seen = SeenKeys()
+    assert seen.first_occurrences([("P", "1"), ("P", "2"), ("P", "1"), ("Lead", "1")]) == [True, True, False, True]
+    assert seen.first_occurrences([("P", "2"), ("P", "3")]) == [False, True]
+    assert len(seen) == 4
+
+
+def test_seen_keys_costs_8_bytes_per_key():
+    seen = SeenKeys()
+    for start in range(0, 200_000, 50_000):
+        seen.first_occurrences([("Purchase", str(i)) for i in range(start, start + 50_000)])
+    assert len(seen) == 200_000
+    assert seen._sorted.nbytes == 200_000 * 8
+
+
+def test_event_times_from_every_warehouse_type():
+    naive = pd.Series(pd.to_datetime(["2026-01-01 00:00:00", None]))
+    aware = pd.Series(pd.to_datetime(["2026-01-01T00:00:00+01:00"], utc=True))
+    numbers = pd.Series([1_767_225_600, np.nan, 1_767_225_600_000])
+    texts = pd.Series(["2026-01-01T00:00:00Z", "2026-01-01", "1767225600", "garbage", "  "], dtype=object)
+
+    assert event_time_seconds(naive, "UTC")[0][0] == 1_767_225_600
+    assert event_time_seconds(naive, "America/New_York")[0][0] == 1_767_225_600 + 5 * 3600
+    assert event_time_seconds(aware, "UTC")[0][0] == 1_767_225_600 - 3600
+    seconds, missing = event_time_seconds(numbers, "UTC")
+    assert seconds[0] == 1_767_225_600 and missing.tolist() == [False, True, False] and np.isnan(seconds[2])
+    seconds, missing = event_time_seconds(texts, "UTC")
+    assert seconds[:3].tolist() == [1_767_225_600] * 3
+    assert np.isnan(seconds[3]) and not missing[3]
+    assert missing[4]
+
+
+def test_dates_and_python_datetimes_in_object_columns():
+    values = pd.Series([dt.date(2026, 1, 1), dt.datetime(2026, 1, 1, tzinfo=dt.UTC)], dtype=object)
+    assert event_time_seconds(values, "UTC")[0].tolist() == [1_767_225_600, 1_767_225_600]
+
+
+def test_column_names_are_case_insensitive_and_typos_are_named():
+    assert normalize_column_names(["EVENT_ID", "Event_Time", "custom_store"]) == [
+        "event_id",
+        "event_time",
+        "custom_store",
+    ]
+    with pytest.raises(ColumnContractError, match="'emial'"):
+        normalize_column_names(["event_id", "event_time", "emial"])
+    with pytest.raises(ColumnContractError, match="event_time"):
+        normalize_column_names(["event_id", "em"])
+    with pytest.raises(ColumnContractError, match="more than once"):
+        normalize_column_names(["event_id", "EVENT_ID", "event_time"])
+
+
+def test_results_are_matched_by_id_when_gravity_reorders_or_omits_them():
+    events = [{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}]
+    results = match_results(events, [{"event_id": "c", "status": "ok"}, {"event_id": "a", "status": "duplicate"}])
+    assert [(r.event_id, r.status) for r in results] == [("a", "duplicate"), ("b", "missing"), ("c", "ok")]
+
+
+def test_a_refused_batch_is_split_until_each_bad_event_stands_alone():
+    calls = []
+
+    def send(events):
+        calls.append(len(events))
+        if any(e["event_id"] in {"3", "9"} for e in events):
+            raise GravityRequestRejected(400, "invalid event in batch")
+        return [EventResult(e["event_id"], "ok") for e in events]
+
+    outcomes = send_with_split(send, [{"event_id": str(i)} for i in range(16)])
+
+    assert [o.bucket for o in outcomes].count("delivered") == 14
+    assert [i for i, o in enumerate(outcomes) if o.bucket == "rejected"] == [3, 9]
+    assert outcomes[3].detail == "HTTP 400: invalid event in batch"
+    assert len(calls) < 16, "halving isolates 2 bad events in far fewer requests than one per event"
+
+
+def test_resume_log_restores_only_chunks_whose_rows_are_unchanged():
+    store = DictStore()
+    first_try = ResumeLog(store, "query-1", min_interval=0)
+    digest0 = chunk_digest(["P", "P"], ["1", "2"])
+    first_try.chunk_completed(0, digest0, Tally({"bucket.delivered": 2, "sent": 2}))
+    first_try.batch_acknowledged(1, "d1", 0, 4, Tally({"bucket.delivered": 5}))
+
+    retry = ResumeLog(store, "query-1")
+    assert retry.restore(0, digest0).tally["bucket.delivered"] == 2
+    partial = retry.restore(1, "d1")
+    assert not partial.complete and partial.ranges == [(0, 4)]
+    assert ResumeLog(store, "another-query").restore(0, digest0) is None
+    moved = ResumeLog(store, "query-1")
+    assert moved.restore(0, "other-rows") is None
+    assert moved.restore(1, "d1") is None, "after one mismatch nothing more is skipped"
+    retry.finish()
+    assert STATE_KEY not in store.values
+
+
+def test_summary_table_and_invariant():
+    tally = Tally()
+    for bucket, count in (("delivered", 7), ("duplicate", 1), ("invalid", 2)):
+        for _ in range(count):
+            tally.count_row(bucket, "bad_currency" if bucket == "invalid" else None)
+    tally["sent"] = 8
+    tally["coverage.em"] = 4
+
+    summary = build_summary(tally, requests=1, retries=0, seconds=2.0, dry_run=False)
+
+    assert summary["rows_read"] == 10
+    assert summary["invalid_reasons"] == {"bad_currency": 2}
+    assert summary["match_key_coverage"]["em"] == 0.5
+    assert summary["error_rate"] == 0.2
+    table = format_summary(summary)
+    assert "delivered" in table and "bad_currency" in table and "em 50%" in table
+
+
+def test_progress_is_logged_while_a_run_goes_on(caplog):
+    caplog.set_level(logging.INFO)
+    pipeline = ConversionPipeline(settings=EventSettings(event_name="Lead"), send=None, progress_interval=0)
+    frame = pd.DataFrame({"event_id": ["1", "2"], "event_time": [1_767_225_600, 1_767_225_600]})
+
+    pipeline.run([frame, frame.assign(event_id=["3", "4"])])
+
+    assert "Progress: 4 rows read" in caplog.text
