@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
+from tests.databases import POSTGRES_URL, airflow_uri, require_server
 from tests.sandbox_server import SandboxServer
 
 pytest_plugins = ["tests.airflow_fixtures"]
@@ -23,3 +25,18 @@ def sandbox(sandbox_server: SandboxServer) -> SandboxServer:
     """The session's sandbox, with events, counters, faults and clock reset before the test."""
     sandbox_server.reset()
     return sandbox_server
+
+
+@pytest.fixture
+def postgres(monkeypatch):
+    """A scratch schema in the real PostgreSQL, reachable as Airflow connection ``warehouse``."""
+    engine = require_server(POSTGRES_URL)
+    schema = f"gravity_test_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", airflow_uri(POSTGRES_URL))
+    yield engine, schema
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET lock_timeout = '20s'")  # a leaked cursor of the operator fails here, not hangs
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    engine.dispose()

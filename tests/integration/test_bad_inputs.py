@@ -57,12 +57,21 @@ BAD_ROWS = [
 
 # (case id, row overrides, check of the event that Gravity received)
 ACCEPTED_ROWS = [
-    ("naive_timestamp_in_operator_zone", {"event_time": dt.datetime(2026, 7, 1, 12, 0)},
-     lambda e: e["event_time"] == int(dt.datetime(2026, 7, 1, 16, 0, tzinfo=dt.UTC).timestamp())),
-    ("aware_timestamp", {"event_time": pd.Timestamp("2026-07-01T12:00:00+02:00")},
-     lambda e: e["event_time"] == int(dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.UTC).timestamp())),
-    ("iso_string_with_z", {"event_time": "2026-07-01T12:00:00Z"},
-     lambda e: e["event_time"] == int(dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC).timestamp())),
+    (
+        "naive_timestamp_in_operator_zone",
+        {"event_time": dt.datetime(2026, 7, 1, 12, 0)},
+        lambda e: e["event_time"] == int(dt.datetime(2026, 7, 1, 16, 0, tzinfo=dt.UTC).timestamp()),
+    ),
+    (
+        "aware_timestamp",
+        {"event_time": pd.Timestamp("2026-07-01T12:00:00+02:00")},
+        lambda e: e["event_time"] == int(dt.datetime(2026, 7, 1, 10, 0, tzinfo=dt.UTC).timestamp()),
+    ),
+    (
+        "iso_string_with_z",
+        {"event_time": "2026-07-01T12:00:00Z"},
+        lambda e: e["event_time"] == int(dt.datetime(2026, 7, 1, 12, 0, tzinfo=dt.UTC).timestamp()),
+    ),
     ("epoch_seconds_as_text", {"event_time": str(HOUR_AGO)}, lambda e: e["event_time"] == HOUR_AGO),
     ("integer_event_id", {"event_id": 42}, lambda e: e["event_id"] == "42"),
     ("float_event_id", {"event_id": 42.0}, lambda e: e["event_id"] == "42"),
@@ -74,15 +83,27 @@ ACCEPTED_ROWS = [
     ("padded_lowercase_currency", {"currency": " eur "}, lambda e: e["custom_data"]["currency"] == "EUR"),
     ("prehashed_uppercase_email", {"em": UPPER_HEX}, lambda e: e["user_data"]["em"] == [UPPER_HEX.lower()]),
     ("empty_email_is_absent", {"em": ""}, lambda e: "em" not in e.get("user_data", {})),
-    ("client_context_passed_unchanged", {"client_context": '{"timezone": "Europe/Paris", "screen": {"w": 1}}'},
-     lambda e: e["client_context"] == {"timezone": "Europe/Paris", "screen": {"w": 1}}),
-    ("pixel_user_data_merged", {"user_data": {"click_id": "clk-1", "visitor_id": "v-9"}},
-     lambda e: e["user_data"]["click_id"] == "clk-1" and e["user_data"]["visitor_id"] == "v-9"),
+    (
+        "client_context_passed_unchanged",
+        {"client_context": '{"timezone": "Europe/Paris", "screen": {"w": 1}}'},
+        lambda e: e["client_context"] == {"timezone": "Europe/Paris", "screen": {"w": 1}},
+    ),
+    (
+        "pixel_user_data_merged",
+        {"user_data": {"click_id": "clk-1", "visitor_id": "v-9"}},
+        lambda e: e["user_data"]["click_id"] == "clk-1" and e["user_data"]["visitor_id"] == "v-9",
+    ),
     ("numpy_external_id", {"external_id": np.int64(5)}, lambda e: e["user_data"]["external_id"] == ["5"]),
-    ("custom_keys", {"custom_store": "Paris-1", "custom_note": float("nan")},
-     lambda e: e["custom_data"]["store"] == "Paris-1" and "note" not in e["custom_data"]),
-    ("contents_from_json_text", {"contents": '[{"id": 12, "quantity": 2, "item_price": 4.5}]'},
-     lambda e: e["custom_data"]["contents"] == [{"id": "12", "quantity": 2, "item_price": 4.5}]),
+    (
+        "custom_keys",
+        {"custom_store": "Paris-1", "custom_note": float("nan")},
+        lambda e: e["custom_data"]["store"] == "Paris-1" and "note" not in e["custom_data"],
+    ),
+    (
+        "contents_from_json_text",
+        {"contents": '[{"id": 12, "quantity": 2, "item_price": 4.5}]'},
+        lambda e: e["custom_data"]["contents"] == [{"id": "12", "quantity": 2, "item_price": 4.5}],
+    ),
 ]
 
 
@@ -100,8 +121,11 @@ def run(sandbox, rows: list[dict], **settings) -> dict:
 
 
 def bucket_counts(summary: dict) -> dict:
-    return {b: summary[b] for b in ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered",
-                                    "undelivered") if summary[b]}
+    return {
+        b: summary[b]
+        for b in ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
+        if summary[b]
+    }
 
 
 def test_the_catalogue_has_at_least_30_bad_inputs():
@@ -148,8 +172,9 @@ def test_rows_without_any_match_key_are_refused_when_one_is_required(sandbox):
 
 
 def test_events_older_than_max_event_age_are_refused(sandbox):
-    summary = run(sandbox, [{}, {"event_id": "old-1", "event_time": NOW - 8 * 86_400}],
-                  max_event_age_seconds=7 * 86_400)
+    summary = run(
+        sandbox, [{}, {"event_id": "old-1", "event_time": NOW - 8 * 86_400}], max_event_age_seconds=7 * 86_400
+    )
 
     assert bucket_counts(summary) == {"delivered": 1, "invalid": 1}
     assert summary["invalid_reasons"] == {"event_too_old": 1}

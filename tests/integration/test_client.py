@@ -215,3 +215,18 @@ def test_provider_shows_up_in_airflow_cli(airflow_db):
     assert "airflow-provider-gravity" in listed
     gravity_hooks = [h for h in json.loads(hooks.stdout) if h.get("connection_type") == "gravity"]
     assert gravity_hooks and gravity_hooks[0]["class"] == "airflow_provider_gravity.hooks.gravity.GravityHook"
+
+
+@pytest.mark.parametrize(
+    ("uri", "base_url"),
+    [
+        ("gravity://:k@api.trygravity.ai?max_retries=2", "https://api.trygravity.ai"),
+        ("gravity://:k@127.0.0.1:8085/http", "http://127.0.0.1:8085"),
+        ("gravity://:k@", "https://api.trygravity.ai"),
+    ],
+)
+def test_connection_uris_give_the_documented_base_url(monkeypatch, uri, base_url):
+    from airflow_provider_gravity.hooks.gravity import GravityHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_URI", uri)
+    assert GravityHook("gravity_uri").client.base_url == base_url

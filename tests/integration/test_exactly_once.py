@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 from tests.airflow_fixtures import run_dag_test, task_states
-from tests.integration.test_operator import SCALAR_SQL, load_orders_postgres, postgres  # noqa: F401
 from tests.messy_rows import messy_orders
+from tests.warehouse import SCALAR_SQL, load_orders_postgres
 
 
 class ClearFaultsOnRetry(SendConversionsOperator):
@@ -46,8 +46,12 @@ def make_dag(dag_id: str, operator_class=SendConversionsOperator, **operator_kwa
 @pytest.fixture
 def impatient_gravity(sandbox, monkeypatch):
     """A Gravity connection that gives up after one quick retry, so an outage ends the try fast."""
-    conn = {"conn_type": "gravity", "host": sandbox.url, "password": sandbox.api_key,
-            "extra": {"max_retries": 1, "timeout": 5}}
+    conn = {
+        "conn_type": "gravity",
+        "host": sandbox.url,
+        "password": sandbox.api_key,
+        "extra": {"max_retries": 1, "timeout": 5},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", json.dumps(conn))
     return sandbox
 
@@ -136,8 +140,12 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_
     orders[10]["currency"] = "dollars"  # a dead letter
     load_orders_postgres(engine, f"{schema}.orders", orders)
     log_table = f"{schema}.delivery_log"
-    common = dict(sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse", event_name="Purchase",
-                  delivery_log_table=log_table)
+    common = dict(
+        sql=SCALAR_SQL.format(table=f"{schema}.orders"),
+        conn_id="warehouse",
+        event_name="Purchase",
+        delivery_log_table=log_table,
+    )
 
     _, first = run_dag_test(make_dag("gravity_log_day", **common))
     sandbox.advance_clock(hours=49)
@@ -159,10 +167,18 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_
     assert after_third["events_received"] - after_second["events_received"] == 1
     with engine.connect() as conn:
         rows = conn.execute(sa.text(f"SELECT * FROM {log_table} WHERE status = 'invalid'")).mappings().all()
-        changed = conn.execute(
-            sa.text(f"SELECT attempts, status FROM {log_table} WHERE event_id = '700042'")
-        ).one()
+        changed = conn.execute(sa.text(f"SELECT attempts, status FROM {log_table} WHERE event_id = '700042'")).one()
     assert [(r["event_id"], r["detail"]) for r in rows] == [("700010", "bad_currency")]
-    assert set(rows[0]) == {"event_name", "event_id", "status", "detail", "payload_sha256", "attempts",
-                            "first_run_id", "last_run_id", "first_recorded_at", "last_recorded_at"}
+    assert set(rows[0]) == {
+        "event_name",
+        "event_id",
+        "status",
+        "detail",
+        "payload_sha256",
+        "attempts",
+        "first_run_id",
+        "last_run_id",
+        "first_recorded_at",
+        "last_recorded_at",
+    }
     assert tuple(changed) == (2, "delivered")

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 from tests.airflow_fixtures import run_dag_test, task_states
-from tests.databases import POSTGRES_URL, airflow_uri, require_server
 from tests.messy_rows import expected_email, expected_event, expected_name, expected_phone, messy_orders
+from tests.warehouse import SCALAR_SQL, load_orders_postgres, load_orders_sqlite
 
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
-ORDERS_DDL = """
-CREATE TABLE {table} (
-    order_id BIGINT, created_at TIMESTAMP, customer_id BIGINT, email TEXT, alt_email TEXT, phone TEXT,
-    country TEXT, first_name TEXT, last_name TEXT, total NUMERIC(12, 2), currency TEXT
-)"""
-ORDER_COLUMNS = (
-    "order_id, created_at, customer_id, email, alt_email, phone, country, first_name, last_name, total, currency"
-)
-SCALAR_SQL = """
-SELECT order_id AS event_id, created_at AS event_time, email AS em, phone AS ph, first_name AS fn,
-       last_name AS ln, customer_id AS external_id, country, total AS value, currency,
-       CAST(order_id AS TEXT) AS order_id
-FROM {table} ORDER BY order_id"""
 
 
 def assert_every_row_in_one_bucket(summary: dict, rows: int) -> None:
@@ -56,41 +40,6 @@ def gravity_connection(sandbox, monkeypatch):
     return sandbox
 
 
-@pytest.fixture
-def postgres(monkeypatch):
-    """A scratch schema in the real PostgreSQL, reachable as Airflow connection ``warehouse``."""
-    engine = require_server(POSTGRES_URL)
-    schema = f"gravity_test_{uuid.uuid4().hex[:8]}"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", airflow_uri(POSTGRES_URL))
-    yield engine, schema
-    with engine.begin() as conn:
-        conn.exec_driver_sql("SET lock_timeout = '20s'")  # a leaked cursor of the operator fails here, not hangs
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    engine.dispose()
-
-
-def load_orders_postgres(engine: sa.Engine, table: str, orders: list[dict]) -> None:
-    with engine.begin() as conn:
-        conn.exec_driver_sql(ORDERS_DDL.format(table=table))
-        placeholders = ", ".join(f"%({c.strip()})s" for c in ORDER_COLUMNS.split(","))
-        conn.exec_driver_sql(f"INSERT INTO {table} ({ORDER_COLUMNS}) VALUES ({placeholders})", orders)
-
-
-def load_orders_sqlite(path: str, table: str, orders: list[dict]) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute(ORDERS_DDL.format(table=table))
-        names = [c.strip() for c in ORDER_COLUMNS.split(",")]
-        rows = [
-            tuple(
-                str(o[n]) if n == "created_at" else float(o[n]) if n == "total" else o[n] for n in names
-            )
-            for o in orders
-        ]
-        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(names))})", rows)
-
-
 def received_by_id(sandbox) -> dict[str, dict]:
     events = sandbox.events()
     assert len(events) == len({e["event_id"] for e in events})
@@ -110,8 +59,9 @@ def test_10000_messy_rows_from_postgres_arrive_exactly_as_computed_independently
                phone AS ph, first_name AS fn, last_name AS ln, customer_id AS external_id, country,
                total AS value, currency, order_id::text AS order_id
         FROM {schema}.orders ORDER BY order_id"""
-    dag = make_dag("gravity_pg_10k", sql=sql, conn_id="warehouse", event_name="Purchase", chunk_size=2_500,
-                   max_error_rate=0.05)
+    dag = make_dag(
+        "gravity_pg_10k", sql=sql, conn_id="warehouse", event_name="Purchase", chunk_size=2_500, max_error_rate=0.05
+    )
 
     dag_run, returned = run_dag_test(dag)
 
@@ -137,21 +87,21 @@ def test_10000_messy_rows_from_postgres_arrive_exactly_as_computed_independently
     invalid_emails = sum(
         1 for o in orders for e in (o["email"], o["alt_email"]) if e and e.strip() and expected_email(e) is None
     )
-    invalid_phones = sum(
-        1 for o in orders if o["phone"] and expected_phone(o["phone"], o["country"] or "US") is None
-    )
+    invalid_phones = sum(1 for o in orders if o["phone"] and expected_phone(o["phone"], o["country"] or "US") is None)
     assert summary["field_drops"]["invalid_email"] == invalid_emails
     assert summary["field_drops"]["invalid_phone"] == invalid_phones
     coverage = summary["match_key_coverage"]
     assert coverage["external_id"] == 1.0
-    with_fn_ln = sum(1 for o in first_of_each.values() if expected_name(o["first_name"]) and
-                     expected_name(o["last_name"]))
+    with_fn_ln = sum(
+        1 for o in first_of_each.values() if expected_name(o["first_name"]) and expected_name(o["last_name"])
+    )
     assert coverage["fn_ln"] == round(with_fn_ln / len(first_of_each), 4)
     print("10,000-row summary:", json.dumps(summary, indent=1))
 
 
-def test_sqlite_and_postgres_give_the_same_sandbox_contents(postgres, gravity_connection, airflow_db, tmp_path,
-                                                             monkeypatch):
+def test_sqlite_and_postgres_give_the_same_sandbox_contents(
+    postgres, gravity_connection, airflow_db, tmp_path, monkeypatch
+):
     engine, schema = postgres
     sandbox = gravity_connection
     orders = messy_orders(1_500, seed=11)
@@ -160,14 +110,26 @@ def test_sqlite_and_postgres_give_the_same_sandbox_contents(postgres, gravity_co
     load_orders_sqlite(sqlite_path, "orders", orders)
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_SQLITE", json.dumps({"conn_type": "sqlite", "host": sqlite_path}))
 
-    pg_run, pg_returned = run_dag_test(make_dag(
-        "gravity_same_pg", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
-        event_name="Purchase", max_error_rate=0.05))
+    pg_run, pg_returned = run_dag_test(
+        make_dag(
+            "gravity_same_pg",
+            sql=SCALAR_SQL.format(table=f"{schema}.orders"),
+            conn_id="warehouse",
+            event_name="Purchase",
+            max_error_rate=0.05,
+        )
+    )
     from_postgres = received_by_id(sandbox)
     sandbox.reset()
-    sqlite_run, sqlite_returned = run_dag_test(make_dag(
-        "gravity_same_sqlite", sql=SCALAR_SQL.format(table="orders"), conn_id="warehouse_sqlite",
-        event_name="Purchase", max_error_rate=0.05))
+    sqlite_run, sqlite_returned = run_dag_test(
+        make_dag(
+            "gravity_same_sqlite",
+            sql=SCALAR_SQL.format(table="orders"),
+            conn_id="warehouse_sqlite",
+            event_name="Purchase",
+            max_error_rate=0.05,
+        )
+    )
     from_sqlite = received_by_id(sandbox)
 
     assert len(from_postgres) > 1_000
@@ -188,8 +150,14 @@ def test_faults_in_the_middle_of_a_20000_row_run_lose_nothing(postgres, gravity_
         {"kind": "slow", "seconds": 1, "count": 2, "after": 1},
         {"kind": "status", "status": 502, "count": 1, "after": 1},
     )
-    dag = make_dag("gravity_faults", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
-                   event_name="Purchase", chunk_size=5_000, max_error_rate=0.05)
+    dag = make_dag(
+        "gravity_faults",
+        sql=SCALAR_SQL.format(table=f"{schema}.orders"),
+        conn_id="warehouse",
+        event_name="Purchase",
+        chunk_size=5_000,
+        max_error_rate=0.05,
+    )
 
     dag_run, returned = run_dag_test(dag)
 
@@ -205,9 +173,7 @@ def test_faults_in_the_middle_of_a_20000_row_run_lose_nothing(postgres, gravity_
     assert stats["redelivered"] == 0
 
 
-def test_a_batch_refused_whole_is_split_until_the_3_bad_events_are_isolated(
-    postgres, gravity_connection, airflow_db
-):
+def test_a_batch_refused_whole_is_split_until_the_3_bad_events_are_isolated(postgres, gravity_connection, airflow_db):
     engine, schema = postgres
     sandbox = gravity_connection
     orders = messy_orders(1_000, seed=5)
@@ -216,8 +182,9 @@ def test_a_batch_refused_whole_is_split_until_the_3_bad_events_are_isolated(
     load_orders_postgres(engine, f"{schema}.orders", orders)
     poisoned = ["900017", "900500", "900999"]
     sandbox.faults({"kind": "poison", "event_ids": poisoned})
-    dag = make_dag("gravity_poison", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
-                   event_name="Purchase")
+    dag = make_dag(
+        "gravity_poison", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse", event_name="Purchase"
+    )
 
     dag_run, returned = run_dag_test(dag)
 
@@ -237,8 +204,9 @@ def test_bad_api_key_fails_the_task_at_once_without_retry(postgres, sandbox, air
         "AIRFLOW_CONN_GRAVITY_DEFAULT",
         json.dumps({"conn_type": "gravity", "host": sandbox.url, "password": "revoked-key"}),
     )
-    dag = make_dag("gravity_bad_key", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
-                   event_name="Purchase")
+    dag = make_dag(
+        "gravity_bad_key", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse", event_name="Purchase"
+    )
 
     dag_run, _ = run_dag_test(dag)
 
@@ -251,8 +219,14 @@ def test_bad_api_key_fails_the_task_at_once_without_retry(postgres, sandbox, air
 def test_dry_run_sends_nothing_and_still_accounts_for_every_row(postgres, gravity_connection, airflow_db):
     engine, schema = postgres
     load_orders_postgres(engine, f"{schema}.orders", messy_orders(300, seed=2))
-    dag = make_dag("gravity_dry_run", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
-                   event_name="Purchase", dry_run=True, max_error_rate=0.5)
+    dag = make_dag(
+        "gravity_dry_run",
+        sql=SCALAR_SQL.format(table=f"{schema}.orders"),
+        conn_id="warehouse",
+        event_name="Purchase",
+        dry_run=True,
+        max_error_rate=0.5,
+    )
 
     dag_run, returned = run_dag_test(dag)
 
@@ -282,8 +256,13 @@ def test_error_rate_above_the_threshold_fails_after_the_whole_run(postgres, grav
     for order in orders[:20]:
         order["currency"] = "dollars"
     load_orders_postgres(engine, f"{schema}.orders", orders)
-    dag = make_dag("gravity_error_rate", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse",
-                   event_name="Purchase", max_error_rate=0.05)
+    dag = make_dag(
+        "gravity_error_rate",
+        sql=SCALAR_SQL.format(table=f"{schema}.orders"),
+        conn_id="warehouse",
+        event_name="Purchase",
+        max_error_rate=0.05,
+    )
 
     dag_run, _ = run_dag_test(dag)
 
