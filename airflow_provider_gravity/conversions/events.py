@@ -12,7 +12,7 @@ import pandas as pd
 from airflow_provider_gravity.conversions import values as cells
 from airflow_provider_gravity.conversions.columns import CUSTOM_PREFIX
 from airflow_provider_gravity.conversions.event_times import event_time_seconds
-from airflow_provider_gravity.conversions.pii import hash_user_fields
+from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
@@ -67,13 +67,16 @@ class BuiltChunk:
     field_drops: Counter = field(default_factory=Counter)
 
 
-def build_events(frame: pd.DataFrame, settings: EventSettings, now: float) -> BuiltChunk:
+def build_events(
+    frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None
+) -> BuiltChunk:
     """
     Validate a chunk, hash its PII and build one event per valid row.
 
     :param frame: rows whose column names already follow the column contract (lower-case).
     :param settings: the operator's choices.
     :param now: the run's reference time, Unix seconds.
+    :param cache: normalized values of earlier chunks of the run, so repeat customers cost a lookup.
     """
     rows = len(frame)
     column = _ColumnReader(frame)
@@ -87,6 +90,7 @@ def build_events(frame: pd.DataFrame, settings: EventSettings, now: float) -> Bu
         default_region=settings.default_region,
         phone_with_plus=settings.phone_with_plus,
         phone_backend=settings.phone_backend,
+        cache=cache,
     )
     user_fields = {name: hashed.fields[name] for name in HASHED_USER_FIELDS if name in hashed.fields}
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}

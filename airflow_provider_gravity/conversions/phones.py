@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
 from types import ModuleType
 
@@ -97,12 +97,11 @@ class PhoneNormalizer:
                 return result
         return self._library_parse(text, region)
 
-    def normalize_pairs(self, pairs: Iterable[tuple[str, str | None]]) -> list[str | None]:
-        """Normalize each (text, region) pair; the caller passes each distinct pair once."""
-        return [self.normalize_text(text, region) for text, region in pairs]
 
-
-def _region_codes(region: str | pd.Series, default_region: str | None, length: int, index: pd.Index):
+def _region_codes(
+    region: str | pd.Series | None, default_region: str | None, length: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """Each row's region as codes into a list of distinct regions (missing ones replaced by the default)."""
     if isinstance(region, pd.Series):
         if len(region) != length:
             raise ValueError("The region Series must have one value per phone number.")
@@ -136,13 +135,13 @@ def normalize_phone(
     """
     normalizer = PhoneNormalizer(backend)
     value_codes, value_uniques = factorize_cells(values)
-    region_codes, regions = _region_codes(region, default_region, len(values), values.index)
+    region_codes, regions = _region_codes(region, default_region, len(values))
     pair_codes = value_codes.astype(np.int64) * len(regions) + region_codes
     pair_codes[value_codes < 0] = -1
     codes, pair_uniques = pd.factorize(pair_codes, use_na_sentinel=True)
     pairs = []
     for pair in pair_uniques:
-        if pair < 0:
+        if pair < 0:  # the rows whose number is missing
             pairs.append(None)
             continue
         text = phone_text(value_uniques[pair // len(regions)])

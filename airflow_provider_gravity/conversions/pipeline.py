@@ -21,6 +21,7 @@ from airflow_provider_gravity.conversions.columns import normalize_column_names
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord
 from airflow_provider_gravity.conversions.errors import GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events
+from airflow_provider_gravity.conversions.pii import PiiCache
 from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.seen_keys import SeenKeys
 from airflow_provider_gravity.conversions.sending import Outcome, send_with_split
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 Sender = Callable[[Sequence[dict]], list[EventResult]]
 DELIVERED_LOG_STATUSES = frozenset({"delivered", "duplicate"})
+# Distinct raw values remembered per PII field: enough for the repeat customers of a night, and a bound on
+# memory (a few hundred bytes an entry) whatever the number of rows.
+PII_CACHE_ENTRIES = 100_000
 
 
 @dataclass
@@ -113,6 +117,7 @@ class ConversionPipeline:
         self.clock = clock
         self.tally = Tally()
         self.seen = SeenKeys()
+        self.pii_cache = PiiCache(max_entries=PII_CACHE_ENTRIES)
         self.preview: list[dict] = []
         self.gave_up: str | None = None
         self._chunks: dict[int, _ChunkState] = {}
@@ -157,7 +162,7 @@ class ConversionPipeline:
     def _process_chunk(
         self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor
     ) -> None:
-        built = build_events(frame, self.settings, now)
+        built = build_events(frame, self.settings, now, self.pii_cache)
         digest = chunk_digest(built.event_names, built.event_ids)
         self._drop_in_run_duplicates(built)
         saved = self.resume.restore(index, digest)

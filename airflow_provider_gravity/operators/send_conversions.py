@@ -160,7 +160,7 @@ class SendConversionsOperator(BaseOperator):
         dry_run = _as_bool(self.dry_run)
         pipeline = ConversionPipeline(
             settings=self._event_settings(dry_run),
-            send=None if dry_run else self.gravity_hook.send_events,
+            send=None if dry_run else self.gravity_hook.client.send_events,  # one client for all threads
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             delivery_log=self._delivery_log(),

@@ -1,0 +1,202 @@
+"""hash_user_fields: list cells, external ids, drop counters, the run cache, plain JSON output, no plaintext."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_provider_gravity.conversions.pii import HashedUserFields, PiiCache, hash_user_fields
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+A, B = digest("a@x.com"), digest("b@y.org")
+LONDON = digest("442083661177")  # E.164 digits of +44 20 8366 1177
+MOUNTAIN_VIEW = digest("16505551212")
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        ["B@y.org", "a@x.com", " b@Y.org "],
+        ("B@y.org", "a@x.com", " b@Y.org "),
+        np.array(["B@y.org", "a@x.com", " b@Y.org "], dtype=object),
+        '["B@y.org", "a@x.com", " b@Y.org "]',
+    ],
+    ids=["list", "tuple", "numpy-array", "json-string"],
+)
+def test_email_list_cell_is_normalized_element_by_element_and_deduplicated_in_order(cell: object) -> None:
+    frame = pd.DataFrame({"em": [cell, "a@x.com"]})
+
+    hashed = hash_user_fields(frame)
+
+    assert hashed.fields["em"] == [[B, A], [A]]
+
+
+@pytest.mark.parametrize("empty", [[], (), np.array([], dtype=object), "[]", "  [ ] ", [None, " "]])
+def test_empty_list_cell_leaves_the_field_absent(empty: object) -> None:
+    frame = pd.DataFrame({"em": [empty], "ph": [empty], "external_id": [empty]})
+
+    hashed = hash_user_fields(frame)
+
+    assert hashed.fields == {"em": [None], "ph": [None], "external_id": [None]}
+    assert hashed.drops["invalid_email"] == hashed.drops["invalid_phone"] == 0
+
+
+def test_phone_list_cell_uses_the_row_country_and_counts_each_invalid_element() -> None:
+    frame = pd.DataFrame({
+        "ph": [np.array(["020 8366 1177", "12", "+44 20 8366 1177"], dtype=object), '["(650) 555-1212", "x"]'],
+        "country": ["gb", None],
+    })
+
+    hashed = hash_user_fields(frame, default_region="US")
+
+    assert hashed.fields["ph"] == [[LONDON], [MOUNTAIN_VIEW]]
+    assert hashed.drops["invalid_phone"] == 2
+    assert hashed.drops["invalid_country"] == 0
+
+
+def test_unknown_country_falls_back_to_the_default_region_and_is_counted() -> None:
+    frame = pd.DataFrame({"ph": ["(650) 555-1212", "020 8366 1177"], "country": ["Narnia", "UK"]})
+
+    hashed = hash_user_fields(frame, default_region="US")
+
+    assert hashed.fields["ph"] == [[MOUNTAIN_VIEW], None]  # the GB national number is not a US number
+    assert hashed.drops == {**hashed.drops, "invalid_country": 2, "invalid_phone": 1}
+
+
+def test_external_ids_are_plain_strings_never_hashed_and_integers_lose_no_digits() -> None:
+    frame = pd.DataFrame({"external_id": [42, None, 7]})  # pandas makes this a float column: 42.0, NaN, 7.0
+    lists = pd.DataFrame({"external_id": [[42, "42", " cust-9 ", 43], np.array([5, 5]), "[1, 2, 1]"]})
+
+    assert frame["external_id"].dtype == np.float64
+    assert hash_user_fields(frame).fields["external_id"] == [["42"], None, ["7"]]
+    assert hash_user_fields(lists).fields["external_id"] == [["42", "cust-9", "43"], ["5"], ["1", "2"]]
+
+
+def test_names_are_hashed_and_names_without_letters_are_counted() -> None:
+    frame = pd.DataFrame({"fn": ["  Mary-Jane ", "123", None, "   "], "ln": ["O'Brien", "Núñez", "--", np.nan]})
+
+    hashed = hash_user_fields(frame)
+
+    assert hashed.fields["fn"] == [digest("maryjane"), None, None, None]
+    assert hashed.fields["ln"] == [digest("obrien"), digest("núñez"), None, None]
+    assert hashed.drops["empty_first_name"] == 1
+    assert hashed.drops["empty_last_name"] == 1
+
+
+@pytest.mark.parametrize("dtype", [object, "string", "str"])
+def test_missing_values_are_absent_not_dropped_whatever_the_dtype(dtype: object) -> None:
+    missing = [None, np.nan, pd.NA, "", "   "]
+    frame = pd.DataFrame({column: pd.Series(missing, dtype=dtype) for column in ("em", "ph", "fn", "ln")})
+    frame["external_id"] = pd.Series(missing, dtype=dtype)
+    frame["country"] = pd.Series(missing, dtype=dtype)
+
+    hashed = hash_user_fields(frame)
+
+    assert all(cells == [None] * len(missing) for cells in hashed.fields.values())
+    assert set(hashed.drops.values()) == {0}
+
+
+def test_other_columns_are_ignored_and_absent_user_columns_are_not_reported() -> None:
+    frame = pd.DataFrame({"event_id": ["o-1"], "value": [9.5], "em": ["a@x.com"]})
+
+    hashed = hash_user_fields(frame)
+
+    assert hashed.fields == {"em": [[A]]}
+
+
+def test_rows_stay_aligned_with_a_non_default_index() -> None:
+    frame = pd.DataFrame({"em": ["b@y.org", "nope", "a@x.com"]}, index=[10, 3, 7])
+
+    assert hash_user_fields(frame).fields["em"] == [[B], None, [A]]
+
+
+def test_a_run_cache_gives_the_same_fields_and_counts_every_row() -> None:
+    chunks = [
+        pd.DataFrame({"em": ["a@x.com", "bad", "A@X.COM "], "ph": ["(650) 555-1212", "1", "020 8366 1177"],
+                      "country": ["US", "US", "GB"], "fn": ["Zoë", "?", "Zoë"], "external_id": [1, 2, 1]}),
+        pd.DataFrame({"em": ["bad", "b@y.org", "a@x.com"], "ph": ["1", "020 8366 1177", "(650) 555-1212"],
+                      "country": ["US", "FR", "US"], "fn": ["?", "Zoë", None], "external_id": [2, 2, True]}),
+    ]
+    cache = PiiCache()
+
+    with_cache = [hash_user_fields(chunk, cache=cache) for chunk in chunks]
+    without_cache = [hash_user_fields(chunk) for chunk in chunks]
+
+    assert with_cache == without_cache
+    assert [result.drops["invalid_email"] for result in with_cache] == [1, 1]
+    assert [result.drops["invalid_phone"] for result in with_cache] == [1, 2]  # GB national number is not FR
+    assert with_cache[1].fields["external_id"] == [["2"], ["2"], ["True"]]
+
+
+def test_the_result_is_plain_json_ready_python() -> None:
+    frame = pd.DataFrame({
+        "em": pd.Series(["a@x.com", None], dtype="string"), "ph": [np.array(["020 8366 1177"]), 6505551212],
+        "country": ["GB", "US"], "fn": ["Ann", "Bo"], "ln": ["Lee", "Li"], "external_id": np.array([4, 5]),
+    })
+
+    hashed = hash_user_fields(frame)
+
+    def plain(value: object) -> bool:
+        if isinstance(value, list):
+            return type(value) is list and all(plain(item) for item in value)
+        return value is None or type(value) is str
+
+    assert all(type(cells) is list and all(map(plain, cells)) for cells in hashed.fields.values())
+    assert all(type(count) is int for count in hashed.drops.values())
+    assert json.loads(json.dumps(hashed.fields)) == hashed.fields
+    assert hashed.fields["ph"] == [[LONDON], [MOUNTAIN_VIEW]]
+
+
+def test_default_region_must_be_a_known_region() -> None:
+    with pytest.raises(ValueError, match="default_region"):
+        hash_user_fields(pd.DataFrame({"ph": ["1"]}), default_region="XX")
+
+
+PLAINTEXT = {
+    "em": ["Privacy.Probe@Example.com", "not-an-email-probe", '["second.probe@example.org"]'],
+    "ph": ["+44 20 8366 1177", "0123-probe-99", "(650) 555-1212"],
+    "fn": ["Zebulon", "Ω-Ärnö", "Quintessa"],
+    "ln": ["Quetzalcoatl", "Bartholomew", "!!!"],
+    "country": ["GB", "Atlantis", "US"],
+}
+SECRETS = [
+    "privacy.probe", "not-an-email-probe", "second.probe", "442083661177", "2083661177", "6505551212", "probe-99",
+    "zebulon", "ärnö", "quintessa", "quetzalcoatl", "bartholomew", "atlantis",
+]
+
+
+@pytest.mark.parametrize("backend", ["phonenumbers", "rphonenumbers"])
+def test_no_plaintext_in_the_result_or_the_logs(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    if backend == "rphonenumbers":
+        pytest.importorskip("rphonenumbers")
+    caplog.set_level(logging.DEBUG)
+    cache = PiiCache()
+
+    hashed = hash_user_fields(pd.DataFrame(PLAINTEXT), phone_backend=backend, cache=cache)
+
+    assert isinstance(hashed, HashedUserFields)
+    visible = (repr(hashed) + json.dumps(hashed.fields) + json.dumps(hashed.drops) + caplog.text).lower()
+    assert [secret for secret in SECRETS if secret in visible] == []
+    assert hashed.fields["em"][0] == [digest("privacy.probe@example.com")]  # the probe was really processed
+
+
+def test_conversions_import_without_airflow() -> None:
+    code = (
+        "import sys, airflow_provider_gravity.conversions, airflow_provider_gravity.conversions.pii;"
+        "loaded = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'));"
+        "print(loaded); sys.exit(1 if loaded else 0)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
