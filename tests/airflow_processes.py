@@ -1,0 +1,365 @@
+"""A real Airflow for tests: api-server, scheduler and dag-processor subprocesses on a fresh ``AIRFLOW_HOME``.
+
+Its own SQLite metadata database, the LocalExecutor, and nothing inherited from the ``AIRFLOW_*``
+variables of the test session. Every process is started in its own session, so that stopping it
+(SIGTERM, then SIGKILL) also stops the executor workers and task processes it spawned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+import requests
+
+from tests.sandbox_server import free_loopback_port
+
+VENV_BIN = Path(sys.executable).parent
+PROCESS_COMMANDS: dict[str, list[str]] = {
+    "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
+    "scheduler": ["scheduler"],
+    "dag-processor": ["dag-processor"],
+}
+#: Health components that must report ``healthy`` before the deployment is ready.
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "dag_processor")
+UNFINISHED_RUN_STATES = frozenset({"queued", "running"})
+#: Task states that mean a run will not succeed in the time a test waits (retries are minutes apart).
+FAILED_TASK_STATES = frozenset({"failed", "up_for_retry", "upstream_failed"})
+
+_T = TypeVar("_T")
+
+
+class AirflowProcessError(RuntimeError):
+    """Airflow did not do what the test waited for; the message holds the process and task log tails."""
+
+
+class AirflowProcesses:
+    """
+    Airflow's api-server, scheduler and dag-processor as subprocesses, for end-to-end tests.
+
+    Use it as a context manager: ``__enter__`` migrates the metadata database and starts the processes,
+    ``__exit__`` stops them by their process ids, even when the test failed.
+
+    :param home: an empty directory to use as ``AIRFLOW_HOME``.
+    :param dags_folder: the DAGs folder the dag-processor parses.
+    :param extra_env: more environment variables of every process (connections, DAG settings).
+    :param parallelism: task slots of the LocalExecutor.
+    :param startup_timeout: seconds to wait for the processes to report healthy.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        dags_folder: Path,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        parallelism: int = 2,
+        startup_timeout: float = 120.0,
+    ) -> None:
+        self.home = home
+        self.dags_folder = dags_folder
+        self.startup_timeout = startup_timeout
+        self.port = free_loopback_port()
+        self.metadata_db = home / "airflow.db"
+        self.process_logs = {name: home / f"{name}.log" for name in PROCESS_COMMANDS}
+        self._processes: dict[str, subprocess.Popen] = {}
+        self.env = self._environment(extra_env or {}, parallelism)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the api-server."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _environment(self, extra_env: Mapping[str, str], parallelism: int) -> dict[str, str]:
+        inherited = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+        settings = {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.metadata_db}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__PORT": str(self.port),
+            # Parse once at start; re-parsing every 30 s would only compete with the tasks for 2 cores.
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "PATH": os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+        }
+        return {**inherited, **settings, **extra_env}
+
+    def __enter__(self) -> AirflowProcesses:
+        try:
+            self.cli("db", "migrate", timeout=180)
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, AirflowProcessError):
+            print(self.diagnostics())  # pytest shows it with the failure
+        self.stop()
+
+    # -- processes ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the processes and wait until the api-server reports all of them healthy."""
+        for name, arguments in PROCESS_COMMANDS.items():
+            command = [str(VENV_BIN / "airflow"), *arguments]
+            if name == "api-server":
+                command += ["--port", str(self.port)]
+            with open(self.process_logs[name], "ab") as log_file:
+                self._processes[name] = subprocess.Popen(
+                    command,
+                    cwd=self.home,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        self.wait_until(self._healthy, self.startup_timeout, "the api-server to report every component healthy")
+
+    def _healthy(self) -> bool:
+        try:
+            health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return False
+        return all((health.get(part) or {}).get("status") == "healthy" for part in HEALTH_COMPONENTS)
+
+    def stop(self, grace_seconds: float = 20.0) -> None:
+        """Stop every process this object started, with its children: SIGTERM, then SIGKILL."""
+        processes, self._processes = self._processes, {}
+        descendants = [child for process in processes.values() for child in _descendants(process.pid)]
+        for process in processes.values():
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for process in processes.values():
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in processes.values():
+            _signal_group(process.pid, signal.SIGKILL)  # also executor workers that outlived their parent
+            if process.poll() is None:
+                process.wait(timeout=10)
+        for child in descendants:  # task processes may have left the group with a session of their own
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+    def _check_alive(self) -> None:
+        for name, process in self._processes.items():
+            if process.poll() is not None:
+                raise AirflowProcessError(
+                    f"the {name} exited with code {process.returncode}\n{self.diagnostics()}"
+                )
+
+    def wait_until(
+        self,
+        condition: Callable[[], _T],
+        timeout: float,
+        what: str,
+        interval: float = 1.0,
+        progress: Callable[[], str] | None = None,
+    ) -> _T:
+        """
+        Poll ``condition`` until it returns a truthy value, at most ``timeout`` seconds; return that value.
+        On timeout, raise with ``progress()`` (where things stand) and the logs.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            result = condition()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                where = f"\n{progress()}" if progress else ""
+                raise AirflowProcessError(f"waited {timeout:g}s for {what}{where}\n{self.diagnostics()}")
+            time.sleep(interval)
+
+    # -- commands and metadata ----------------------------------------------------------------------
+
+    def cli(self, *arguments: str, timeout: float = 90.0) -> str:
+        """Run ``airflow ARGUMENTS`` in this deployment's environment; return its output, raise if it fails."""
+        try:
+            done = subprocess.run(
+                [str(VENV_BIN / "airflow"), *arguments],
+                cwd=self.home,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise AirflowProcessError(f"`airflow {' '.join(arguments)}` took more than {timeout:g}s") from error
+        if done.returncode != 0:
+            raise AirflowProcessError(
+                f"`airflow {' '.join(arguments)}` exited with code {done.returncode}:\n"
+                f"{_tail(done.stdout)}\n{_tail(done.stderr)}"
+            )
+        return done.stdout
+
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Read the metadata database (read-only, so the scheduler's writes are never blocked for long)."""
+        connection = sqlite3.connect(f"file:{self.metadata_db}?mode=ro", uri=True, timeout=15)
+        connection.row_factory = sqlite3.Row
+        try:
+            return connection.execute(sql, parameters).fetchall()
+        finally:
+            connection.close()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 90.0) -> None:
+        """
+        Wait until the dag-processor has serialized ``dag_id``. Fails at once when the file named after the
+        DAG (``<dag_id>.py``) does not import, and lists every import error when the wait times out.
+        """
+
+        def parsed() -> bool:
+            if self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", (dag_id,)):
+                return True
+            for error in self._import_errors():
+                if Path(error["filename"]).name == f"{dag_id}.py":
+                    raise AirflowProcessError(f"{error['filename']} does not import:\n{error['stacktrace']}")
+            return False
+
+        try:
+            self.wait_until(parsed, timeout, f"the dag-processor to parse {dag_id}")
+        except AirflowProcessError as error:
+            listed = "\n".join(f"{row['filename']}:\n{row['stacktrace']}" for row in self._import_errors())
+            if listed:
+                raise AirflowProcessError(f"{error}\nimport errors:\n{listed}") from None
+            raise
+
+    def _import_errors(self) -> list[sqlite3.Row]:
+        return self.query("SELECT filename, stacktrace FROM import_error")
+
+    def create_backfill(self, dag_id: str, from_date: str, to_date: str, *options: str) -> int:
+        """``airflow backfill create``; return the new backfill's id."""
+        before = self.latest_backfill_id(dag_id)
+        self.cli("backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date, *options)
+        backfill_id = self.latest_backfill_id(dag_id)
+        if backfill_id is None or backfill_id == before:
+            raise AirflowProcessError(f"`airflow backfill create` created no backfill of {dag_id}")
+        return backfill_id
+
+    def latest_backfill_id(self, dag_id: str) -> int | None:
+        rows = self.query("SELECT max(id) AS id FROM backfill WHERE dag_id = ?", (dag_id,))
+        return rows[0]["id"]
+
+    def backfill_runs(self, backfill_id: int) -> list[sqlite3.Row]:
+        """The DAG runs of a backfill, oldest interval first."""
+        return self.query(
+            "SELECT run_id, state, data_interval_start, data_interval_end FROM dag_run "
+            "WHERE backfill_id = ? ORDER BY data_interval_start",
+            (backfill_id,),
+        )
+
+    def wait_for_backfill_runs(self, backfill_id: int, expected_runs: int, timeout: float) -> list[sqlite3.Row]:
+        """Wait until the backfill's runs have all finished; fail at once when a task fails or must retry."""
+
+        def finished() -> list[sqlite3.Row] | None:
+            runs = self.backfill_runs(backfill_id)
+            troubled = self.query(
+                "SELECT ti.run_id, ti.task_id, ti.state FROM task_instance ti JOIN dag_run dr "
+                "ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id WHERE dr.backfill_id = ? "
+                f"AND ti.state IN ({', '.join('?' * len(FAILED_TASK_STATES))})",
+                (backfill_id, *sorted(FAILED_TASK_STATES)),
+            )
+            if troubled:
+                listed = ", ".join(f"{row['run_id']}/{row['task_id']}: {row['state']}" for row in troubled)
+                raise AirflowProcessError(f"tasks of backfill {backfill_id} failed: {listed}\n{self.diagnostics()}")
+            if len(runs) == expected_runs and not any(row["state"] in UNFINISHED_RUN_STATES for row in runs):
+                return runs
+            return None
+
+        def states() -> str:
+            rows = self.query(
+                "SELECT dr.run_id, dr.state AS run_state, ti.task_id, ti.state FROM dag_run dr LEFT JOIN "
+                "task_instance ti ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.backfill_id = ? "
+                "ORDER BY dr.run_id, ti.task_id",
+                (backfill_id,),
+            )
+            return "\n".join(f"{row['run_id']} ({row['run_state']}): {row['task_id']} {row['state']}" for row in rows)
+
+        return self.wait_until(
+            finished, timeout, f"the {expected_runs} runs of backfill {backfill_id} to finish", progress=states
+        )
+
+    def wait_for_backfill_completed(self, backfill_id: int, timeout: float = 75.0) -> None:
+        """Wait for the scheduler to mark a backfill completed (a 30-second timer after its runs end)."""
+        self.wait_until(
+            lambda: self.query("SELECT completed_at FROM backfill WHERE id = ?", (backfill_id,))[0]["completed_at"],
+            timeout,
+            f"the scheduler to mark backfill {backfill_id} completed",
+        )
+
+    def return_values(self, dag_id: str, run_ids: Sequence[str]) -> dict[tuple[str, str], Any]:
+        """``{(run_id, task_id): XCom return value}`` of the given runs."""
+        rows = self.query(
+            f"SELECT run_id, task_id, value FROM xcom WHERE dag_id = ? AND key = 'return_value' "
+            f"AND run_id IN ({', '.join('?' * len(run_ids))})",
+            (dag_id, *run_ids),
+        )
+        return {(row["run_id"], row["task_id"]): _json_value(row["value"]) for row in rows}
+
+    # -- diagnostics --------------------------------------------------------------------------------
+
+    def diagnostics(self, lines: int = 40) -> str:
+        """The tails of the process logs and of the latest task logs, to read when a test fails."""
+        parts = []
+        for name, path in self.process_logs.items():
+            parts.append(f"----- {name} log ({path}) -----\n{_tail_file(path, lines)}")
+        task_logs = sorted((self.home / "logs").glob("dag_id=*/**/*.log"), key=lambda path: path.stat().st_mtime)
+        for path in task_logs[-12:]:
+            parts.append(f"----- task log {path.relative_to(self.home)} -----\n{_tail_file(path, lines)}")
+        return "\n".join(parts)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)  # the process was started in its own session: its group id is its pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _json_value(value: Any) -> Any:
+    while isinstance(value, str | bytes):  # stored as JSON text, sometimes JSON inside a JSON string
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    return value
+
+
+def _tail(text: str, lines: int = 40, line_length: int = 600) -> str:
+    return "\n".join(line[:line_length] for line in text.splitlines()[-lines:])
+
+
+def _tail_file(path: Path, lines: int) -> str:
+    try:
+        return _tail(path.read_text(errors="replace"), lines)
+    except FileNotFoundError:
+        return "(no log)"
