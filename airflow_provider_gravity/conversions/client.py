@@ -214,9 +214,7 @@ class GravityClient:
         if not events:
             raise ValueError("send_events needs at least one event.")
         if len(events) > MAX_EVENTS_PER_REQUEST:
-            raise ValueError(
-                f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}."
-            )
+            raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
         body = json.dumps({"data": list(events)}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         response = self._post_with_retries(body.encode("utf-8"))
         return match_results(events, _results_of(response))
@@ -312,10 +310,7 @@ def match_results(events: Sequence[dict], results: Sequence[dict]) -> list[Event
     ):
         return [_to_result(i, r) for i, r in zip(ids, results, strict=True)]
     by_id = {str(r.get("event_id")): r for r in results if isinstance(r, dict)}
-    return [
-        _to_result(i, by_id[i]) if i in by_id else EventResult(i, "missing", "no result returned")
-        for i in ids
-    ]
+    return [_to_result(i, by_id[i]) if i in by_id else EventResult(i, "missing", "no result returned") for i in ids]
 
 
 def _to_result(event_id: str, raw: dict) -> EventResult:

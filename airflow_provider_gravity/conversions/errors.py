@@ -53,6 +53,4 @@ class GravityUnavailableError(GravityError):
         self.attempts = attempts
         self.last_status = last_status
         self.last_problem = last_problem
-        super().__init__(
-            f"Gravity did not accept the request after {attempts} attempts; last: {last_problem}."
-        )
+        super().__init__(f"Gravity did not accept the request after {attempts} attempts; last: {last_problem}.")

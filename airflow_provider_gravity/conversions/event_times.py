@@ -53,11 +53,7 @@ def _missing_mask(values: pd.Series) -> np.ndarray:
 
 
 def _datetimes_to_seconds(values: pd.Series) -> np.ndarray:
-    return (
-        (values.dt.tz_convert("UTC") - _EPOCH_UTC)
-        .dt.total_seconds()
-        .to_numpy(dtype="float64", na_value=np.nan)
-    )
+    return (values.dt.tz_convert("UTC") - _EPOCH_UTC).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _plausible_epochs(numbers: np.ndarray) -> np.ndarray:

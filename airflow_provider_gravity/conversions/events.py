@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_gravity.conversions import values as cells
+from airflow_provider_gravity.conversions.column_values import money_column, per_cell, per_distinct_value, text_column
 from airflow_provider_gravity.conversions.columns import CUSTOM_PREFIX
 from airflow_provider_gravity.conversions.event_times import event_time_seconds
-from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields
+from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused, hash_user_fields
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
@@ -67,9 +68,7 @@ class BuiltChunk:
     field_drops: Counter = field(default_factory=Counter)
 
 
-def build_events(
-    frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None
-) -> BuiltChunk:
+def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None) -> BuiltChunk:
     """
     Validate a chunk, hash its PII and build one event per valid row.
 
@@ -78,9 +77,14 @@ def build_events(
     :param now: the run's reference time, Unix seconds.
     :param cache: normalized values of earlier chunks of the run, so repeat customers cost a lookup.
     """
+    with garbage_collection_paused():  # a chunk allocates many small dicts; rescanning the cache each time is waste
+        return _build_events(frame, settings, now, cache)
+
+
+def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None) -> BuiltChunk:
     rows = len(frame)
     column = _ColumnReader(frame)
-    event_ids = [cells.clean_text(v) for v in column.values("event_id")]
+    event_ids = column.texts("event_id", None)
     event_names = column.texts("event_name", settings.event_name)
     action_sources = column.texts("action_source", settings.action_source)
     source_urls = column.texts("event_source_url", settings.event_source_url)
@@ -94,71 +98,81 @@ def build_events(
     )
     user_fields = {name: hashed.fields[name] for name in HASHED_USER_FIELDS if name in hashed.fields}
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
-    pixel_user_data = column.values("user_data")
-    client_contexts = column.values("client_context")
-    values = column.values("value")
-    currencies = column.values("currency")
-    order_ids = column.values("order_id")
-    contents = column.values("contents")
-    custom_keys = [c for c in frame.columns if c.startswith(CUSTOM_PREFIX)]
-    custom_columns = {c[len(CUSTOM_PREFIX) :]: frame[c].tolist() for c in custom_keys}
+    # Each optional part: (event key or custom_data key, converted cells, reasons), for the columns present.
+    parts = {
+        "user_data": column.converted("user_data", per_cell, lambda v: cells.json_object(v, "bad_user_data")),
+        "client_context": column.converted(
+            "client_context", per_cell, lambda v: cells.json_object(v, "bad_client_context")
+        ),
+        "value": column.converted("value", lambda series, _: money_column(series), None),
+        "currency": column.converted("currency", per_distinct_value, cells.currency_code),
+        "order_id": column.converted("order_id", lambda series, _: (text_column(series), [None] * rows), None),
+        "contents": column.converted("contents", per_cell, cells.contents),
+    }
+    for name in frame.columns:
+        if name.startswith(CUSTOM_PREFIX):
+            parts[name] = column.converted(name, per_cell, lambda v: cells.json_safe(v, "bad_custom_data"))
+    parts = {name: part for name, part in parts.items() if part is not None}
+    part_reasons = [reasons for _, reasons in parts.values() if any(reasons)]
+    pixel_user_data = parts.pop("user_data", ([None] * rows, None))[0]
+    client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
+    custom_parts = [
+        (name[len(CUSTOM_PREFIX) :] if name.startswith(CUSTOM_PREFIX) else name, converted)
+        for name, (converted, _) in parts.items()
+    ]
 
+    user_datas = _user_data_column(rows, user_fields, pixel_ids, pixel_user_data)
+    custom_datas = _merged_column([{} for _ in range(rows)], dict(custom_parts))
     oldest = None if settings.max_event_age_seconds is None else now - settings.max_event_age_seconds
     latest = now + settings.future_tolerance_seconds
     events: list[dict | None] = [None] * rows
     reasons: list[str | None] = [None] * rows
+    value_reasons = _first_reasons(rows, part_reasons)
     for i in range(rows):
         reason = _identity_reason(event_ids[i], event_names[i], seconds[i], time_missing[i], oldest, latest)
+        if reason is None:
+            reason = value_reasons[i]
+        user_data = user_datas[i]
+        if reason is None and settings.require_match_key and not _has_match_key(user_data):
+            reason = "no_match_keys"
         if reason is not None:
             reasons[i] = reason
             continue
-        try:
-            user_data = _user_data(i, user_fields, pixel_ids, pixel_user_data)
-            if settings.require_match_key and not _has_match_key(user_data):
-                raise cells.BadValue("no_match_keys")
-            event: dict[str, Any] = {
-                "event_name": event_names[i],
-                "event_time": int(seconds[i]),
-                "event_id": event_ids[i],
-            }
-            if action_sources[i] is not None:
-                event["action_source"] = action_sources[i]
-            if source_urls[i] is not None:
-                event["event_source_url"] = source_urls[i]
-            if user_data:
-                event["user_data"] = user_data
-            context = cells.json_object(client_contexts[i], "bad_client_context")
-            if context is not None:
-                event["client_context"] = context
-            custom_data = _custom_data(i, values, currencies, order_ids, contents, custom_columns)
-            if custom_data:
-                event["custom_data"] = custom_data
-        except cells.BadValue as bad:
-            reasons[i] = str(bad)
-            continue
+        event: dict[str, Any] = {"event_name": event_names[i], "event_time": int(seconds[i]), "event_id": event_ids[i]}
+        if action_sources[i] is not None:
+            event["action_source"] = action_sources[i]
+        if source_urls[i] is not None:
+            event["event_source_url"] = source_urls[i]
+        if user_data:
+            event["user_data"] = user_data
+        if client_contexts[i] is not None:
+            event["client_context"] = client_contexts[i]
+        custom_data = custom_datas[i]
+        if custom_data:
+            event["custom_data"] = custom_data
         events[i] = event
     return BuiltChunk(events, reasons, event_names, event_ids, Counter(hashed.drops))
 
 
 class _ColumnReader:
-    """Column values as plain lists, with a constant stand-in for absent columns."""
+    """Columns of a chunk converted whole, with a stand-in for absent columns."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
         self.rows = len(frame)
 
-    def values(self, name: str) -> list:
-        if name not in self.frame.columns:
-            return [None] * self.rows
-        return self.frame[name].tolist()
-
     def texts(self, name: str, default: str | None) -> list[str | None]:
         if name not in self.frame.columns:
             return [default] * self.rows
-        texts = [cells.clean_text(v) for v in self.frame[name].tolist()]
+        texts = text_column(self.frame[name])
         if default is None:
             return texts
         return [default if t is None else t for t in texts]
+
+    def converted(self, name: str, how, convert) -> tuple[list, list] | None:
+        if name not in self.frame.columns:
+            return None
+        return how(self.frame[name], convert)
 
 
 def _identity_reason(
@@ -188,41 +202,32 @@ def _identity_reason(
     return None
 
 
-def _user_data(i: int, user_fields: dict, pixel_ids: dict, pixel_user_data: list) -> dict:
-    user_data = cells.json_object(pixel_user_data[i], "bad_user_data") or {}
-    for name, column in pixel_ids.items():
-        if column[i] is not None:
-            user_data[name] = column[i]
-    for name, column in user_fields.items():
-        if column[i] is not None:
-            user_data[name] = column[i]
-    return user_data
+def _user_data_column(rows: int, user_fields: dict, pixel_ids: dict, pixel_user_data: list) -> list[dict]:
+    """Each row's ``user_data``: the pixel's object, then its ids, then our hashed fields."""
+    user_datas = [dict(pixel) if pixel else {} for pixel in pixel_user_data]
+    return _merged_column(_merged_column(user_datas, pixel_ids), user_fields)
+
+
+def _first_reasons(rows: int, reason_columns: list[list[str | None]]) -> list[str | None]:
+    """For each row, the first reason found in the columns, in their order; ``None`` where none is."""
+    first: list[str | None] = [None] * rows
+    for column in reversed(reason_columns):
+        for i, reason in enumerate(column):
+            if reason is not None:
+                first[i] = reason
+    return first
+
+
+def _merged_column(dicts: list[dict], columns: dict[str, list]) -> list[dict]:
+    """Set ``dicts[i][name] = columns[name][i]`` wherever that value is not ``None``, column by column."""
+    for name, column in columns.items():
+        for target, value in zip(dicts, column, strict=True):
+            if value is not None:
+                target[name] = value
+    return dicts
 
 
 def _has_match_key(user_data: dict) -> bool:
     if any(user_data.get(key) for key in ("em", "ph", "external_id", "click_id")):
         return True
     return bool(user_data.get("fn") and user_data.get("ln"))
-
-
-def _custom_data(
-    i: int, values: list, currencies: list, order_ids: list, contents: list, custom_columns: dict
-) -> dict:
-    custom: dict[str, Any] = {}
-    for key, column in custom_columns.items():
-        cell = column[i]
-        if not cells.is_missing(cell):
-            custom[key] = cells.json_safe(cell, "bad_custom_data")
-    value = cells.money(values[i])
-    if value is not None:
-        custom["value"] = value
-    currency = cells.currency_code(currencies[i])
-    if currency is not None:
-        custom["currency"] = currency
-    order_id = cells.clean_text(order_ids[i])
-    if order_id is not None:
-        custom["order_id"] = order_id
-    items = cells.contents(contents[i])
-    if items is not None:
-        custom["contents"] = items
-    return custom

@@ -76,8 +76,15 @@ class _Plan:
         general = metadata.general_desc
         # The order and the mobile exclusion follow phonenumbers' number type lookup.
         type_descs = [
-            metadata.premium_rate, metadata.toll_free, metadata.shared_cost, metadata.voip,
-            metadata.personal_number, metadata.pager, metadata.uan, metadata.voicemail, metadata.fixed_line,
+            metadata.premium_rate,
+            metadata.toll_free,
+            metadata.shared_cost,
+            metadata.voip,
+            metadata.personal_number,
+            metadata.pager,
+            metadata.uan,
+            metadata.voicemail,
+            metadata.fixed_line,
         ]
         if not metadata.same_mobile_and_fixed_line_pattern:
             type_descs.append(metadata.mobile)
@@ -122,11 +129,11 @@ class _Plan:
             return number
         groups = match.groups()
         if self.transform_rule is None:
-            stripped = number[match.end():]
+            stripped = number[match.end() :]
         elif not groups:
             return DEFER  # phonenumbers fails on this metadata shape; let it decide
         elif groups[-1] is None:
-            stripped = number[match.end():]
+            stripped = number[match.end() :]
         else:
             stripped = self.national_prefix.sub(self.transform_rule, number, count=1)
         # Keep the prefix when the number matched the general pattern with it but not without it.
@@ -222,9 +229,9 @@ def parse_to_e164(raw: str, region: str) -> str | None | object:
     if not international and region_plan.international_prefix is not None:
         match = region_plan.international_prefix.match(digits)
         # An international prefix followed by a 0 is not one (country codes never start with 0).
-        if match and not digits[match.end():].startswith("0"):
+        if match and not digits[match.end() :].startswith("0"):
             international = True
-            digits = digits[match.end():]
+            digits = digits[match.end() :]
 
     if international:
         if len(digits) <= _MIN_NSN_LENGTH:
@@ -240,7 +247,7 @@ def parse_to_e164(raw: str, region: str) -> str | None | object:
         country_code, national_number, plan = region_plan.country_code, digits, region_plan
         code_text = str(country_code)
         if digits.startswith(code_text):
-            without_code = region_plan.strip_national_prefix(digits[len(code_text):])
+            without_code = region_plan.strip_national_prefix(digits[len(code_text) :])
             if without_code is DEFER:
                 return DEFER
             general = region_plan.general

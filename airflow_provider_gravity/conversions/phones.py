@@ -35,7 +35,10 @@ def _load_backend(backend: str) -> ModuleType:
     if built_for != reference:
         log.warning(
             "Phone backend %s carries phonenumbers %s metadata but phonenumbers %s is installed: "
-            "a few regions may normalize differently.", backend, built_for, reference,
+            "a few regions may normalize differently.",
+            backend,
+            built_for,
+            reference,
         )
     return library
 

@@ -95,7 +95,7 @@ class PiiCache:
 
 
 @contextmanager
-def _garbage_collection_paused() -> Iterator[None]:
+def garbage_collection_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a chunk is processed.
 
     Each new customer allocates a few small lists and tuples; with a large cache alive, the
@@ -297,7 +297,7 @@ def hash_user_fields(
             f"default_region must be an ISO 3166 alpha-2 region phonenumbers knows, got {default_region!r}."
         )
     cache = cache if cache is not None else PiiCache()
-    with _garbage_collection_paused():
+    with garbage_collection_paused():
         return _hash_user_fields(frame, default_region, phone_with_plus, phone_backend, cache)
 
 

@@ -159,9 +159,7 @@ class ConversionPipeline:
             summary["resumed_chunks"] = self.resume.chunks_skipped
         return RunResult(summary, self.gave_up, self.preview)
 
-    def _process_chunk(
-        self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor
-    ) -> None:
+    def _process_chunk(self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor) -> None:
         built = build_events(frame, self.settings, now, self.pii_cache)
         digest = chunk_digest(built.event_names, built.event_ids)
         self._drop_in_run_duplicates(built)
@@ -239,9 +237,7 @@ class ConversionPipeline:
         self._in_flight[executor.submit(send_with_split, self.send, batch.events)] = batch
 
     def _collect(self, *, wait_for_one: bool) -> None:
-        done, _ = wait(
-            list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED
-        )
+        done, _ = wait(list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED)
         for future in done:
             batch = self._in_flight.pop(future)
             try:
@@ -274,9 +270,7 @@ class ConversionPipeline:
         if self.delivery_log is not None and records:
             self.delivery_log.record(records, run_id=self.run_id)
         if not batch_tally["bucket.undelivered"]:
-            self.resume.batch_acknowledged(
-                batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], batch_tally
-            )
+            self.resume.batch_acknowledged(batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], batch_tally)
         self._complete_chunk_if_done(batch.chunk_index)
 
     def _complete_chunk_if_done(self, index: int) -> None:

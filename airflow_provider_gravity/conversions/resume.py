@@ -111,9 +111,7 @@ class ResumeLog:
         tallies = [Tally(t) for _, _, t in saved.get("ranges", [])]
         return SavedChunk(False, sum(tallies, Tally()), ranges, tallies)
 
-    def batch_acknowledged(
-        self, chunk_index: int, digest: str, first_row: int, last_row: int, tally: Tally
-    ) -> None:
+    def batch_acknowledged(self, chunk_index: int, digest: str, first_row: int, last_row: int, tally: Tally) -> None:
         """Record that the rows ``first_row..last_row`` of a chunk got Gravity's answer."""
         entry = self._chunks.setdefault(str(chunk_index), {"digest": digest, "ranges": []})
         if entry.get("digest") != digest:

@@ -43,9 +43,7 @@ def outcome_of(result: EventResult) -> Outcome:
     return Outcome("rejected", detail, f"{result.status}: {detail}")
 
 
-def send_with_split(
-    send: Callable[[Sequence[dict]], list[EventResult]], events: Sequence[dict]
-) -> list[Outcome]:
+def send_with_split(send: Callable[[Sequence[dict]], list[EventResult]], events: Sequence[dict]) -> list[Outcome]:
     """
     Send ``events`` and return one :class:`Outcome` per event. When Gravity refuses the whole request
     (400/413/422), send each half on its own until the refused events are isolated; each isolated event is

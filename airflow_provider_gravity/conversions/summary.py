@@ -39,9 +39,7 @@ class Tally(Counter):
         return {key: int(value) for key, value in self.items() if value}
 
 
-def build_summary(
-    tally: Tally, *, requests: int, retries: int, seconds: float, dry_run: bool
-) -> dict[str, Any]:
+def build_summary(tally: Tally, *, requests: int, retries: int, seconds: float, dry_run: bool) -> dict[str, Any]:
     """
     The summary a user reads: buckets, reasons, drops, coverage and speed. Small enough for XCom and free of PII.
     """
@@ -58,9 +56,7 @@ def build_summary(
         "field_drops": _sub_counts(tally, "drop"),
         "events_sent": sent,
         "attributed": int(tally["attributed"]),
-        "match_key_coverage": {
-            key: round(tally[f"coverage.{key}"] / sent, 4) if sent else 0.0 for key in MATCH_KEYS
-        },
+        "match_key_coverage": {key: round(tally[f"coverage.{key}"] / sent, 4) if sent else 0.0 for key in MATCH_KEYS},
         "error_rate": round(errors / rows_read, 6) if rows_read else 0.0,
         "requests": requests,
         "retries": retries,
@@ -94,7 +90,5 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'seconds / rows per second':<28}{summary['seconds']:>8,.1f} / {summary['rows_per_second']:,.0f}",
     ]
     if summary.get("dry_run"):
-        lines.append(
-            "DRY RUN: nothing was sent; events that would have been sent are counted as undelivered."
-        )
+        lines.append("DRY RUN: nothing was sent; events that would have been sent are counted as undelivered.")
     return "\n".join(lines)
