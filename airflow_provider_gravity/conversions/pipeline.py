@@ -21,7 +21,7 @@ from airflow_provider_gravity.conversions.columns import normalize_column_names
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord
 from airflow_provider_gravity.conversions.errors import GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events
-from airflow_provider_gravity.conversions.pii import PiiCache
+from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused
 from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.seen_keys import SeenKeys
 from airflow_provider_gravity.conversions.sending import Outcome, send_with_split
@@ -135,7 +135,8 @@ class ConversionPipeline:
             for index, frame in enumerate(chunks):
                 frame.columns = normalize_column_names(frame.columns)
                 self._rows_read += len(frame)
-                self._process_chunk(index, frame, now, executor)
+                with garbage_collection_paused():  # see pii.garbage_collection_paused
+                    self._process_chunk(index, frame, now, executor)
                 self._log_progress()
                 if self.gave_up:
                     break
@@ -226,10 +227,9 @@ class ConversionPipeline:
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
         state = self._chunks[batch.chunk_index]
         if self.send is None:
-            for event in batch.events:
+            for _ in batch.events:
                 self._count(state, "undelivered")
-                if len(self.preview) < self.preview_size:
-                    self.preview.append(event)
+            self.preview.extend(batch.events[: self.preview_size - len(self.preview)])
             return
         while len(self._in_flight) >= self.max_concurrency * 2:
             self._collect(wait_for_one=True)
@@ -251,23 +251,23 @@ class ConversionPipeline:
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
         state = self._chunks[batch.chunk_index]
         batch_tally = Tally()
-        records = []
-        for event, outcome, payload_hash in zip(batch.events, outcomes, batch.payload_hashes, strict=True):
+        for outcome in outcomes:
             batch_tally.count_row(outcome.bucket, outcome.detail)
-            if outcome.bucket == "undelivered":
-                continue
-            batch_tally.count_sent(event)
-            if outcome.attributed:
-                batch_tally["attributed"] += 1
-            records.append(
-                DeliveryRecord(
-                    event["event_name"], event["event_id"], outcome.bucket, outcome.status_text, payload_hash
-                )
-            )
+        answered = [
+            (e, o, h)
+            for e, o, h in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
+            if o.bucket != "undelivered"
+        ]
+        batch_tally.count_sent([event for event, _, _ in answered])
+        batch_tally["attributed"] += sum(1 for _, outcome, _ in answered if outcome.attributed)
         self.tally.update(batch_tally)
         state.tally.update(batch_tally)
         state.pending_batches -= 1
-        if self.delivery_log is not None and records:
+        if self.delivery_log is not None and answered:
+            records = [
+                DeliveryRecord(event["event_name"], event["event_id"], outcome.bucket, outcome.status_text, digest)
+                for event, outcome, digest in answered
+            ]
             self.delivery_log.record(records, run_id=self.run_id)
         if not batch_tally["bucket.undelivered"]:
             self.resume.batch_acknowledged(batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], batch_tally)

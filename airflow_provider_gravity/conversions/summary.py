@@ -24,15 +24,22 @@ class Tally(Counter):
         if bucket in ("invalid", "rejected") and detail:
             self[f"{bucket}.{detail}"] += 1
 
-    def count_sent(self, event: dict) -> None:
-        """Count an event that was sent, and the match keys it carried."""
-        self["sent"] += 1
-        user_data = event.get("user_data") or {}
-        for key in ("em", "ph", "external_id", "click_id"):
-            if user_data.get(key):
-                self[f"coverage.{key}"] += 1
-        if user_data.get("fn") and user_data.get("ln"):
-            self["coverage.fn_ln"] += 1
+    def count_sent(self, events: list[dict]) -> None:
+        """Count events that were sent, and the match keys they carried."""
+        self["sent"] += len(events)
+        covered = dict.fromkeys(MATCH_KEYS, 0)
+        for event in events:
+            user_data = event.get("user_data")
+            if not user_data:
+                continue
+            for key in ("em", "ph", "external_id", "click_id"):
+                if key in user_data:
+                    covered[key] += 1
+            if "fn" in user_data and "ln" in user_data:
+                covered["fn_ln"] += 1
+        for key, count in covered.items():
+            if count:
+                self[f"coverage.{key}"] += count
 
     def to_json(self) -> dict[str, int]:
         """The non-zero counters as a plain dict."""
