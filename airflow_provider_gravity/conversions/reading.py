@@ -22,6 +22,10 @@ def stream_query(
     rows. ``stream_results`` asks for a server-side cursor, so memory holds one chunk, not the result.
     Values keep their Python types (``Decimal``, ``datetime``, lists), cast by the pipeline, not by pandas.
     """
+    if not parameters and engine.dialect.paramstyle in ("format", "pyformat"):
+        # The driver still parses placeholders (SQLAlchemy passes it empty parameters), so a literal
+        # % (modulo, LIKE 'x%') must be doubled. With parameters, the DB-API rules are the user's.
+        sql = sql.replace("%", "%%")
     with engine.connect() as connection:
         streaming = connection.execution_options(stream_results=True, max_row_buffer=chunk_size)
         result = streaming.exec_driver_sql(sql, parameters) if parameters else streaming.exec_driver_sql(sql)

@@ -33,5 +33,7 @@ class SeenKeys:
         if len(self._sorted):
             positions = np.searchsorted(self._sorted, hashes).clip(max=len(self._sorted) - 1)
             new &= self._sorted[positions] != hashes
-        self._sorted = np.sort(np.concatenate([self._sorted, hashes[new]]), kind="stable")
+        merged = np.concatenate([self._sorted, hashes[new]])
+        self._sorted = merged  # drop the old array before sorting: at most two copies alive, not three
+        merged.sort(kind="stable")  # in place; two sorted runs merge in linear time
         return new.tolist()

@@ -302,3 +302,19 @@ def test_openlineage_facets_are_safe_without_network(monkeypatch):
     else:
         assert lineage.outputs[0].namespace.startswith("gravity://")
         assert lineage.inputs[0].namespace == "postgres://db.example:5432"
+
+
+def test_percent_signs_in_postgres_sql_are_literal_without_parameters(postgres, gravity_connection, airflow_db):
+    engine, schema = postgres
+    orders = messy_orders(300, seed=8)
+    load_orders_postgres(engine, f"{schema}.orders", orders)
+    sql = SCALAR_SQL.format(table=f"{schema}.orders").replace(
+        "ORDER BY", "WHERE order_id % 2 = 0 AND currency NOT LIKE 'x%' ORDER BY"
+    )
+    dag = make_dag("gravity_percent", sql=sql, conn_id="warehouse", event_name="Purchase", max_error_rate=0.5)
+
+    dag_run, returned = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"][0] == "success"
+    even = {o["order_id"] for o in orders if o["order_id"] % 2 == 0}
+    assert {int(i) for i in received_by_id(gravity_connection)} == even

@@ -1,0 +1,78 @@
+"""Settings the Gravity DAGs in this folder share: schedule, params, default args, operator arguments.
+
+Environment variables, read when the DAG files are parsed:
+
+``GRAVITY_DAG_SCHEDULE``
+    cron of the nightly DAG (default ``0 3 * * *``); each run sends the interval between two ticks.
+``GRAVITY_DAG_TIMEZONE``
+    time zone of that cron (default ``UTC``).
+``GRAVITY_DAG_START_DATE``
+    first interval a backfill may create (default ``2024-01-01``).
+``GRAVITY_DAG_RETRIES``
+    task retries (default 3, with exponential backoff); a retry resumes after the acknowledged part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pendulum
+from airflow.sdk import Param
+
+SCHEDULE = os.environ.get("GRAVITY_DAG_SCHEDULE", "0 3 * * *")
+TIMEZONE = os.environ.get("GRAVITY_DAG_TIMEZONE", "UTC")
+START_DATE = pendulum.parse(os.environ.get("GRAVITY_DAG_START_DATE", "2024-01-01"), tz=TIMEZONE)
+#: Bounds how many runs (e.g. of a backfill) send at once.
+MAX_ACTIVE_RUNS = 3
+
+DEFAULT_ARGS = {
+    "owner": "marketing-data",
+    "retries": int(os.environ.get("GRAVITY_DAG_RETRIES", "3")),
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(minutes=30),
+}
+
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"  # table names go into the SQL text
+_CONN_ID = r"^[A-Za-z0-9_.-]+$"
+
+
+def conversion_params() -> dict[str, Param]:
+    """The params of both Gravity DAGs: connection ids, table names, and an optional explicit window."""
+    return {
+        "warehouse_conn_id": Param(
+            "gravity_warehouse", type="string", pattern=_CONN_ID,
+            description="SQL connection holding the CRM and store tables",
+        ),
+        "gravity_conn_id": Param(
+            "gravity_default", type="string", pattern=_CONN_ID,
+            description="Gravity connection (host = API base URL, password = API key)",
+        ),
+        "delivery_log_conn_id": Param(
+            "", type="string", description="SQL connection of the delivery log; empty = the warehouse"
+        ),
+        "crm_table": Param("crm_conversions", type="string", pattern=_IDENTIFIER),
+        "store_table": Param("store_transactions", type="string", pattern=_IDENTIFIER),
+        "delivery_log_table": Param("gravity_delivery_log", type="string", pattern=_IDENTIFIER),
+        "window_start": Param(
+            None, type=["null", "string"], description="ISO-8601 start of an explicit window (naive = UTC)"
+        ),
+        "window_end": Param(
+            None, type=["null", "string"], description="ISO-8601 exclusive end of an explicit window"
+        ),
+        "dry_run": Param(False, type="boolean", description="read, validate and hash, but send nothing"),
+    }
+
+
+#: Operator arguments templated from the params above.
+CONNECTION_ARGS = {
+    "conn_id": "{{ params.warehouse_conn_id }}",
+    "gravity_conn_id": "{{ params.gravity_conn_id }}",
+    "delivery_log_conn_id": "{{ params.delivery_log_conn_id or params.warehouse_conn_id }}",
+    "delivery_log_table": "{{ params.delivery_log_table }}",
+    "dry_run": "{{ params.dry_run }}",
+}
+#: What each table sends: its SQL (relative to the DAG file) and the defaults for rows without them.
+CRM_ARGS = {"sql": "sql/crm_conversions.sql", "event_name": "Lead", "action_source": "system_generated"}
+STORE_ARGS = {"sql": "sql/store_purchases.sql", "event_name": "Purchase", "action_source": "physical_store"}

@@ -1,0 +1,1 @@
+"""The demo: sample warehouse data and ``make demo``."""
