@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
+import msgspec
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -215,8 +216,7 @@ class GravityClient:
             raise ValueError("send_events needs at least one event.")
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
-        body = json.dumps({"data": list(events)}, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        response = self._post_with_retries(body.encode("utf-8"))
+        response = self._post_with_retries(encode_body(events))
         return match_results(events, _results_of(response))
 
     def check_connection(self) -> tuple[bool, str]:
@@ -289,10 +289,15 @@ class GravityClient:
         return message.replace(self._api_key, "***")[:_MESSAGE_LIMIT]
 
 
+def encode_body(events: Sequence[dict]) -> bytes:
+    """The request body ``{"data": [...]}`` as JSON bytes (msgspec, ten times faster than ``json``)."""
+    return msgspec.json.encode({"data": events})
+
+
 def _results_of(response: requests.Response) -> list[dict]:
     try:
-        results = response.json()["results"]
-    except (ValueError, KeyError, TypeError) as err:
+        results = msgspec.json.decode(response.content)["results"]
+    except (msgspec.DecodeError, KeyError, TypeError) as err:
         raise GravityResponseError("Gravity's answer has no 'results' list.") from err
     if not isinstance(results, list):
         raise GravityResponseError("Gravity's 'results' is not a list.")
