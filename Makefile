@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks
+	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo
 	$(VENV)/bin/ruff check --preview --select AIR airflow_provider_gravity dags
 
 bench-pii: $(STAMP)

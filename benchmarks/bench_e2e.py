@@ -159,6 +159,8 @@ def _worker_env(sandbox_url: str | None, api_key: str) -> dict[str, str]:
             "port": int(dsn["port"]),
             "login": dsn["user"],
             "schema": dsn["dbname"],
+            # psycopg2, the driver of the naive baseline; the hook would pick psycopg 3, ~25 % slower to fetch
+            "extra": {"sqlalchemy_scheme": "postgresql+psycopg2"},
         }
     )
     env["AIRFLOW_CONN_GRAVITY_DEFAULT"] = json.dumps(

@@ -22,10 +22,46 @@ import phonenumbers
 from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields
 
 REGIONS = ("US", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "CA", "ES", "IT", "MX")
-FIRST_NAMES = ("José", "Zoë", "Mary-Jane", "O'Neil", "François", "Ana María", "Jürgen", "Siobhán", "Chloé",
-               "Li", "Mohammed", "Aiko", "John", "Emma", "Léa", "Björn", "Søren", "Renée", "Zoltán", "Ngozi")
-LAST_NAMES = ("García", "O'Brien", "Müller", "Dupont-Aignan", "Smith", "Nakamura", "da Silva", "Kowalski",
-              "Núñez", "Øster", "Van der Berg", "Żółć", "Patel", "Brown", "Lefèvre", "D'Angelo")
+FIRST_NAMES = (
+    "José",
+    "Zoë",
+    "Mary-Jane",
+    "O'Neil",
+    "François",
+    "Ana María",
+    "Jürgen",
+    "Siobhán",
+    "Chloé",
+    "Li",
+    "Mohammed",
+    "Aiko",
+    "John",
+    "Emma",
+    "Léa",
+    "Björn",
+    "Søren",
+    "Renée",
+    "Zoltán",
+    "Ngozi",
+)
+LAST_NAMES = (
+    "García",
+    "O'Brien",
+    "Müller",
+    "Dupont-Aignan",
+    "Smith",
+    "Nakamura",
+    "da Silva",
+    "Kowalski",
+    "Núñez",
+    "Øster",
+    "Van der Berg",
+    "Żółć",
+    "Patel",
+    "Brown",
+    "Lefèvre",
+    "D'Angelo",
+)
 
 
 def _phone_text(number: phonenumbers.PhoneNumber, rng: random.Random) -> str:
@@ -60,8 +96,14 @@ def _customer(rng: random.Random, index: int) -> dict:
         email = f"  {email} "
     if rng.random() < 0.02:
         email = email.replace("@", " at ")
-    return {"em": email, "ph": phone, "country": region if rng.random() > 0.1 else None,
-            "fn": first if rng.random() > 0.05 else first.upper(), "ln": f" {last} ", "external_id": index}
+    return {
+        "em": email,
+        "ph": phone,
+        "country": region if rng.random() > 0.1 else None,
+        "fn": first if rng.random() > 0.05 else first.upper(),
+        "ln": f" {last} ",
+        "external_id": index,
+    }
 
 
 def make_rows(rows: int, customers: int, seed: int) -> pd.DataFrame:
@@ -125,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=200_000)
     parser.add_argument("--chunk-size", type=int, default=50_000)
-    parser.add_argument("--naive-sample", type=int, default=100_000,
-                        help="rows timed with the naive loop (its rate is per row, so a sample suffices)")
+    parser.add_argument(
+        "--naive-sample",
+        type=int,
+        default=100_000,
+        help="rows timed with the naive loop (its rate is per row, so a sample suffices)",
+    )
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each timing; the fastest counts")
     parser.add_argument("--skip-uncached", action="store_true", help="do not time the run without a PiiCache")
@@ -134,29 +180,32 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     frame = make_rows(args.rows, args.customers, args.seed)
-    print(f"generated {len(frame):,} rows from {args.customers:,} customers "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(f"generated {len(frame):,} rows from {args.customers:,} customers in {time.perf_counter() - started:.1f} s")
 
     fast_seconds, fast = _best_of(args.repeats, lambda: vectorized_hashes(frame, args.chunk_size, run_cache=True))
     fast_rate = len(frame) / fast_seconds
-    print(f"hash_user_fields, chunks of {args.chunk_size:,}, one PiiCache for the run: "
-          f"{fast_seconds:.2f} s, {fast_rate:,.0f} rows/s")
+    print(
+        f"hash_user_fields, chunks of {args.chunk_size:,}, one PiiCache for the run: "
+        f"{fast_seconds:.2f} s, {fast_rate:,.0f} rows/s"
+    )
     if not args.skip_uncached:
         seconds, _ = _best_of(1, lambda: vectorized_hashes(frame, args.chunk_size, run_cache=False))
-        print(f"hash_user_fields, chunks of {args.chunk_size:,}, distinct values per chunk only: "
-              f"{seconds:.2f} s, {len(frame) / seconds:,.0f} rows/s")
+        print(
+            f"hash_user_fields, chunks of {args.chunk_size:,}, distinct values per chunk only: "
+            f"{seconds:.2f} s, {len(frame) / seconds:,.0f} rows/s"
+        )
 
     sample = frame.iloc[: args.naive_sample]
     naive_seconds, naive = _best_of(args.repeats, lambda: naive_hashes(sample))
     naive_rate = len(sample) / naive_seconds
     scope = "all rows" if len(sample) == len(frame) else f"first {len(sample):,} rows (sample)"
     print(f"naive per-row loop on {scope}: {naive_seconds:.2f} s, {naive_rate:,.0f} rows/s")
-    print(f"speed-up: {fast_rate / naive_rate:.1f}x (best of {args.repeats} runs each; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"speed-up: {fast_rate / naive_rate:.1f}x (best of {args.repeats} runs each; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
 
-    differences = {
-        key: sum(_first(fast[key][row]) != naive[key][row] for row in range(len(sample))) for key in naive
-    }
+    differences = {key: sum(_first(fast[key][row]) != naive[key][row] for row in range(len(sample))) for key in naive}
     print(f"rows whose hash differs from the naive loop on the sample: {differences}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak_mib:,.0f} MiB")

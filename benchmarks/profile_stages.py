@@ -27,6 +27,7 @@ import requests  # noqa: E402
 import sqlalchemy  # noqa: E402
 import warehouse  # noqa: E402
 
+from airflow_provider_gravity.conversions.client import encode_body  # noqa: E402
 from airflow_provider_gravity.conversions.columns import normalize_column_names  # noqa: E402
 from airflow_provider_gravity.conversions.events import EventSettings, build_events  # noqa: E402
 from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields  # noqa: E402
@@ -72,14 +73,9 @@ def main() -> int:
     events = [event for chunk in built for event in chunk.events if event is not None]
 
     def encode():
-        return [
-            json.dumps(
-                {"data": events[i : i + 1000]}, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            ).encode()
-            for i in range(0, len(events), 1000)
-        ]
+        return [encode_body(events[i : i + 1000]) for i in range(0, len(events), 1000)]
 
-    bodies = timed("JSON encoding of 1,000-event bodies (client's options)", rows, encode)
+    bodies = timed("JSON encoding of 1,000-event bodies (the client's encode_body)", rows, encode)
 
     with psycopg2.connect(warehouse.DEFAULT_DSN) as connection, connection.cursor("profile") as cursor:
         cursor.itersize = 5_000

@@ -33,7 +33,7 @@ Sender = Callable[[Sequence[dict]], list[EventResult]]
 DELIVERED_LOG_STATUSES = frozenset({"delivered", "duplicate"})
 # Distinct raw values remembered per PII field: enough for the repeat customers of a night, and a bound on
 # memory (a few hundred bytes an entry) whatever the number of rows.
-PII_CACHE_ENTRIES = 100_000
+PII_CACHE_ENTRIES = 250_000
 
 
 @dataclass
