@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import subprocess
@@ -73,3 +74,13 @@ def run_dag_test(dag, **test_kwargs: Any) -> tuple[Any, dict[str, Any]]:
 def task_states(dag_run) -> dict[str, tuple[str, int]]:
     """``{task_id: (state, try_number)}`` of a finished DagRun."""
     return {ti.task_id: (str(ti.state), ti.try_number) for ti in dag_run.get_task_instances()}
+
+
+def single_task_dag(dag_id: str, operator_class, **operator_kwargs):
+    """A manual DAG holding one task ``send`` of ``operator_class``; retries come without delay."""
+    from airflow.sdk import DAG
+
+    operator_kwargs.setdefault("retry_delay", datetime.timedelta(seconds=0))
+    with DAG(dag_id, schedule=None, start_date=datetime.datetime(2026, 1, 1), catchup=False) as dag:
+        operator_class(task_id="send", **operator_kwargs)
+    return dag

@@ -166,9 +166,7 @@ class AirflowProcesses:
     def _check_alive(self) -> None:
         for name, process in self._processes.items():
             if process.poll() is not None:
-                raise AirflowProcessError(
-                    f"the {name} exited with code {process.returncode}\n{self.diagnostics()}"
-                )
+                raise AirflowProcessError(f"the {name} exited with code {process.returncode}\n{self.diagnostics()}")
 
     def wait_until(
         self,

@@ -30,3 +30,18 @@ def airflow_uri(url: str) -> str:
     parsed = sa.make_url(url)
     scheme = {"postgresql": "postgres", "mysql": "mysql", "sqlite": "sqlite"}[parsed.get_backend_name()]
     return parsed.set(drivername=scheme).render_as_string(hide_password=False)
+
+
+# The delivery log's columns, as documented in the README.
+DELIVERY_LOG_COLUMNS = {
+    "event_name",
+    "event_id",
+    "status",
+    "detail",
+    "payload_sha256",
+    "attempts",
+    "first_run_id",
+    "last_run_id",
+    "first_recorded_at",
+    "last_recorded_at",
+}

@@ -102,11 +102,7 @@ def json_object(value: Any, reason: str) -> dict | None:
     """
     if is_missing(value):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadValue(reason) from None
+    value = _decoded(value, reason)
     if not isinstance(value, dict):
         raise BadValue(reason)
     return json_safe(value, reason)
@@ -121,11 +117,7 @@ def contents(value: Any) -> list[dict] | None:
     """
     if is_missing(value):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadValue("bad_contents") from None
+    value = _decoded(value, "bad_contents")
     if isinstance(value, tuple | np.ndarray):
         value = list(value)
     if not isinstance(value, list) or len(value) > MAX_CONTENTS_ITEMS:
@@ -143,6 +135,16 @@ def contents(value: Any) -> list[dict] | None:
                     raise BadValue("bad_contents")
         items.append(item)
     return items or None
+
+
+def _decoded(value: Any, reason: str) -> Any:
+    """The value itself, or what its JSON text holds; :class:`BadValue` ``reason`` for text that is not JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise BadValue(reason) from None
 
 
 def json_safe(value: Any, reason: str) -> Any:

@@ -72,9 +72,7 @@ def seed_warehouse(engine: sa.Engine, tables: dict[str, list[tuple]]) -> None:
             cursor.execute(postgres_schema_sql())
             for table, columns in ((CRM_TABLE, CRM_COLUMNS), (STORE_TABLE, STORE_COLUMNS)):
                 placeholders = ", ".join(["%s"] * len(columns))
-                cursor.executemany(
-                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", tables[table]
-                )
+                cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", tables[table])
         connection.commit()
     finally:
         connection.close()
@@ -105,7 +103,11 @@ def expected_deliveries(tables: dict[str, list[tuple]], days: list[dt.date]) -> 
     layouts = {
         "send_crm_conversions": (CRM_TABLE, list(CRM_COLUMNS), "created_at", "crm-{id}", _sendable_crm_row),
         "send_store_purchases": (
-            STORE_TABLE, list(STORE_COLUMNS), "purchased_at", "pos-{transaction_id}", _sendable_store_row
+            STORE_TABLE,
+            list(STORE_COLUMNS),
+            "purchased_at",
+            "pos-{transaction_id}",
+            _sendable_store_row,
         ),
     }
     expected: dict[str, dict] = {}
@@ -149,9 +151,9 @@ def summaries_by_day(airflow: AirflowProcesses, runs: list) -> dict[str, dict[st
 
 def assert_runs_cover_days(runs: list) -> None:
     intervals = [(str(run["data_interval_start"])[:19], str(run["data_interval_end"])[:19]) for run in runs]
-    assert intervals == [
-        (f"{day} 00:00:00", f"{day + dt.timedelta(days=1)} 00:00:00") for day in BACKFILL_DAYS
-    ], "each backfill run must select one whole calendar day"
+    assert intervals == [(f"{day} 00:00:00", f"{day + dt.timedelta(days=1)} 00:00:00") for day in BACKFILL_DAYS], (
+        "each backfill run must select one whole calendar day"
+    )
     assert [run["state"] for run in runs] == ["success"] * len(BACKFILL_DAYS)
 
 

@@ -192,8 +192,13 @@ def test_operator_arguments_come_from_params_with_defaults(dag_bag):
     assert (store.event_name, store.action_source) == ("Purchase", "physical_store")
     assert "FROM crm_conversions AS c" in crm.sql
 
-    overrides = {"warehouse_conn_id": "dwh", "gravity_conn_id": "gravity_prod", "crm_table": "crm.conversions",
-                 "delivery_log_conn_id": "ledger", "delivery_log_table": "ledger_table"}
+    overrides = {
+        "warehouse_conn_id": "dwh",
+        "gravity_conn_id": "gravity_prod",
+        "crm_table": "crm.conversions",
+        "delivery_log_conn_id": "ledger",
+        "delivery_log_table": "ledger_table",
+    }
     custom = render_task(dag, "send_crm_conversions", run_context(dag, interval, **overrides))
     assert (custom.conn_id, custom.gravity_conn_id) == ("dwh", "gravity_prod")
     assert (custom.delivery_log_conn_id, custom.delivery_log_table) == ("ledger", "ledger_table")
@@ -214,8 +219,10 @@ def test_sharded_dag_maps_one_task_per_shard(dag_bag):
     for task in dag.tasks:
         shards = task.expand_input.value["params"]
         assert shards == [{"shard": n, "shard_count": 4} for n in range(4)]
-        same_sql_as_nightly = {"send_crm_conversions": "sql/crm_conversions.sql",
-                               "send_store_purchases": "sql/store_purchases.sql"}[task.task_id]
+        same_sql_as_nightly = {
+            "send_crm_conversions": "sql/crm_conversions.sql",
+            "send_store_purchases": "sql/store_purchases.sql",
+        }[task.task_id]
         assert task.partial_kwargs["sql"] == same_sql_as_nightly
 
 

@@ -13,28 +13,17 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError
 
 from airflow_provider_gravity.conversions import delivery_log
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord, LoggedEvent
+from tests.databases import DELIVERY_LOG_COLUMNS as ALL_COLUMNS
+from tests.databases import require_server
 
 SERVER_URLS = {
     "postgresql": os.environ.get("GRAVITY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("GRAVITY_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
 BACKENDS = ["postgresql", "mariadb", "sqlite"]
-ALL_COLUMNS = {
-    "event_name",
-    "event_id",
-    "status",
-    "detail",
-    "payload_sha256",
-    "attempts",
-    "first_run_id",
-    "last_run_id",
-    "first_recorded_at",
-    "last_recorded_at",
-}
 
 
 def sha256(text: str) -> str:
@@ -57,17 +46,7 @@ def url_factory(request: pytest.FixtureRequest, tmp_path) -> Callable[[], str]:
         url = f"sqlite:///{tmp_path / 'delivery_log.db'}"
         return lambda: url
     url = SERVER_URLS[backend]
-    probe = sa.create_engine(url)
-    try:
-        with probe.connect():
-            pass
-    except OperationalError as error:
-        message = f"{backend} is not reachable at {probe.url.render_as_string()}: {type(error.orig).__name__}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    finally:
-        probe.dispose()
+    require_server(url).dispose()
     return lambda: url
 
 

@@ -15,7 +15,9 @@ def run_demo(home, *extra: str) -> tuple[str, float]:
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "demo" / "run_demo.py"), "--home", str(home), *extra],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed.stdout, time.monotonic() - started

@@ -50,8 +50,14 @@ def with_compose_defaults(value: str) -> str:
 
 
 def test_compose_file_references_files_that_exist(compose):
-    assert {"warehouse", "sandbox", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-            "airflow-triggerer"} <= set(compose["services"])
+    assert {
+        "warehouse",
+        "sandbox",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= set(compose["services"])
     for name, service in compose["services"].items():
         build = service.get("build")
         if build:
@@ -123,9 +129,23 @@ def seeded_postgres() -> Iterator[str]:
         cursor.execute(f"CREATE DATABASE {database}")
     try:
         subprocess.run(
-            [psql, "-v", "ON_ERROR_STOP=1", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", database,
-             "-f", str(SEED_FILE)],
-            check=True, capture_output=True, timeout=120,
+            [
+                psql,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-f",
+                str(SEED_FILE),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         yield f"host=127.0.0.1 port=5432 user=postgres dbname={database}"
     finally:
@@ -154,8 +174,11 @@ def test_seed_loads_into_postgres_with_the_generated_rows(seeded_postgres, sqlit
         assert postgres_rows(seeded_postgres, f"SELECT count(*) FROM {table}") == [(count,)]
 
     # Same rows as the SQLite writer: compare per-day counts and money totals, NULLs and accents included.
-    summary = ("SELECT substr(CAST(purchased_at AS TEXT), 1, 10), count(*), count(email), "
-               "CAST(sum(total) AS TEXT), sum(length(first_name)) FROM store_transactions GROUP BY 1 ORDER BY 1")
+    summary = (
+        "SELECT substr(CAST(purchased_at AS TEXT), 1, 10), count(*), count(email), "
+        "CAST(sum(total) AS TEXT), sum(length(first_name)) FROM store_transactions GROUP BY 1 ORDER BY 1"
+    )
+
     def normalized(rows) -> list[tuple]:  # the engines sort NULL differently and sum to different types
         return sorted(((d or "", n, e, f"{float(t):.2f}", a) for d, n, e, t, a in rows))
 
@@ -165,8 +188,9 @@ def test_seed_loads_into_postgres_with_the_generated_rows(seeded_postgres, sqlit
     assert postgres_rows(seeded_postgres, "SELECT count(*) FROM crm_conversions WHERE last_name = 'Müller'")[0][0] > 0
 
 
-@pytest.mark.parametrize(("dag_id", "sql_path"), [(NIGHTLY, "sql/crm_conversions.sql"),
-                                                   (NIGHTLY, "sql/store_purchases.sql")])
+@pytest.mark.parametrize(
+    ("dag_id", "sql_path"), [(NIGHTLY, "sql/crm_conversions.sql"), (NIGHTLY, "sql/store_purchases.sql")]
+)
 def test_dag_sql_selects_the_same_window_on_postgres_and_sqlite(
     dag_bag, seeded_postgres, sqlite_warehouse, dag_id, sql_path
 ):
@@ -182,8 +206,12 @@ def test_dag_sql_selects_the_same_window_on_postgres_and_sqlite(
     sharded = dag_bag.dags[SHARDED]
     shards = [{"shard": n, "shard_count": 4} for n in range(4)]
     per_shard = [
-        {row[0] for row in postgres_rows(seeded_postgres, render_sql_file(sharded, sql_path,
-                                                                          run_context(sharded, interval, **s)))}
+        {
+            row[0]
+            for row in postgres_rows(
+                seeded_postgres, render_sql_file(sharded, sql_path, run_context(sharded, interval, **s))
+            )
+        }
         for s in shards
     ]
     assert sorted(set().union(*per_shard)) == sorted(on_postgres)
@@ -198,17 +226,28 @@ def test_window_boundaries_are_half_open_on_postgres(dag_bag, seeded_postgres):
     before = DataInterval(start - dt.timedelta(days=1), start)
     after = DataInterval(start, start + dt.timedelta(days=1))
     first_id = postgres_rows(seeded_postgres, "SELECT 'crm-' || id FROM crm_conversions ORDER BY created_at LIMIT 1")
-    ids_before = {r[0] for r in postgres_rows(seeded_postgres, render_sql_file(
-        dag, "sql/crm_conversions.sql", run_context(dag, before)))}
-    ids_after = {r[0] for r in postgres_rows(seeded_postgres, render_sql_file(
-        dag, "sql/crm_conversions.sql", run_context(dag, after)))}
+    ids_before = {
+        r[0]
+        for r in postgres_rows(
+            seeded_postgres, render_sql_file(dag, "sql/crm_conversions.sql", run_context(dag, before))
+        )
+    }
+    ids_after = {
+        r[0]
+        for r in postgres_rows(
+            seeded_postgres, render_sql_file(dag, "sql/crm_conversions.sql", run_context(dag, after))
+        )
+    }
     assert first_id[0][0] in ids_after and first_id[0][0] not in ids_before
 
 
 def airflow_dags_test(dag_id: str, logical_date: str, env: dict[str, str], conf: dict) -> None:
     completed = subprocess.run(
         ["airflow", "dags", "test", dag_id, logical_date, "--conf", json.dumps(conf)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
 
@@ -224,11 +263,17 @@ def test_nightly_and_sharded_dags_deliver_the_same_events_from_postgres(airflow_
         "GRAVITY_DAG_RETRIES": "0",  # `dags test` would otherwise wait out the retry delays of a failure
     }
     logical_date = "2025-06-04T03:00:00+00:00"  # the window 2025-06-03 03:00 -> 2025-06-04 03:00 UTC
-    expected = {r[0] for r in postgres_rows(seeded_postgres, """
+    expected = {
+        r[0]
+        for r in postgres_rows(
+            seeded_postgres,
+            """
         SELECT 'crm-' || id FROM crm_conversions
         WHERE created_at >= '2025-06-03 03:00:00' AND created_at < '2025-06-04 03:00:00'
         UNION ALL SELECT 'pos-' || transaction_id FROM store_transactions
-        WHERE purchased_at >= '2025-06-03 03:00:00' AND purchased_at < '2025-06-04 03:00:00'""")}
+        WHERE purchased_at >= '2025-06-03 03:00:00' AND purchased_at < '2025-06-04 03:00:00'""",
+        )
+    }
 
     airflow_dags_test(NIGHTLY, logical_date, env, {"delivery_log_table": "delivery_log_nightly"})
     nightly = {(event["event_name"], event["event_id"]) for event in sandbox.events()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 
@@ -11,7 +10,8 @@ import requests
 import sqlalchemy as sa
 
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
-from tests.airflow_fixtures import run_dag_test, task_states
+from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
+from tests.databases import DELIVERY_LOG_COLUMNS
 from tests.messy_rows import messy_orders
 from tests.warehouse import SCALAR_SQL, load_orders_postgres
 
@@ -30,17 +30,7 @@ class ClearFaultsOnRetry(SendConversionsOperator):
 
 
 def make_dag(dag_id: str, operator_class=SendConversionsOperator, **operator_kwargs):
-    from airflow.sdk import DAG
-
-    with DAG(dag_id, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
-        operator_class(
-            task_id="send",
-            retries=2,
-            retry_delay=dt.timedelta(seconds=0),
-            retry_exponential_backoff=False,
-            **operator_kwargs,
-        )
-    return dag
+    return single_task_dag(dag_id, operator_class, retries=2, retry_exponential_backoff=False, **operator_kwargs)
 
 
 @pytest.fixture
@@ -169,16 +159,5 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_
         rows = conn.execute(sa.text(f"SELECT * FROM {log_table} WHERE status = 'invalid'")).mappings().all()
         changed = conn.execute(sa.text(f"SELECT attempts, status FROM {log_table} WHERE event_id = '700042'")).one()
     assert [(r["event_id"], r["detail"]) for r in rows] == [("700010", "bad_currency")]
-    assert set(rows[0]) == {
-        "event_name",
-        "event_id",
-        "status",
-        "detail",
-        "payload_sha256",
-        "attempts",
-        "first_run_id",
-        "last_run_id",
-        "first_recorded_at",
-        "last_recorded_at",
-    }
+    assert set(rows[0]) == DELIVERY_LOG_COLUMNS
     assert tuple(changed) == (2, "delivered")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
 
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
-from tests.airflow_fixtures import run_dag_test, task_states
+from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.messy_rows import expected_email, expected_event, expected_name, expected_phone, messy_orders
 from tests.warehouse import SCALAR_SQL, load_orders_postgres, load_orders_sqlite
 
@@ -21,11 +20,7 @@ def assert_every_row_in_one_bucket(summary: dict, rows: int) -> None:
 
 
 def make_dag(dag_id: str, **operator_kwargs):
-    from airflow.sdk import DAG
-
-    with DAG(dag_id, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
-        SendConversionsOperator(task_id="send", retry_delay=dt.timedelta(seconds=0), **operator_kwargs)
-    return dag
+    return single_task_dag(dag_id, SendConversionsOperator, **operator_kwargs)
 
 
 @pytest.fixture

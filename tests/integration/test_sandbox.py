@@ -33,9 +33,7 @@ def make_event(event_id: str = "order-1", **fields: object) -> dict:
     return event
 
 
-def post(
-    sandbox: SandboxServer, body: object, headers: dict | None = None, timeout: float = 10
-) -> requests.Response:
+def post(sandbox: SandboxServer, body: object, headers: dict | None = None, timeout: float = 10) -> requests.Response:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = sandbox.auth_headers() if headers is None else headers
     return requests.post(
@@ -380,9 +378,7 @@ def test_poison_refuses_any_batch_holding_the_id_until_reset(sandbox):
 
 
 def test_a_malformed_fault_spec_is_refused(sandbox):
-    response = requests.post(
-        sandbox.url + "/sandbox/faults", json={"faults": [{"kind": "explode"}]}, timeout=5
-    )
+    response = requests.post(sandbox.url + "/sandbox/faults", json={"faults": [{"kind": "explode"}]}, timeout=5)
 
     assert response.status_code == 400
     assert "kind" in response.json()["error"]
@@ -427,9 +423,7 @@ def test_options_auth_header_age_limit_window_and_no_store():
     options = ["--auth-header", "bearer", "--max-event-age-days", "7", "--dedup-window-hours", "1"]
     with SandboxServer(api_key="other-key", extra_args=[*options, "--no-store-events"]) as server:
         x_api_key = post(server, {"data": [make_event()]}, headers={"X-API-Key": "other-key"})
-        results = send(
-            server, make_event("fresh"), make_event("old", event_time=int(time.time()) - 8 * 86400)
-        )
+        results = send(server, make_event("fresh"), make_event("old", event_time=int(time.time()) - 8 * 86400))
         server.advance_clock(hours=1, seconds=1)
         again = send(server, make_event("fresh"))
         stats, events = server.stats(), server.events()

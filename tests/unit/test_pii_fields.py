@@ -53,10 +53,12 @@ def test_empty_list_cell_leaves_the_field_absent(empty: object) -> None:
 
 
 def test_phone_list_cell_uses_the_row_country_and_counts_each_invalid_element() -> None:
-    frame = pd.DataFrame({
-        "ph": [np.array(["020 8366 1177", "12", "+44 20 8366 1177"], dtype=object), '["(650) 555-1212", "x"]'],
-        "country": ["gb", None],
-    })
+    frame = pd.DataFrame(
+        {
+            "ph": [np.array(["020 8366 1177", "12", "+44 20 8366 1177"], dtype=object), '["(650) 555-1212", "x"]'],
+            "country": ["gb", None],
+        }
+    )
 
     hashed = hash_user_fields(frame, default_region="US")
 
@@ -123,10 +125,24 @@ def test_rows_stay_aligned_with_a_non_default_index() -> None:
 
 def test_a_run_cache_gives_the_same_fields_and_counts_every_row() -> None:
     chunks = [
-        pd.DataFrame({"em": ["a@x.com", "bad", "A@X.COM "], "ph": ["(650) 555-1212", "1", "020 8366 1177"],
-                      "country": ["US", "US", "GB"], "fn": ["Zoë", "?", "Zoë"], "external_id": [1, 2, 1]}),
-        pd.DataFrame({"em": ["bad", "b@y.org", "a@x.com"], "ph": ["1", "020 8366 1177", "(650) 555-1212"],
-                      "country": ["US", "FR", "US"], "fn": ["?", "Zoë", None], "external_id": [2, 2, True]}),
+        pd.DataFrame(
+            {
+                "em": ["a@x.com", "bad", "A@X.COM "],
+                "ph": ["(650) 555-1212", "1", "020 8366 1177"],
+                "country": ["US", "US", "GB"],
+                "fn": ["Zoë", "?", "Zoë"],
+                "external_id": [1, 2, 1],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "em": ["bad", "b@y.org", "a@x.com"],
+                "ph": ["1", "020 8366 1177", "(650) 555-1212"],
+                "country": ["US", "FR", "US"],
+                "fn": ["?", "Zoë", None],
+                "external_id": [2, 2, True],
+            }
+        ),
     ]
     cache = PiiCache()
 
@@ -140,10 +156,16 @@ def test_a_run_cache_gives_the_same_fields_and_counts_every_row() -> None:
 
 
 def test_the_result_is_plain_json_ready_python() -> None:
-    frame = pd.DataFrame({
-        "em": pd.Series(["a@x.com", None], dtype="string"), "ph": [np.array(["020 8366 1177"]), 6505551212],
-        "country": ["GB", "US"], "fn": ["Ann", "Bo"], "ln": ["Lee", "Li"], "external_id": np.array([4, 5]),
-    })
+    frame = pd.DataFrame(
+        {
+            "em": pd.Series(["a@x.com", None], dtype="string"),
+            "ph": [np.array(["020 8366 1177"]), 6505551212],
+            "country": ["GB", "US"],
+            "fn": ["Ann", "Bo"],
+            "ln": ["Lee", "Li"],
+            "external_id": np.array([4, 5]),
+        }
+    )
 
     hashed = hash_user_fields(frame)
 
@@ -171,8 +193,19 @@ PLAINTEXT = {
     "country": ["GB", "Atlantis", "US"],
 }
 SECRETS = [
-    "privacy.probe", "not-an-email-probe", "second.probe", "442083661177", "2083661177", "6505551212", "probe-99",
-    "zebulon", "ärnö", "quintessa", "quetzalcoatl", "bartholomew", "atlantis",
+    "privacy.probe",
+    "not-an-email-probe",
+    "second.probe",
+    "442083661177",
+    "2083661177",
+    "6505551212",
+    "probe-99",
+    "zebulon",
+    "ärnö",
+    "quintessa",
+    "quetzalcoatl",
+    "bartholomew",
+    "atlantis",
 ]
 
 

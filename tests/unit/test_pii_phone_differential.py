@@ -110,8 +110,10 @@ def test_normalize_phone_matches_phonenumbers_on_many_generated_numbers(seed: in
     mismatches = [
         (raw, region, got, want)
         for (raw, region), got, want in zip(
-            pairs, [None if pd.isna(value) else value for value in normalized],
-            [_reference(raw, region) for raw, region in pairs], strict=True,
+            pairs,
+            [None if pd.isna(value) else value for value in normalized],
+            [_reference(raw, region) for raw, region in pairs],
+            strict=True,
         )
         if got != want
     ]
