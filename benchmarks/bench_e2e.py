@@ -297,7 +297,8 @@ def render_report(
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in machine_description().items()),
         "",
-        "The machine's 2 cores were shared with other work while this ran; figures are indicative.",
+        f"Load average when the report was written: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        "(1, 5, 15 min) on 2 cores. The sandbox runs in its own process on the same machine.",
         "",
         f"## Throughput on the same {args.rows:,} PostgreSQL rows",
         "",
