@@ -233,6 +233,10 @@ class ConversionPipeline:
             return
         while len(self._in_flight) >= self.max_concurrency * 2:
             self._collect(wait_for_one=True)
+        if self.gave_up:  # Gravity is down: count the rest of the chunk instead of waiting out more retries
+            for _ in batch.events:
+                self._count(state, "undelivered")
+            return
         state.pending_batches += 1
         self._in_flight[executor.submit(send_with_split, self.send, batch.events)] = batch
 

@@ -78,7 +78,7 @@ class ResumeLog:
         self.resuming = False
         self.chunks_skipped = 0
         if store is not None:
-            state = store.get(STATE_KEY, None)
+            state = self._call_store("read", store.get, STATE_KEY, None)
             if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
                 self._saved = dict(state.get("chunks") or {})
                 self._chunks = dict(self._saved)
@@ -133,11 +133,25 @@ class ResumeLog:
         now = time.monotonic()
         if not force and now - self._last_write < self.min_interval:
             return
-        self.store.set(STATE_KEY, {"fingerprint": self.fingerprint, "chunks": self._chunks})
+        self._call_store("save", self.store.set, STATE_KEY, {"fingerprint": self.fingerprint, "chunks": self._chunks})
         self._last_write = now
         self._dirty = False
 
     def finish(self) -> None:
         """Forget the progress once the run succeeded, so that a later manual re-run sends afresh."""
         if self.store is not None:
-            self.store.delete(STATE_KEY)
+            self._call_store("clear", self.store.delete, STATE_KEY)
+
+    def _call_store(self, action: str, method, *args: Any) -> Any:
+        """Resuming is an optimisation: a store that fails is switched off with a warning, never fails the run."""
+        try:
+            return method(*args)
+        except Exception as err:
+            log.warning(
+                "Could not %s the progress in the task state store (%s); a retry of this task will send the "
+                "whole window again (Gravity's 48-hour dedup and the delivery log absorb it).",
+                action,
+                type(err).__name__,
+            )
+            self.store = None
+            return None

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_gravity.conversions.client import EventResult, match_results
 from airflow_provider_gravity.conversions.columns import ColumnContractError, normalize_column_names
-from airflow_provider_gravity.conversions.errors import GravityRequestRejected
+from airflow_provider_gravity.conversions.errors import GravityRequestRejected, GravityUnavailableError
 from airflow_provider_gravity.conversions.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.events import EventSettings
 from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
@@ -158,3 +158,37 @@ def test_progress_is_logged_while_a_run_goes_on(caplog):
     pipeline.run([frame, frame.assign(event_id=["3", "4"])])
 
     assert "Progress: 4 rows read" in caplog.text
+
+
+def test_once_gravity_gives_up_the_rest_of_the_chunk_is_counted_not_sent():
+    calls = []
+
+    def unavailable(events):
+        calls.append(len(events))
+        raise GravityUnavailableError(6, 503, "HTTP 503")
+
+    pipeline = ConversionPipeline(
+        settings=EventSettings(event_name="Lead"), send=unavailable, batch_size=100, max_concurrency=1
+    )
+    frame = pd.DataFrame({"event_id": [str(i) for i in range(5_000)], "event_time": [1_767_225_600] * 5_000})
+
+    result = pipeline.run([frame, frame.assign(event_id=[f"b{i}" for i in range(5_000)])])
+
+    assert result.gave_up and "HTTP 503" in result.gave_up
+    assert result.summary["undelivered"] == 5_000, "the second chunk is not even read"
+    assert result.summary["rows_read"] == 5_000
+    assert len(calls) <= 3, "no more requests once Gravity is known to be down"
+
+
+def test_a_failing_state_store_switches_resume_off_without_failing_the_run(caplog):
+    class BrokenStore(DictStore):
+        def set(self, key, value):
+            raise ConnectionError("api-server unreachable")
+
+    caplog.set_level(logging.WARNING)
+    resume = ResumeLog(BrokenStore(), "query-1", min_interval=0)
+    resume.chunk_completed(0, "d0", Tally({"bucket.delivered": 1}))
+    resume.chunk_completed(1, "d1", Tally({"bucket.delivered": 1}))
+
+    assert resume.store is None
+    assert caplog.text.count("Could not save the progress") == 1
