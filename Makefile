@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+PANDAS2_VENV := .venv-pandas2
 
-.PHONY: install test lint bench bench-pii demo clean
+.PHONY: install test test-pandas2 lint bench bench-pii demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +17,14 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) test-pandas2
+
+# The PII and event-building tests again under pandas 2 (object dtypes and None where pandas 3 has str and NaN).
+test-pandas2:
+	test -x $(PANDAS2_VENV)/bin/python || $(PYTHON) -m venv $(PANDAS2_VENV)
+	$(PANDAS2_VENV)/bin/python -m pip install -q uv
+	$(PANDAS2_VENV)/bin/uv pip install --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3'
+	$(PANDAS2_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_bad_inputs.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo
@@ -31,4 +40,4 @@ demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
 clean:
-	rm -rf $(VENV) .airflow-demo .pytest_cache
+	rm -rf $(VENV) $(PANDAS2_VENV) .airflow-demo .pytest_cache

@@ -48,7 +48,7 @@ def _missing_mask(values: pd.Series) -> np.ndarray:
     missing = values.isna().to_numpy(dtype=bool, na_value=True).copy()
     if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
         blank = values.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
-        missing |= blank.fillna(False).to_numpy(dtype=bool)
+        missing |= blank.to_numpy(dtype=bool, na_value=False)
     return missing
 
 
