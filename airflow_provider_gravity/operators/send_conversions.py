@@ -158,12 +158,13 @@ class SendConversionsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         dry_run = _as_bool(self.dry_run)
+        delivery_log = self._delivery_log()
         pipeline = ConversionPipeline(
             settings=self._event_settings(dry_run),
             send=None if dry_run else self.gravity_hook.client.send_events,  # one client for all threads
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
-            delivery_log=self._delivery_log(),
+            delivery_log=delivery_log,
             resend_changed=self.resend_changed,
             resume=ResumeLog(context.get("task_state_store"), self._fingerprint()),
             run_id=str(context.get("run_id") or "manual"),
@@ -181,6 +182,8 @@ class SendConversionsOperator(BaseOperator):
             raise AirflowFailException(str(err)) from None
         finally:
             chunks.close()  # releases the database cursor even when the run stopped early
+            if delivery_log is not None:
+                delivery_log.engine.dispose()
             if not dry_run:
                 self.gravity_hook.close()
         summary = result.summary
@@ -189,6 +192,9 @@ class SendConversionsOperator(BaseOperator):
         if dry_run:
             for event in result.preview:
                 self.log.info("Dry-run preview (PII hashed): %s", json.dumps(event, sort_keys=True))
+        if result.gave_up or summary["error_rate"] > self.max_error_rate:
+            # A failed task returns nothing: keep its summary where the UI and downstream tasks can read it.
+            context["ti"].xcom_push(key="gravity_summary", value=summary)
         if result.gave_up:
             raise AirflowException(
                 f"{summary['undelivered']} events were not delivered ({result.gave_up}); a retry of this task "

@@ -264,6 +264,12 @@ def test_error_rate_above_the_threshold_fails_after_the_whole_run(postgres, grav
     assert task_states(dag_run)["send"] == ("failed", 1)
     stats = gravity_connection.stats()
     assert stats["by_status"]["ok"] == len({o["order_id"] for o in orders[20:]}), "the run went to its end"
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        (kept,) = session.query(XComModel).filter_by(dag_id="gravity_error_rate", key="gravity_summary").all()
+    assert kept.value["invalid_reasons"]["bad_currency"] == 20
 
 
 def test_a_connection_that_is_not_sql_is_refused_clearly(gravity_connection):
