@@ -6,6 +6,7 @@ client against this server exercise two independent readings of the API contract
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -142,3 +143,9 @@ class SandboxServer:
 
     def now(self) -> float:
         return self._call("GET", "/sandbox/clock")["now"]
+
+
+def gravity_connection_json(server: SandboxServer, api_key: str | None = None, **extra: Any) -> str:
+    """An Airflow ``gravity`` connection (JSON form, for ``AIRFLOW_CONN_*``) pointing at ``server``."""
+    conn = {"conn_type": "gravity", "host": server.url, "password": api_key or server.api_key, "extra": extra}
+    return json.dumps(conn)

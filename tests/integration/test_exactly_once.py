@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
@@ -13,6 +12,7 @@ from airflow_provider_gravity.operators.send_conversions import SendConversionsO
 from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.databases import DELIVERY_LOG_COLUMNS
 from tests.messy_rows import messy_orders
+from tests.sandbox_server import gravity_connection_json
 from tests.warehouse import SCALAR_SQL, load_orders_postgres
 
 
@@ -36,13 +36,7 @@ def make_dag(dag_id: str, operator_class=SendConversionsOperator, **operator_kwa
 @pytest.fixture
 def impatient_gravity(sandbox, monkeypatch):
     """A Gravity connection that gives up after one quick retry, so an outage ends the try fast."""
-    conn = {
-        "conn_type": "gravity",
-        "host": sandbox.url,
-        "password": sandbox.api_key,
-        "extra": {"max_retries": 1, "timeout": 5},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, max_retries=1, timeout=5))
     return sandbox
 
 
@@ -122,10 +116,7 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_
     postgres, sandbox, airflow_db, monkeypatch
 ):
     engine, schema = postgres
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_GRAVITY_DEFAULT",
-        json.dumps({"conn_type": "gravity", "host": sandbox.url, "password": sandbox.api_key}),
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox))
     orders = unique_orders(3_000, seed=23)
     orders[10]["currency"] = "dollars"  # a dead letter
     load_orders_postgres(engine, f"{schema}.orders", orders)

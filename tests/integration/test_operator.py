@@ -9,6 +9,7 @@ import pytest
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.messy_rows import expected_email, expected_event, expected_name, expected_phone, messy_orders
+from tests.sandbox_server import gravity_connection_json
 from tests.warehouse import SCALAR_SQL, load_orders_postgres, load_orders_sqlite
 
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
@@ -25,13 +26,7 @@ def make_dag(dag_id: str, **operator_kwargs):
 
 @pytest.fixture
 def gravity_connection(sandbox, monkeypatch):
-    conn = {
-        "conn_type": "gravity",
-        "host": sandbox.url,
-        "password": sandbox.api_key,
-        "extra": {"max_retries": 8, "timeout": 5},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, max_retries=8, timeout=5))
     return sandbox
 
 
@@ -195,10 +190,7 @@ def test_a_batch_refused_whole_is_split_until_the_3_bad_events_are_isolated(post
 def test_bad_api_key_fails_the_task_at_once_without_retry(postgres, sandbox, airflow_db, monkeypatch):
     engine, schema = postgres
     load_orders_postgres(engine, f"{schema}.orders", messy_orders(50, seed=1))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_GRAVITY_DEFAULT",
-        json.dumps({"conn_type": "gravity", "host": sandbox.url, "password": "revoked-key"}),
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, "revoked-key"))
     dag = make_dag(
         "gravity_bad_key", sql=SCALAR_SQL.format(table=f"{schema}.orders"), conn_id="warehouse", event_name="Purchase"
     )
