@@ -57,6 +57,9 @@ class _Batch:
     events: list[dict]
     rows: list[int]
     payload_hashes: list[str | None]
+    # Rows between the batch's first and last row that were settled locally (invalid, already delivered):
+    # saved with the batch's acknowledgement, because a resumed try skips the whole row range.
+    local_tally: Tally = field(default_factory=Tally)
 
 
 @dataclass
@@ -174,12 +177,16 @@ class ConversionPipeline:
             self.tally.update(saved.tally)
         self.tally.update(_field_drops(built))
         state.tally.update(_field_drops(built))
-        to_send = self._account_local_rows(index, built, saved.ranges if saved else [])
+        to_send, settled = self._account_local_rows(index, built, saved.ranges if saved else [])
         for start in range(0, len(to_send), self.batch_size):
             rows = to_send[start : start + self.batch_size]
             events = [built.events[row] for row in rows]
             hashes = [_payload_hash(e) for e in events] if self.delivery_log else [None] * len(events)
-            self._submit(executor, _Batch(index, events, rows, hashes))
+            local_tally = Tally()
+            for row in range(rows[0], rows[-1] + 1):
+                if settled[row] is not None:
+                    local_tally.count_row(*settled[row])
+            self._submit(executor, _Batch(index, events, rows, hashes, local_tally))
         state.submitted_all = True
         self._complete_chunk_if_done(index)
 
@@ -191,38 +198,47 @@ class ConversionPipeline:
                 built.events[row] = None
                 built.reasons[row] = "duplicate_in_run"
 
-    def _account_local_rows(self, index: int, built: BuiltChunk, acked: list[tuple[int, int]]) -> list[int]:
-        """Count invalid and already-delivered rows; return the rows left to send."""
+    def _account_local_rows(
+        self, index: int, built: BuiltChunk, acked: list[tuple[int, int]]
+    ) -> tuple[list[int], list[tuple[str, str | None] | None]]:
+        """
+        Count the rows settled here (invalid, already delivered), skipping the row ranges an earlier try had
+        acknowledged. Return the rows left to send, and each row's local ``(bucket, reason)`` or ``None``.
+        """
         state = self._chunks[index]
+        settled: list[tuple[str, str | None] | None] = [None] * len(built.events)
         dead_letters: list[DeliveryRecord] = []
         candidates: list[int] = []
         for row, event in enumerate(built.events):
-            if any(first <= row <= last for first, last in acked):
+            if acked and any(first <= row <= last for first, last in acked):
                 continue
             if event is None:
                 reason = built.reasons[row]
-                self._count(state, "invalid", reason)
+                settled[row] = ("invalid", reason)
                 if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
                     dead_letters.append(
                         DeliveryRecord(built.event_names[row], built.event_ids[row], "invalid", reason, None)
                     )
             else:
                 candidates.append(row)
-        if self.delivery_log is None:
-            return candidates
-        if dead_letters:
-            self.delivery_log.record(dead_letters, run_id=self.run_id)
-        logged = self.delivery_log.lookup([(built.event_names[r], built.event_ids[r]) for r in candidates])
-        to_send = []
-        for row in candidates:
-            entry = logged.get((built.event_names[row], built.event_ids[row]))
-            if entry is not None and entry.status in DELIVERED_LOG_STATUSES:
-                unchanged = entry.payload_sha256 == _payload_hash(built.events[row])
-                if not self.resend_changed or unchanged:
-                    self._count(state, "skipped_delivered")
-                    continue
-            to_send.append(row)
-        return to_send
+        to_send = candidates
+        if self.delivery_log is not None:
+            if dead_letters:
+                self.delivery_log.record(dead_letters, run_id=self.run_id)
+            logged = self.delivery_log.lookup([(built.event_names[r], built.event_ids[r]) for r in candidates])
+            to_send = []
+            for row in candidates:
+                entry = logged.get((built.event_names[row], built.event_ids[row]))
+                if entry is not None and entry.status in DELIVERED_LOG_STATUSES:
+                    unchanged = entry.payload_sha256 == _payload_hash(built.events[row])
+                    if not self.resend_changed or unchanged:
+                        settled[row] = ("skipped_delivered", None)
+                        continue
+                to_send.append(row)
+        for outcome in settled:
+            if outcome is not None:
+                self._count(state, *outcome)
+        return to_send, settled
 
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
         state = self._chunks[batch.chunk_index]
@@ -274,7 +290,9 @@ class ConversionPipeline:
             ]
             self.delivery_log.record(records, run_id=self.run_id)
         if not batch_tally["bucket.undelivered"]:
-            self.resume.batch_acknowledged(batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], batch_tally)
+            self.resume.batch_acknowledged(
+                batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], Tally(batch_tally + batch.local_tally)
+            )
         self._complete_chunk_if_done(batch.chunk_index)
 
     def _complete_chunk_if_done(self, index: int) -> None:

@@ -192,3 +192,43 @@ def test_a_failing_state_store_switches_resume_off_without_failing_the_run(caplo
 
     assert resume.store is None
     assert caplog.text.count("Could not save the progress") == 1
+
+
+def test_a_resumed_try_accounts_for_every_row_including_invalid_rows_inside_acknowledged_batches():
+    store = DictStore()
+    times = [None if i % 7 == 3 else 1_767_225_600 for i in range(100)]
+    frame = pd.DataFrame({"event_id": [f"e{i}" for i in range(100)], "event_time": times}, dtype=object)
+    valid = sum(t is not None for t in times)
+    sent_first, sent_second = [], []
+
+    def flaky(events):
+        if len(sent_first) >= 3:
+            raise GravityUnavailableError(2, 503, "HTTP 503")
+        sent_first.append(len(events))
+        return [EventResult(e["event_id"], "ok") for e in events]
+
+    def healthy(events):
+        sent_second.append(len(events))
+        return [EventResult(e["event_id"], "ok") for e in events]
+
+    def run(send):
+        pipeline = ConversionPipeline(
+            settings=EventSettings(event_name="Lead"),
+            send=send,
+            batch_size=10,
+            max_concurrency=1,
+            resume=ResumeLog(store, "query-1", min_interval=0),
+            clock=lambda: 1_767_230_000,
+        )
+        return pipeline.run([frame.copy()])
+
+    first = run(flaky)
+    second = run(healthy)
+
+    assert first.gave_up
+    assert not second.gave_up
+    assert sum(sent_second) == valid - sum(sent_first), "acknowledged batches are not sent again"
+    summary = second.summary
+    assert summary["rows_read"] == 100
+    assert (summary["delivered"], summary["invalid"]) == (valid, 100 - valid)
+    assert summary["invalid_reasons"] == {"missing_event_time": 100 - valid}
