@@ -230,3 +230,13 @@ def test_connection_uris_give_the_documented_base_url(monkeypatch, uri, base_url
 
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_URI", uri)
     assert GravityHook("gravity_uri").client.base_url == base_url
+
+
+def test_a_timed_out_request_is_retried(sandbox):
+    sandbox.faults({"kind": "stall", "count": 1})
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=FAST_RETRY, timeout=0.5)
+
+    results = client.send_events(make_events(3))
+
+    assert [r.status for r in results] == ["ok", "ok", "ok"]
+    assert client.retries == 1
