@@ -70,9 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=50_000, help="operator chunk_size (default 50,000)")
     parser.add_argument("--max-concurrency", type=int, default=4, help="operator max_concurrency (default 4)")
     parser.add_argument(
-        "--transform-processes", type=int, default=0, help="operator transform_processes (default 0: in-process)"
-    )
-    parser.add_argument(
         "--baseline-time-limit",
         type=float,
         default=240.0,
@@ -124,7 +121,6 @@ def _build_operator(args: argparse.Namespace, null_sink: bool):
         max_concurrency=args.max_concurrency,
         max_error_rate=1.0,
         progress_interval=30.0,
-        transform_processes=args.transform_processes,
     )
 
 
@@ -184,7 +180,6 @@ def run_config(config: str, rows: int, args: argparse.Namespace) -> Measurement:
     try:
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--rows", str(rows)]
         command += ["--chunk-size", str(args.chunk_size), "--max-concurrency", str(args.max_concurrency)]
-        command += ["--transform-processes", str(args.transform_processes)]
         command += ["--baseline-time-limit", str(args.baseline_time_limit), "--dsn", args.dsn]
         if sandbox is not None:
             command += ["--sandbox-url", sandbox.url]
@@ -308,8 +303,7 @@ def render_report(
         f"## Throughput on the same {args.rows:,} PostgreSQL rows",
         "",
         f"{args.customers:,} distinct customers; operator `chunk_size={args.chunk_size:,}`, "
-        f"`max_concurrency={args.max_concurrency}`, `transform_processes={args.transform_processes}`, "
-        "batches of 1,000. Seconds cover the run itself "
+        f"`max_concurrency={args.max_concurrency}`, batches of 1,000. Seconds cover the run itself "
         "(query to last response), not interpreter start-up. Peak RSS is each configuration's own process "
         "(`ru_maxrss`); the sandbox is a separate process.",
         "",

@@ -17,15 +17,15 @@ from typing import Any
 import pandas as pd
 
 from airflow_provider_gravity.conversions.client import EventResult
+from airflow_provider_gravity.conversions.columns import normalize_column_names
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord
 from airflow_provider_gravity.conversions.errors import GravityResponseError, GravityUnavailableError
-from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings
-from airflow_provider_gravity.conversions.pii import garbage_collection_paused
+from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events
+from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused
 from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.seen_keys import SeenKeys
 from airflow_provider_gravity.conversions.sending import Outcome, send_with_split
 from airflow_provider_gravity.conversions.summary import Tally, build_summary
-from airflow_provider_gravity.conversions.transform import built_chunks
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,6 @@ class ConversionPipeline:
     :param progress_interval: seconds between two progress lines in the log.
     :param preview_size: events kept for the dry-run preview.
     :param clock: the run's reference time (Unix seconds) for event-age checks.
-    :param transform_processes: worker processes that build events; 0 builds them in this process.
     """
 
     def __init__(
@@ -104,7 +103,6 @@ class ConversionPipeline:
         progress_interval: float = 10.0,
         preview_size: int = 5,
         clock: Callable[[], float] = time.time,
-        transform_processes: int = 0,
     ) -> None:
         if not 1 <= batch_size <= 1_000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}.")
@@ -120,9 +118,9 @@ class ConversionPipeline:
         self.progress_interval = progress_interval
         self.preview_size = preview_size
         self.clock = clock
-        self.transform_processes = transform_processes
         self.tally = Tally()
         self.seen = SeenKeys()
+        self.pii_cache = PiiCache(max_entries=PII_CACHE_ENTRIES)
         self.preview: list[dict] = []
         self.gave_up: str | None = None
         self._chunks: dict[int, _ChunkState] = {}
@@ -135,15 +133,13 @@ class ConversionPipeline:
         """Process every chunk, wait for every request, and return the summary."""
         self._started = self._last_progress = time.monotonic()
         now = self.clock()
-        built = built_chunks(
-            chunks, self.settings, now, processes=self.transform_processes, cache_entries=PII_CACHE_ENTRIES
-        )
         executor = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="gravity-send")
         try:
-            for index, chunk in enumerate(built):
-                self._rows_read += len(chunk.events)
+            for index, frame in enumerate(chunks):
+                frame.columns = normalize_column_names(frame.columns)
+                self._rows_read += len(frame)
                 with garbage_collection_paused():  # see pii.garbage_collection_paused
-                    self._process_chunk(index, chunk, executor)
+                    self._process_chunk(index, frame, now, executor)
                 self._log_progress()
                 if self.gave_up:
                     break
@@ -151,7 +147,6 @@ class ConversionPipeline:
                 self._collect(wait_for_one=True)
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
-            built.close()  # stops the worker processes, if any
         if self.gave_up is None:
             self.resume.finish()
         else:
@@ -168,7 +163,8 @@ class ConversionPipeline:
             summary["resumed_chunks"] = self.resume.chunks_skipped
         return RunResult(summary, self.gave_up, self.preview)
 
-    def _process_chunk(self, index: int, built: BuiltChunk, executor: ThreadPoolExecutor) -> None:
+    def _process_chunk(self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor) -> None:
+        built = build_events(frame, self.settings, now, self.pii_cache)
         digest = chunk_digest(built.event_names, built.event_ids)
         self._drop_in_run_duplicates(built)
         saved = self.resume.restore(index, digest)

@@ -66,8 +66,6 @@ class SendConversionsOperator(BaseOperator):
     :param hash_phone_with_plus: hash phones as ``+E.164``; ``None`` reads the Gravity connection's extra.
     :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional, faster).
     :param progress_interval: seconds between two progress lines in the task log.
-    :param transform_processes: worker processes that validate rows and hash PII while the task reads and
-        sends; 0 (default) does it in the task process. Worth it on a worker with spare cores.
     """
 
     template_fields: Sequence[str] = (
@@ -112,7 +110,6 @@ class SendConversionsOperator(BaseOperator):
         hash_phone_with_plus: bool | None = None,
         phone_backend: str = "phonenumbers",
         progress_interval: float = 10.0,
-        transform_processes: int = 0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retries", 3)
@@ -148,7 +145,6 @@ class SendConversionsOperator(BaseOperator):
         self.hash_phone_with_plus = hash_phone_with_plus
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
-        self.transform_processes = transform_processes
 
     @cached_property
     def sql_hook(self) -> DbApiHook:
@@ -174,7 +170,6 @@ class SendConversionsOperator(BaseOperator):
             run_id=str(context.get("run_id") or "manual"),
             request_counts=None if dry_run else self._request_counts,
             progress_interval=self.progress_interval,
-            transform_processes=self.transform_processes,
         )
         chunks = self._read_chunks()
         try:

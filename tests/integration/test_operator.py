@@ -311,28 +311,3 @@ def test_percent_signs_in_postgres_sql_are_literal_without_parameters(postgres, 
     assert task_states(dag_run)["send"][0] == "success"
     even = {o["order_id"] for o in orders if o["order_id"] % 2 == 0}
     assert {int(i) for i in received_by_id(gravity_connection)} == even
-
-
-def test_worker_processes_inside_an_airflow_task_send_the_same_events(postgres, gravity_connection, airflow_db):
-    engine, schema = postgres
-    orders = messy_orders(3_000, seed=12)
-    load_orders_postgres(engine, f"{schema}.orders", orders)
-    dag = make_dag(
-        "gravity_worker_processes",
-        sql=SCALAR_SQL.format(table=f"{schema}.orders"),
-        conn_id="warehouse",
-        event_name="Purchase",
-        chunk_size=500,
-        transform_processes=2,
-        max_error_rate=0.05,
-    )
-
-    dag_run, returned = run_dag_test(dag)
-
-    assert task_states(dag_run)["send"][0] == "success"
-    first_of_each = {str(o["order_id"]): o for o in reversed(orders)}
-    received = received_by_id(gravity_connection)
-    assert returned["send"]["delivered"] == len(first_of_each) == len(received)
-    for event_id, order in first_of_each.items():
-        want = expected_event({**order, "alt_email": None}, "Purchase")  # SCALAR_SQL reads one email
-        assert {k: received[event_id].get(k) for k in want} == want

@@ -232,39 +232,3 @@ def test_a_resumed_try_accounts_for_every_row_including_invalid_rows_inside_ackn
     assert summary["rows_read"] == 100
     assert (summary["delivered"], summary["invalid"]) == (valid, 100 - valid)
     assert summary["invalid_reasons"] == {"missing_event_time": 100 - valid}
-
-
-def test_worker_processes_build_the_same_events_in_the_same_order():
-    rows = 3_000
-    frame = pd.DataFrame(
-        {
-            "event_id": [f"o{i % 2_900}" for i in range(rows)],  # a few duplicates across chunks
-            "event_time": [1_767_225_600] * rows,
-            "em": [f" User{i % 400}@Example.com " for i in range(rows)],
-            "ph": ["(650) 555-1212" if i % 3 else "12345" for i in range(rows)],
-            "currency": ["usd" if i % 50 else "dollars" for i in range(rows)],
-        }
-    )
-    chunks = [frame.iloc[i : i + 700].reset_index(drop=True) for i in range(0, rows, 700)]
-
-    def run(processes):
-        sent = []
-
-        def send(events):
-            sent.extend(events)
-            return [EventResult(e["event_id"], "ok") for e in events]
-
-        pipeline = ConversionPipeline(
-            settings=EventSettings(event_name="Purchase"), send=send, max_concurrency=1, transform_processes=processes
-        )
-        summary = pipeline.run([c.copy() for c in chunks]).summary
-        return summary, sorted(sent, key=lambda e: e["event_id"])
-
-    in_process, in_process_events = run(0)
-    in_workers, in_workers_events = run(2)
-
-    assert in_workers_events == in_process_events
-    assert {k: v for k, v in in_workers.items() if k not in ("seconds", "rows_per_second")} == {
-        k: v for k, v in in_process.items() if k not in ("seconds", "rows_per_second")
-    }
-    assert in_process["invalid_reasons"]["duplicate_in_run"] == 98  # rows 2900-2999 repeat o0-o99; 2 are bad_currency
