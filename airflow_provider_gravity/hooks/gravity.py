@@ -40,9 +40,7 @@ class GravityHook(BaseHook):
     conn_type = "gravity"
     hook_name = "Gravity"
 
-    def __init__(
-        self, gravity_conn_id: str = default_conn_name, *, pool_size: int = 16, **kwargs: Any
-    ) -> None:
+    def __init__(self, gravity_conn_id: str = default_conn_name, *, pool_size: int = 16, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gravity_conn_id = gravity_conn_id
         self.pool_size = pool_size

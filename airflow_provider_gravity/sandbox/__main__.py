@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(700, 10, 1000)
     log.info(
-        "Gravity sandbox on http://%s:%s auth_header=%s dedup_window_hours=%g max_event_age_days=%s "
-        "store_events=%s",
+        "Gravity sandbox on http://%s:%s auth_header=%s dedup_window_hours=%g max_event_age_days=%s store_events=%s",
         args.host,
         args.port,
         args.auth_header,

@@ -161,9 +161,7 @@ def _check_custom_data(custom_data: object) -> str | None:
     return None
 
 
-def _check_event_time(
-    event_time: object, now: float, oldest_allowed: float | None, max_future: float
-) -> str | None:
+def _check_event_time(event_time: object, now: float, oldest_allowed: float | None, max_future: float) -> str | None:
     if type(event_time) is not int:
         return "event_time must be Unix seconds (an integer)"
     if event_time >= MAX_PLAUSIBLE_SECONDS:
