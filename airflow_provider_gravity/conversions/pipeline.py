@@ -173,10 +173,8 @@ class ConversionPipeline:
             return
         state = self._chunks[index] = _ChunkState(digest)
         if saved is not None:
-            state.tally.update(saved.tally)
-            self.tally.update(saved.tally)
-        self.tally.update(_field_drops(built))
-        state.tally.update(_field_drops(built))
+            self._add(state, saved.tally)
+        self._add(state, _field_drops(built))
         to_send, settled = self._account_local_rows(index, built, saved.ranges if saved else [])
         for start in range(0, len(to_send), self.batch_size):
             rows = to_send[start : start + self.batch_size]
@@ -280,8 +278,7 @@ class ConversionPipeline:
         ]
         batch_tally.count_sent([event for event, _, _ in answered])
         batch_tally["attributed"] += sum(1 for _, outcome, _ in answered if outcome.attributed)
-        self.tally.update(batch_tally)
-        state.tally.update(batch_tally)
+        self._add(state, batch_tally)
         state.pending_batches -= 1
         if self.delivery_log is not None and answered:
             records = [
@@ -302,6 +299,11 @@ class ConversionPipeline:
         del self._chunks[index]
         if not state.tally["bucket.undelivered"]:
             self.resume.chunk_completed(index, state.digest, state.tally)
+
+    def _add(self, state: _ChunkState, tally: Tally) -> None:
+        """Add counters to the chunk's tally (saved for resume) and to the run's."""
+        state.tally.update(tally)
+        self.tally.update(tally)
 
     def _count(self, state: _ChunkState, bucket: str, detail: str | None = None) -> None:
         state.tally.count_row(bucket, detail)
