@@ -24,6 +24,7 @@ import requests
 from tests.sandbox_server import free_loopback_port
 
 VENV_BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PROCESS_COMMANDS: dict[str, list[str]] = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
     "scheduler": ["scheduler"],
@@ -84,6 +85,8 @@ class AirflowProcesses:
         settings = {
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.metadata_db}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_busy_timeout.CONNECT_ARGS",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
