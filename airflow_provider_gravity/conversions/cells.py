@@ -1,64 +1,156 @@
-"""Reading raw warehouse cells: what counts as missing, and how list cells are split."""
+"""The cell reader: what a raw warehouse cell means as text, a number, a JSON value or a list of values.
+
+Every column of the contract is read through this module, so that ``42``, ``42.0``, ``Decimal("42.0")``
+and ``b"42"`` are the same ``"42"`` wherever they appear, and a cell no rule can read (a dict where text
+is expected, bytes that are not UTF-8, an infinite number) is refused with a named reason instead of
+crashing the run or being sent as its ``repr``.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 import math
+import uuid
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-_LIST_TYPES = (list, tuple, np.ndarray)
+LIST_TYPES = (list, tuple, np.ndarray)
+TEXT_BYTES = (bytes, bytearray, memoryview)
+MAX_CONTENTS_ITEMS = 500
+#: Deepest nesting accepted in a JSON cell (``user_data``, ``client_context``, ``contents``, ``custom_*``).
+MAX_JSON_DEPTH = 32
+#: An integral number with more digits than this is not an identifier anyone sends.
+_MAX_INTEGER_DIGITS = 300
+# msgspec, which encodes request bodies, carries integers of 64 bits.
+_JSON_INT_RANGE = (-(2**63), 2**64 - 1)
+
+Converted = tuple[list[Any], list[str | None]]
+
+
+class BadCell(ValueError):
+    """A cell that cannot be sent as it is; the message is the reason code, such as ``bad_currency``."""
+
+
+class UnreadableCell(ValueError):
+    """A cell that is not text, a number, a date or bytes of UTF-8 text (a dict, an infinite number, ...)."""
 
 
 def is_missing(value: Any) -> bool:
-    """Return True for None, NaN, NaT, ``pd.NA`` and empty or whitespace-only strings."""
+    """Whether a cell is missing: None, NaN (float or Decimal), NaT, ``pd.NA``, or a blank string."""
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     if isinstance(value, str):
         return not value.strip()
     if isinstance(value, float | np.floating):
         return math.isnan(value)
+    if isinstance(value, decimal.Decimal):
+        return value.is_nan()
+    if isinstance(value, np.datetime64 | np.timedelta64):
+        return bool(np.isnat(value))
     return False
 
 
-def scalar_text(value: Any) -> str | None:
-    """Turn one scalar cell into stripped text, or None when it is missing.
-
-    Integral floats (what pandas makes of an integer column holding NaN) lose their ``.0``.
+def cell_text(value: Any) -> str | None:
     """
+    Render one scalar cell as trimmed text, the same way for every column.
+
+    Integral numbers lose any decimal part (``42.0`` and ``Decimal("42.0")`` give ``"42"``), booleans are
+    ``"true"``/``"false"``, bytes are decoded as UTF-8, dates and times are ISO-8601.
+
+    :return: the text, or ``None`` for a missing or blank cell.
+    :raises UnreadableCell: for a list, dict or other structure, bytes that are not UTF-8, an infinite number,
+        or an integer too long to be an identifier.
+    """
+    if type(value) is str:
+        return value.strip() or None
     if is_missing(value):
         return None
     if isinstance(value, str):
-        return value.strip()
+        return value.strip() or None
+    if isinstance(value, TEXT_BYTES):
+        try:
+            return bytes(value).decode("utf-8").strip() or None
+        except UnicodeDecodeError:
+            raise UnreadableCell("bytes that are not UTF-8 text") from None
     if isinstance(value, bool | np.bool_):
-        return str(bool(value))
+        return "true" if value else "false"
     if isinstance(value, int | np.integer):
-        return str(int(value))
+        return _integer_text(int(value))
     if isinstance(value, float | np.floating):
-        number = float(value)
-        if number.is_integer():
-            return str(int(number))
-        return repr(number)
-    return str(value).strip() or None
+        return _float_text(float(value))
+    if isinstance(value, decimal.Decimal):
+        return _decimal_text(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise UnreadableCell(f"a {type(value).__name__} cell where text is expected")
+
+
+def _integer_text(number: int) -> str:
+    if number.bit_length() > _MAX_INTEGER_DIGITS * 3.33:
+        raise UnreadableCell("an integer too long to be an identifier")
+    return str(number)
+
+
+def _float_text(number: float) -> str:
+    if not math.isfinite(number):
+        raise UnreadableCell("an infinite number")
+    return _integer_text(int(number)) if number.is_integer() else repr(number)
+
+
+def _decimal_text(number: decimal.Decimal) -> str:
+    if not number.is_finite():
+        raise UnreadableCell("an infinite number")
+    if number == number.to_integral_value():
+        if number.adjusted() > _MAX_INTEGER_DIGITS:
+            raise UnreadableCell("an integer too long to be an identifier")
+        return str(int(number))
+    return format(number.normalize(), "f")
+
+
+def quiet_signaling_nans(frame: pd.DataFrame) -> None:
+    """
+    Replace ``Decimal("sNaN")`` cells by ``Decimal("NaN")`` in place: pandas raises on signaling NaNs
+    (``isna`` compares them), and a NaN means a missing value like any other.
+    """
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            continue
+        try:
+            column.isna()
+        except (ArithmeticError, TypeError):
+            frame[name] = column.map(_quiet_nan)
+
+
+def _quiet_nan(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal) and value.is_snan():
+        return decimal.Decimal("NaN")
+    return value
+
+
+# -- lists ---------------------------------------------------------------------------------------------
 
 
 def split_cell(value: Any) -> tuple[Any, ...]:
-    """Return the elements of a cell: a list-like cell or a JSON array string is split, a scalar is one element.
-
-    Missing cells and empty lists give an empty tuple.
     """
-    if isinstance(value, _LIST_TYPES):
+    The elements of a cell: a list-like cell or a JSON array text is split, a scalar is one element.
+
+    Missing cells and empty lists give an empty tuple. Elements are returned as they are; a nested list or
+    dict among them is for the caller to refuse.
+    """
+    if isinstance(value, LIST_TYPES):
         return tuple(value)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("[") and text.endswith("]"):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                return (value,)
+            parsed = _json_loads(text)
             if isinstance(parsed, list):
                 return tuple(parsed)
         return (value,) if text else ()
@@ -68,7 +160,8 @@ def split_cell(value: Any) -> tuple[Any, ...]:
 
 
 def factorize_cells(values: pd.Series | np.ndarray | list) -> tuple[np.ndarray, list[Hashable]]:
-    """Factorize cells that may hold lists: codes per row (-1 for missing) and the distinct cells.
+    """
+    Factorize cells that may hold lists: codes per row (-1 for missing) and the distinct cells.
 
     List-like cells become tuples so they can be compared; pandas' own factorize is used when no cell
     is a list, which is the common case and much faster.
@@ -81,13 +174,40 @@ def factorize_cells(values: pd.Series | np.ndarray | list) -> tuple[np.ndarray, 
         pass
     hashable = np.empty(len(array), dtype=object)
     for position, value in enumerate(array):
-        hashable[position] = tuple(value) if isinstance(value, _LIST_TYPES) else value
+        hashable[position] = hashable_cell(value)
     codes, uniques = pd.factorize(hashable, use_na_sentinel=True)
     return codes, list(uniques)
 
 
+def hashable_cell(value: Any) -> Hashable:
+    """A cell as a dict key: lists become tuples, other unhashable cells (dicts) an :class:`OpaqueCell`."""
+    if isinstance(value, LIST_TYPES):
+        return tuple(hashable_cell(element) for element in value)
+    try:
+        hash(value)
+    except TypeError:
+        return OpaqueCell(value)
+    return value
+
+
+class OpaqueCell:
+    """
+    An unhashable cell (a dict, a set) standing in as a dict key: equal only to itself, so it is never
+    confused with another cell, and unreadable as text.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"OpaqueCell({type(self.value).__name__})"
+
+
 def map_distinct(values: pd.Series, function: Callable[[Any], str | None]) -> pd.Series:
-    """Apply ``function`` once per distinct non-missing cell and spread the results back over the rows.
+    """
+    Apply ``function`` once per distinct non-missing cell and spread the results back over the rows.
 
     The result is a ``string`` Series on the same index, NA where the cell is missing or ``function``
     returned None.
@@ -97,3 +217,286 @@ def map_distinct(values: pd.Series, function: Callable[[Any], str | None]) -> pd
     mapped[: len(uniques)] = [function(value) for value in uniques]
     mapped[len(uniques)] = None
     return pd.Series(mapped[codes], index=values.index, dtype="string")
+
+
+# -- numbers and codes ---------------------------------------------------------------------------------
+
+
+def money(value: Any) -> float | int | None:
+    """
+    A finite, non-negative amount as a JSON number.
+
+    :return: the number, or ``None`` for a missing cell (NULL and NaN both mean "no value").
+    :raises BadCell: ``bad_value`` for a negative, infinite or non-numeric value.
+    """
+    if is_missing(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        raise BadCell("bad_value")
+    if isinstance(value, (str, *TEXT_BYTES)):
+        try:
+            value = float(cell_text(value) or "nan")
+        except (UnreadableCell, ValueError):
+            raise BadCell("bad_value") from None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        raise BadCell("bad_value") from None
+    if not math.isfinite(number) or number < 0:
+        raise BadCell("bad_value")
+    return int(number) if number.is_integer() and number < 2**53 else round(number, 6)
+
+
+def currency_code(value: Any) -> str | None:
+    """
+    An ISO 4217 code, trimmed and upper-cased.
+
+    :raises BadCell: ``bad_currency`` unless the value is three ASCII letters.
+    """
+    try:
+        text = cell_text(value)
+    except UnreadableCell:
+        raise BadCell("bad_currency") from None
+    if text is None:
+        return None
+    code = text.upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise BadCell("bad_currency")
+    return code
+
+
+# -- JSON cells ----------------------------------------------------------------------------------------
+
+
+def json_object(value: Any, reason: str) -> dict | None:
+    """
+    A JSON object given as a dict or as JSON text, passed through unchanged.
+
+    :raises BadCell: ``reason`` when the cell holds anything but a JSON object.
+    """
+    if is_missing(value):
+        return None
+    value = _decoded(value, reason)
+    if not isinstance(value, dict):
+        raise BadCell(reason)
+    return json_safe(value, reason)
+
+
+def contents(value: Any) -> list[dict] | None:
+    """
+    Line items: a JSON array of objects (list or JSON text), each with an ``id``.
+
+    :raises BadCell: ``bad_contents`` for anything else, for negative quantities or prices, or for more than
+        :data:`MAX_CONTENTS_ITEMS` items.
+    """
+    if is_missing(value):
+        return None
+    value = _decoded(value, "bad_contents")
+    if isinstance(value, tuple | np.ndarray):
+        value = list(value)
+    if not isinstance(value, list) or len(value) > MAX_CONTENTS_ITEMS:
+        raise BadCell("bad_contents")
+    items = []
+    for item in json_safe(value, "bad_contents"):
+        if not isinstance(item, dict):
+            raise BadCell("bad_contents")
+        try:
+            item_id = cell_text(item.get("id"))
+        except UnreadableCell:
+            raise BadCell("bad_contents") from None
+        if item_id is None:
+            raise BadCell("bad_contents")
+        item["id"] = item_id
+        for key in ("quantity", "item_price"):
+            number = item.get(key)
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int | float) or number < 0):
+                raise BadCell("bad_contents")
+        items.append(item)
+    return items or None
+
+
+def _decoded(value: Any, reason: str) -> Any:
+    """The value itself, or what its JSON text holds; :class:`BadCell` ``reason`` for text that is not JSON."""
+    if isinstance(value, TEXT_BYTES):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadCell(reason) from None
+    if not isinstance(value, str):
+        return value
+    parsed = _json_loads(value)
+    if parsed is _NOT_JSON:
+        raise BadCell(reason)
+    return parsed
+
+
+_NOT_JSON = object()
+
+
+def _json_loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
+    """
+    Deep-convert a value to what the request encoder accepts: numpy scalars to Python, Decimals to floats,
+    bytes to text, datetimes to ISO strings.
+
+    :raises BadCell: ``reason`` for NaN or infinity, an integer beyond 64 bits, bytes that are not UTF-8,
+        nesting deeper than :data:`MAX_JSON_DEPTH`, or a type JSON cannot carry.
+    """
+    if value is None or isinstance(value, str | bool):
+        return value
+    if depth > MAX_JSON_DEPTH:
+        raise BadCell(reason)
+    if isinstance(value, int | np.integer) and not isinstance(value, np.bool_):
+        number = int(value)
+        if not _JSON_INT_RANGE[0] <= number <= _JSON_INT_RANGE[1]:
+            raise BadCell(reason)
+        return number
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, float | np.floating | decimal.Decimal):
+        try:
+            number = float(value)
+        except (ValueError, ArithmeticError):
+            raise BadCell(reason) from None
+        if not math.isfinite(number):
+            raise BadCell(reason)
+        return number
+    if isinstance(value, dict):
+        return {_json_key(key, reason): json_safe(item, reason, depth + 1) for key, item in value.items()}
+    if isinstance(value, LIST_TYPES):
+        return [json_safe(item, reason, depth + 1) for item in value]
+    if isinstance(value, TEXT_BYTES):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadCell(reason) from None
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise BadCell(reason)
+
+
+def _json_key(key: Any, reason: str) -> str:
+    try:
+        text = cell_text(key)
+    except UnreadableCell:
+        raise BadCell(reason) from None
+    return "" if text is None else text
+
+
+# -- whole columns -------------------------------------------------------------------------------------
+
+
+def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
+    """
+    Each cell of a column as text (see :func:`cell_text`), and which cells could not be read.
+
+    :return: ``(texts, unreadable)``: ``None`` where the cell is missing, blank or unreadable; ``True`` in
+        ``unreadable`` where it was unreadable.
+    """
+    rows = len(series)
+    if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
+        return [str(value) for value in series.tolist()], [False] * rows
+    texts: list[str | None] = []
+    unreadable = [False] * rows
+    for row, value in enumerate(series.tolist()):
+        if type(value) is str:
+            texts.append(value.strip() or None)
+            continue
+        try:
+            texts.append(cell_text(value))
+        except UnreadableCell:
+            texts.append(None)
+            unreadable[row] = True
+    return texts, unreadable
+
+
+def money_column(series: pd.Series) -> Converted:
+    """
+    ``value`` cells as JSON numbers (``None`` where missing) and the ``bad_value`` reason where a cell is
+    negative, infinite or not a number. Plain numbers (also ``Decimal`` from NUMERIC columns) are checked
+    with numpy; other cells one by one.
+    """
+    dtype = series.dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return _json_numbers(series.to_numpy(dtype="float64", na_value=np.nan))
+    if dtype != np.dtype(object):
+        return per_distinct_value(series, money)
+    plain = series.map(type).isin((int, float, decimal.Decimal)).to_numpy(dtype=bool)
+    try:
+        numbers = pd.to_numeric(series.where(plain), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return per_distinct_value(series, money)
+    if plain.all():
+        return _json_numbers(numbers)
+    converted, reasons = per_distinct_value(series, money)  # strings, booleans: the careful way
+    plain_converted, plain_reasons = _json_numbers(numbers)
+    for i in np.flatnonzero(plain).tolist():
+        converted[i], reasons[i] = plain_converted[i], plain_reasons[i]
+    return converted, reasons
+
+
+def _json_numbers(numbers: np.ndarray) -> Converted:
+    missing = np.isnan(numbers)
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(numbers) | (numbers < 0)
+    whole = ~missing & ~bad & (np.abs(numbers) < 2**53) & (np.floor(numbers) == numbers)
+    rounded = np.round(numbers, 6).tolist()
+    converted = [
+        None if skip else int(number) if is_whole else number
+        for number, skip, is_whole in zip(rounded, (missing | bad).tolist(), whole.tolist(), strict=True)
+    ]
+    return converted, np.where(bad, "bad_value", None).tolist()
+
+
+def per_distinct_value(series: pd.Series, convert: Callable[[Any], Any]) -> Converted:
+    """
+    Apply ``convert`` once per distinct cell (currencies and prices repeat); a :class:`BadCell` it raises
+    becomes the cell's reason.
+    """
+    results: dict[Any, tuple[Any, str | None]] = {}
+    converted: list[Any] = []
+    reasons: list[str | None] = []
+    for value in series.tolist():
+        key = (type(value), value)  # True and 1 are equal keys, but not the same value
+        try:
+            result = results.get(key)
+        except TypeError:  # unhashable cells (lists, dicts) are converted each time
+            result = None
+        if result is None:
+            try:
+                result = (convert(value), None)
+            except BadCell as bad:
+                result = (None, str(bad))
+            try:
+                results[key] = result
+            except TypeError:
+                pass
+        converted.append(result[0])
+        reasons.append(result[1])
+    return converted, reasons
+
+
+def per_cell(series: pd.Series, convert: Callable[[Any], Any]) -> Converted:
+    """Apply ``convert`` to each non-missing cell (JSON text that is unique per row, such as line items)."""
+    converted: list[Any] = []
+    reasons: list[str | None] = []
+    for value in series.tolist():
+        if is_missing(value):
+            converted.append(None)
+            reasons.append(None)
+            continue
+        try:
+            converted.append(convert(value))
+            reasons.append(None)
+        except BadCell as bad:
+            converted.append(None)
+            reasons.append(str(bad))
+    return converted, reasons

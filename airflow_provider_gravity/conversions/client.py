@@ -8,16 +8,18 @@ that says what the caller should do next.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import msgspec
 import requests
@@ -26,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from airflow_provider_gravity.conversions.errors import (
     GravityAuthError,
     GravityHTTPError,
+    GravityRedirectError,
     GravityRequestRejected,
     GravityResponseError,
     GravityUnavailableError,
@@ -37,11 +40,15 @@ DEFAULT_BASE_URL = "https://api.trygravity.ai"
 EVENTS_PATH = "/gateway/events"
 MAX_EVENTS_PER_REQUEST = 1_000
 DELIVERED_STATUSES = frozenset({"ok", "duplicate", "test_ok", "skipped"})
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_KNOWN_STATUSES = DELIVERED_STATUSES | {"error"}
+#: 408 and 429, and every 5xx (including the 52x a CDN in front of Gravity answers).
+RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})
 BATCH_REJECTED_STATUSES = frozenset({400, 413, 422})
 AUTH_STATUSES = frozenset({401, 403})
 AUTH_HEADER_STYLES = ("bearer", "x-api-key")
 _MESSAGE_LIMIT = 300
+#: The largest answer read: a result for 1,000 events is far smaller; a bigger body is not Gravity's answer.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,7 @@ class EventResult:
 
     :param event_id: the ``event_id`` of the event sent.
     :param status: Gravity's status: ``ok``, ``duplicate``, ``test_ok``, ``skipped`` (delivered) or ``error``;
-        ``missing`` when the response held no result for this event.
+        ``missing`` when the response held no result, or contradictory results, for this event.
     :param error: Gravity's error message for a rejected event.
     :param attributed: whether Gravity attributed the conversion to an ad, when it says so.
     """
@@ -178,7 +185,7 @@ class GravityClient:
         self.events_url = self.base_url + EVENTS_PATH
         self.timeout = (connect_timeout, timeout)
         self.retry = retry or RetryPolicy()
-        self._api_key = api_key
+        self.scrub = KeyScrubber(api_key)
         self._sleep = sleep
         self._lock = threading.Lock()
         self.requests_sent = 0
@@ -190,10 +197,7 @@ class GravityClient:
         self.session.headers.update(
             {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _user_agent()}
         )
-        if auth_header == "bearer":
-            self.session.headers["Authorization"] = f"Bearer {api_key}"
-        else:
-            self.session.headers["X-API-Key"] = api_key
+        self.session.auth = _ApiKeyAuth(api_key, auth_header)
 
     def __repr__(self) -> str:
         return f"GravityClient(base_url={self.base_url!r}, api_key=***)"
@@ -216,8 +220,8 @@ class GravityClient:
             raise ValueError("send_events needs at least one event.")
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
-        response = self._post_with_retries(encode_body(events))
-        return match_results(events, _results_of(response))
+        body = self._post_with_retries(encode_body(events))
+        return match_results(events, _results_of(body), self.scrub)
 
     def check_connection(self) -> tuple[bool, str]:
         """
@@ -225,16 +229,24 @@ class GravityClient:
         Gravity after authentication, so 400/422 means the key was accepted.
         """
         try:
-            response = self.session.post(self.events_url, data=b'{"data":[]}', timeout=self.timeout)
+            response = self._post(b'{"data":[]}')
         except requests.RequestException as err:
             return False, f"Could not reach {self.base_url}: {type(err).__name__}"
+        response.close()
+        if 300 <= response.status_code < 400:
+            return False, str(GravityRedirectError(response.status_code, _location_host(response)))
         if response.status_code in AUTH_STATUSES:
             return False, f"Gravity refused the API key (HTTP {response.status_code})."
         if response.status_code < 300 or response.status_code in BATCH_REJECTED_STATUSES:
             return True, f"Connected to {self.base_url}; the API key was accepted."
         return False, f"Unexpected HTTP {response.status_code} from {self.events_url}."
 
-    def _post_with_retries(self, body: bytes) -> requests.Response:
+    def _post(self, body: bytes) -> requests.Response:
+        # Never follow a redirect: requests would carry the X-API-Key header to wherever it points.
+        return self.session.post(self.events_url, data=body, timeout=self.timeout, allow_redirects=False, stream=True)
+
+    def _post_with_retries(self, body: bytes) -> bytes:
+        """POST ``body`` until Gravity answers 2xx (return the answer's body) or a typed error says stop."""
         attempts = self.retry.max_retries + 1
         last_problem = "no attempt made"
         last_status: int | None = None
@@ -243,24 +255,23 @@ class GravityClient:
             with self._lock:
                 self.requests_sent += 1
             try:
-                response = self.session.post(self.events_url, data=body, timeout=self.timeout)
+                response = self._post(body)
+                with response:
+                    status = response.status_code
+                    answer = _read_bounded(response)
             except (
                 requests.Timeout,
                 requests.ConnectionError,
                 requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
             ) as err:
                 last_status, last_problem = None, type(err).__name__
             else:
-                status = response.status_code
                 if status < 300:
-                    return response
-                message = self._server_message(response)
-                if status in AUTH_STATUSES:
-                    raise GravityAuthError(status, message)
-                if status in BATCH_REJECTED_STATUSES:
-                    raise GravityRequestRejected(status, message)
-                if status not in RETRYABLE_STATUSES:
-                    raise GravityHTTPError(status, message)
+                    if answer is None:
+                        raise GravityResponseError(f"Gravity's answer is larger than {MAX_RESPONSE_BYTES:,} bytes.")
+                    return answer
+                self._raise_for_final_status(status, response, answer)
                 last_status, last_problem = status, f"HTTP {status}"
                 retry_after = response.headers.get("Retry-After")
             if attempt == attempts:
@@ -278,15 +289,102 @@ class GravityClient:
             self._sleep(wait)
         raise GravityUnavailableError(attempts, last_status, last_problem)
 
-    def _server_message(self, response: requests.Response) -> str:
+    def _raise_for_final_status(self, status: int, response: requests.Response, answer: bytes | None) -> None:
+        """Raise the typed error of a non-2xx status that retrying cannot fix; return for a retryable one."""
+        if status in RETRYABLE_STATUSES:
+            return
+        if 300 <= status < 400:
+            raise GravityRedirectError(status, _location_host(response))
+        message = self._server_message(answer)
+        if status in AUTH_STATUSES:
+            raise GravityAuthError(status, message)
+        if status in BATCH_REJECTED_STATUSES:
+            raise GravityRequestRejected(status, message)
+        raise GravityHTTPError(status, message)
+
+    def _server_message(self, answer: bytes | None) -> str:
+        """Gravity's error message from an error answer: short, printable, and without the API key."""
+        if answer is None:
+            return "(an answer too large to read)"
         try:
-            payload = response.json()
+            payload = msgspec.json.decode(answer)
             message = payload.get("error") or payload.get("message") or payload.get("detail") or ""
             if not isinstance(message, str):
                 message = json.dumps(message)
-        except (ValueError, AttributeError):
-            message = response.text or ""
-        return message.replace(self._api_key, "***")[:_MESSAGE_LIMIT]
+        except (msgspec.DecodeError, AttributeError, TypeError):
+            message = answer[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
+        return self.scrub(message)
+
+
+class KeyScrubber:
+    """
+    Replaces the API key by ``***`` in any text that comes from Gravity (or from anything pretending to
+    be it): in any letter case, and URL-, base64- or JSON-escaped. Texts are also cut to 300 printable
+    characters, so an answer cannot flood the log or the delivery log.
+
+    The key lives only in a closure, so neither ``vars()`` nor ``repr`` of this object shows it.
+
+    :param api_key: the key to hide.
+    """
+
+    def __init__(self, api_key: str) -> None:
+        forms = {api_key, quote(api_key, safe=""), quote_plus(api_key), json.dumps(api_key)[1:-1]}
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.add(encode(api_key.encode()).decode().rstrip("="))
+        pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)), re.I)
+
+        def hide(text: str) -> str:
+            return pattern.sub("***", text)
+
+        self._hide = hide
+
+    def __call__(self, text: object) -> str:
+        printable = "".join(c if c.isprintable() else " " for c in str(text)[: _MESSAGE_LIMIT * 4])
+        return self._hide(printable)[:_MESSAGE_LIMIT]
+
+    def __repr__(self) -> str:
+        return "KeyScrubber(***)"
+
+
+class _ApiKeyAuth(requests.auth.AuthBase):
+    """Adds the API key to each request; only a closure holds it, so no header dict, ``vars()`` or ``repr`` does."""
+
+    def __init__(self, api_key: str, style: str) -> None:
+        name, value = ("Authorization", f"Bearer {api_key}") if style == "bearer" else ("X-API-Key", api_key)
+
+        def sign(request: requests.PreparedRequest) -> requests.PreparedRequest:
+            request.headers[name] = value
+            return request
+
+        self._sign = sign
+        self._name = name
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return self._sign(request)
+
+    def __repr__(self) -> str:
+        return f"_ApiKeyAuth({self._name}: ***)"
+
+
+def _read_bounded(response: requests.Response) -> bytes | None:
+    """The answer's body, or ``None`` when it is larger than :data:`MAX_RESPONSE_BYTES` (then not read)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        return None
+    body = bytearray()
+    for piece in response.iter_content(chunk_size=65_536):
+        body += piece
+        if len(body) > MAX_RESPONSE_BYTES:
+            return None
+    return bytes(body)
+
+
+def _location_host(response: requests.Response) -> str | None:
+    location = response.headers.get("Location") or ""
+    try:
+        return urlsplit(location).hostname or None
+    except ValueError:
+        return None
 
 
 def encode_body(events: Sequence[dict]) -> bytes:
@@ -294,37 +392,72 @@ def encode_body(events: Sequence[dict]) -> bytes:
     return msgspec.json.encode({"data": events})
 
 
-def _results_of(response: requests.Response) -> list[dict]:
+def _results_of(body: bytes) -> list:
     try:
-        results = msgspec.json.decode(response.content)["results"]
-    except (msgspec.DecodeError, KeyError, TypeError) as err:
+        results = msgspec.json.decode(body)["results"]
+    except (msgspec.DecodeError, KeyError, TypeError, IndexError) as err:
         raise GravityResponseError("Gravity's answer has no 'results' list.") from err
     if not isinstance(results, list):
         raise GravityResponseError("Gravity's 'results' is not a list.")
     return results
 
 
-def match_results(events: Sequence[dict], results: Sequence[dict]) -> list[EventResult]:
+def match_results(
+    events: Sequence[dict], results: Sequence[object], scrub: Callable[[object], str] = str
+) -> list[EventResult]:
     """
-    Pair Gravity's results with the events sent: by position when the ids line up, else by ``event_id``.
-    An event left without a result gets the status ``missing`` (not known to be delivered).
+    Pair Gravity's results with the events sent: by position when the keys line up, else by
+    ``(event_name, event_id)`` when the results carry ``event_name``, else by ``event_id``.
+
+    An event left without a result, or given two results that disagree, gets the status ``missing``
+    (not known to be delivered). Results for events not sent, or without an ``event_id``, are ignored.
+    The pipeline never puts two events with the same ``event_id`` in one request, so matching by
+    ``event_id`` alone cannot swap two events' outcomes.
     """
+    answers = [r for r in results if isinstance(r, dict)]
     ids = [str(event.get("event_id")) for event in events]
-    if len(results) == len(ids) and all(
-        isinstance(r, dict) and str(r.get("event_id")) == i for r, i in zip(results, ids, strict=True)
+    if len(answers) == len(results) == len(ids) and all(
+        _text(r.get("event_id")) == i and _text(r.get("event_name"), e.get("event_name")) == e.get("event_name")
+        for r, i, e in zip(answers, ids, events, strict=True)
     ):
-        return [_to_result(i, r) for i, r in zip(ids, results, strict=True)]
-    by_id = {str(r.get("event_id")): r for r in results if isinstance(r, dict)}
-    return [_to_result(i, by_id[i]) if i in by_id else EventResult(i, "missing", "no result returned") for i in ids]
+        return [_to_result(i, r, scrub) for i, r in zip(ids, answers, strict=True)]
+    by_key: dict[tuple[str | None, str], dict | None] = {}
+    for raw in answers:
+        event_id = _text(raw.get("event_id"))
+        if event_id is None:
+            continue
+        key = (_text(raw.get("event_name")), event_id)
+        if key in by_key and by_key[key] != raw:
+            by_key[key] = None  # two answers that disagree: neither can be trusted
+        else:
+            by_key[key] = raw
+    matched = []
+    for event, event_id in zip(events, ids, strict=True):
+        raw = by_key.get((event.get("event_name"), event_id), by_key.get((None, event_id)))
+        matched.append(
+            EventResult(event_id, "missing", "no result returned") if raw is None else _to_result(event_id, raw, scrub)
+        )
+    return matched
 
 
-def _to_result(event_id: str, raw: dict) -> EventResult:
+def _text(value: object, default: object = None) -> str | None:
+    if value is None:
+        return default  # type: ignore[return-value]
+    return value if isinstance(value, str) else str(value)
+
+
+def _to_result(event_id: str, raw: dict, scrub: Callable[[object], str]) -> EventResult:
     error = raw.get("error")
     attributed = raw.get("attributed")
+    status = raw.get("status")
+    if not isinstance(status, str) or not status:
+        status = "missing"
+    elif status not in _KNOWN_STATUSES:
+        status = scrub(status)
     return EventResult(
         event_id=event_id,
-        status=str(raw.get("status") or "missing"),
-        error=None if error is None else str(error)[:_MESSAGE_LIMIT],
+        status=status,
+        error=None if error is None else scrub(error),
         attributed=attributed if isinstance(attributed, bool) else None,
     )
 

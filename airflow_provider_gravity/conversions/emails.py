@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.cells import map_distinct, scalar_text
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 from airflow_provider_gravity.conversions.hashing import is_sha256_hex
 
 # One @, a non-empty local part, a domain with a dot that neither starts nor ends it, no whitespace.
@@ -14,15 +15,25 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]")
 
 
 def normalize_email_text(text: str) -> str | None:
-    """Normalize one stripped, non-empty email; None when it is not an address."""
+    """
+    Normalize one stripped, non-empty email; None when it is not an address.
+
+    Invisible format characters (zero-width space and joiners, byte-order mark, soft hyphen, direction
+    marks) are removed first: pasted from documents, they would give another hash for the same address.
+    """
     if is_sha256_hex(text):
         return text.lower()
+    if not text.isascii():
+        text = "".join(character for character in text if unicodedata.category(character) != "Cf").strip()
     email = text.lower()
     return email if _EMAIL.fullmatch(email) else None
 
 
 def _normalize_email_cell(value: object) -> str | None:
-    text = scalar_text(value)
+    try:
+        text = cell_text(value)
+    except UnreadableCell:
+        return None
     return None if text is None else normalize_email_text(text)
 
 

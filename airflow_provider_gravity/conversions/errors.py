@@ -1,4 +1,16 @@
-"""Typed errors of the Gravity client: each tells the caller what to do next."""
+"""
+Typed errors of the Gravity client: each tells the caller what to do next.
+
+::
+
+    GravityError
+    ├── GravityHTTPError               an HTTP status retrying cannot fix: fail the task
+    │   ├── GravityAuthError           401/403: the key is wrong
+    │   ├── GravityRedirectError       3xx: the base URL is wrong; redirects are never followed
+    │   └── GravityRequestRejected     400/413/422: split the batch to isolate the bad events
+    ├── GravityResponseError           2xx whose body is not the documented answer: retry the task
+    └── GravityUnavailableError        408/429/5xx/timeouts outlasted the retries: retry the task
+"""
 
 from __future__ import annotations
 
@@ -29,6 +41,24 @@ class GravityAuthError(GravityHTTPError):
         self.args = (
             f"Gravity refused the API key (HTTP {status}): {message or '(no message)'}. "
             "Check the password of the Gravity connection.",
+        )
+
+
+class GravityRedirectError(GravityHTTPError):
+    """
+    3xx: Gravity, or something in front of it, redirected the request. It is not followed, because the API
+    key would travel with it to a host nobody configured.
+
+    :param location_host: the host the redirect pointed to, or ``None`` when the answer named none.
+    """
+
+    def __init__(self, status: int, location_host: str | None) -> None:
+        super().__init__(status, "")
+        self.location_host = location_host
+        self.args = (
+            f"Gravity answered HTTP {status}, a redirect to host {location_host or '(none given)'!r}. Redirects "
+            "are never followed (the API key would go with them): set the Gravity connection's host to the "
+            "API's own address.",
         )
 
 

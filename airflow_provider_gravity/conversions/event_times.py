@@ -20,7 +20,10 @@ def event_time_seconds(values: pd.Series, timezone: str) -> tuple[np.ndarray, np
     Convert event times to Unix seconds.
 
     Accepts timestamps (naive ones are read in ``timezone``), timezone-aware timestamps, dates, epoch
-    seconds (numbers or numeric strings) and ISO-8601 strings.
+    seconds (numbers or numeric strings) and ISO-8601 strings. A naive time that falls in a daylight-saving
+    overlap takes the earlier instant; one that falls in a gap is shifted forward by the gap's length (read
+    with the offset in force before the gap, as PostgreSQL and Python do), on every path. Times before
+    1970, and times no calendar can hold, are unreadable.
 
     :param values: the ``event_time`` column of a chunk.
     :param timezone: IANA name of the zone of naive timestamps, e.g. ``UTC`` or ``America/New_York``.
@@ -29,19 +32,35 @@ def event_time_seconds(values: pd.Series, timezone: str) -> tuple[np.ndarray, np
     """
     zone = ZoneInfo(timezone)
     missing = _missing_mask(values)
-    dtype = values.dtype
-    if isinstance(dtype, pd.DatetimeTZDtype):
-        seconds = _datetimes_to_seconds(values)
-    elif pd.api.types.is_datetime64_dtype(dtype):
-        localized = values.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
-        seconds = _datetimes_to_seconds(localized)
-    elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        seconds = _plausible_epochs(values.to_numpy(dtype="float64", na_value=np.nan))
-    else:
-        seconds = np.array([_one_value_seconds(value, zone) for value in values], dtype="float64")
-    seconds = np.floor(seconds)  # a new, writable array
+    try:
+        seconds = _column_seconds(values, zone)
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
+        seconds = _per_value_seconds(values, zone)  # a value beyond what pandas' timestamps hold
+    with np.errstate(invalid="ignore"):
+        seconds = np.floor(seconds)  # a new, writable array
+        seconds[seconds < 0] = np.nan
     seconds[missing] = np.nan
     return seconds, missing
+
+
+def _column_seconds(values: pd.Series, zone: ZoneInfo) -> np.ndarray:
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return _datetimes_to_seconds(values)
+    if pd.api.types.is_datetime64_dtype(dtype):
+        localized = values.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+        seconds = _datetimes_to_seconds(localized)
+        in_transition = np.flatnonzero(np.isnan(seconds) & values.notna().to_numpy())
+        if len(in_transition):  # overlaps and gaps: resolved as on the per-value path
+            seconds[in_transition] = _per_value_seconds(values.iloc[in_transition], zone)
+        return seconds
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        return _plausible_epochs(values.to_numpy(dtype="float64", na_value=np.nan))
+    return _per_value_seconds(values, zone)
+
+
+def _per_value_seconds(values: pd.Series, zone: ZoneInfo) -> np.ndarray:
+    return np.array([_one_value_seconds(value, zone) for value in values.tolist()], dtype="float64")
 
 
 def _missing_mask(values: pd.Series) -> np.ndarray:
@@ -65,21 +84,35 @@ def _plausible_epochs(numbers: np.ndarray) -> np.ndarray:
 
 
 def _one_value_seconds(value: object, zone: ZoneInfo) -> float:
-    if value is None or value is pd.NaT:
+    try:
+        return _value_seconds(value, zone)
+    except (OverflowError, ValueError, OSError, ArithmeticError, pd.errors.OutOfBoundsDatetime):
         return math.nan
+
+
+def _value_seconds(value: object, zone: ZoneInfo) -> float:
+    if value is None or value is pd.NaT or value is pd.NA:
+        return math.nan
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime(warn=False)
     if isinstance(value, dt.datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=zone)
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=zone)  # fold=0: see above
         return moment.timestamp()
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day, tzinfo=zone).timestamp()
     if isinstance(value, np.datetime64):
-        return _one_value_seconds(pd.Timestamp(value).to_pydatetime(), zone)
+        if np.isnat(value):
+            return math.nan
+        moment = value.astype("datetime64[us]").item()  # an int when beyond datetime's years
+        return _value_seconds(moment, zone) if isinstance(moment, dt.datetime | dt.date) else math.nan
     if isinstance(value, bool | np.bool_):
         return math.nan
     if isinstance(value, int | float | decimal.Decimal | np.integer | np.floating):
         return _epoch_or_nan(float(value))
     if isinstance(value, str):
         return _string_seconds(value.strip(), zone)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _string_seconds(bytes(value).decode("utf-8").strip(), zone)
     return math.nan
 
 
@@ -94,8 +127,5 @@ def _string_seconds(text: str, zone: ZoneInfo) -> float:
         return _epoch_or_nan(float(text))
     except ValueError:
         pass
-    try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return math.nan
-    return _one_value_seconds(moment, zone)
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return _value_seconds(moment, zone)

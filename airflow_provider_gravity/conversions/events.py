@@ -9,11 +9,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_provider_gravity.conversions import values as cells
-from airflow_provider_gravity.conversions.column_values import money_column, per_cell, per_distinct_value, text_column
+from airflow_provider_gravity.conversions import cells
+from airflow_provider_gravity.conversions.cells import per_cell, per_distinct_value, text_column
 from airflow_provider_gravity.conversions.columns import CUSTOM_PREFIX
 from airflow_provider_gravity.conversions.event_times import event_time_seconds
-from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused, hash_user_fields
+from airflow_provider_gravity.conversions.pii import (
+    UNREADABLE_DROP_REASONS,
+    HashedUserFields,
+    PiiCache,
+    garbage_collection_paused,
+    hash_user_fields,
+)
+from airflow_provider_gravity.conversions.pixel_user_data import split_pixel_pii
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
@@ -58,7 +65,8 @@ class BuiltChunk:
     :param reasons: the ``invalid`` reason of each row, ``None`` for a valid one.
     :param event_names: each row's event name (or ``None``), for keys of invalid rows.
     :param event_ids: each row's event id (or ``None``).
-    :param field_drops: counts of values dropped from otherwise valid events (``invalid_email``, ...).
+    :param field_drops: counts of values dropped from otherwise valid events (``invalid_email``,
+        ``unreadable_click_id``, ...).
     """
 
     events: list[dict | None]
@@ -83,12 +91,14 @@ def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache
 
 def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None) -> BuiltChunk:
     rows = len(frame)
+    cells.quiet_signaling_nans(frame)
     column = _ColumnReader(frame)
     event_ids = column.texts("event_id", None)
     event_names = column.texts("event_name", settings.event_name)
     action_sources = column.texts("action_source", settings.action_source)
     source_urls = column.texts("event_source_url", settings.event_source_url)
     seconds, time_missing = event_time_seconds(frame["event_time"], settings.timezone)
+    cache = cache if cache is not None else PiiCache()
     hashed = hash_user_fields(
         frame,
         default_region=settings.default_region,
@@ -96,17 +106,18 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         phone_backend=settings.phone_backend,
         cache=cache,
     )
-    user_fields = {name: hashed.fields[name] for name in HASHED_USER_FIELDS if name in hashed.fields}
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
-    # Each optional part: (event key or custom_data key, converted cells, reasons), for the columns present.
+    # Each optional part: (converted cells, reasons), for the columns present.
     parts = {
         "user_data": column.converted("user_data", per_cell, lambda v: cells.json_object(v, "bad_user_data")),
         "client_context": column.converted(
             "client_context", per_cell, lambda v: cells.json_object(v, "bad_client_context")
         ),
-        "value": column.converted("value", lambda series, _: money_column(series), None),
+        "value": column.converted("value", lambda series, _: cells.money_column(series), None),
         "currency": column.converted("currency", per_distinct_value, cells.currency_code),
-        "order_id": column.converted("order_id", lambda series, _: (text_column(series), [None] * rows), None),
+        "order_id": column.converted(
+            "order_id", lambda series, _: (column.texts("order_id", None), [None] * rows), None
+        ),
         "contents": column.converted("contents", per_cell, cells.contents),
     }
     for name in frame.columns:
@@ -114,22 +125,31 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
             parts[name] = column.converted(name, per_cell, lambda v: cells.json_safe(v, "bad_custom_data"))
     parts = {name: part for name, part in parts.items() if part is not None}
     part_reasons = [reasons for _, reasons in parts.values() if any(reasons)]
-    pixel_user_data = parts.pop("user_data", ([None] * rows, None))[0]
+    pixel_objects, pixel_pii = split_pixel_pii(parts.pop("user_data", ([None] * rows, None))[0])
+    if pixel_pii is not None:
+        _add_pixel_pii(hashed, pixel_pii, frame, settings, cache)
+    user_fields = {name: hashed.fields[name] for name in HASHED_USER_FIELDS if name in hashed.fields}
     client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
     custom_parts = [
         (name[len(CUSTOM_PREFIX) :] if name.startswith(CUSTOM_PREFIX) else name, converted)
         for name, (converted, _) in parts.items()
     ]
 
-    user_datas = _user_data_column(rows, user_fields, pixel_ids, pixel_user_data)
+    user_datas = _user_data_column(rows, user_fields, pixel_ids, pixel_objects)
     custom_datas = _merged_column([{} for _ in range(rows)], dict(custom_parts))
     oldest = None if settings.max_event_age_seconds is None else now - settings.max_event_age_seconds
     latest = now + settings.future_tolerance_seconds
     events: list[dict | None] = [None] * rows
     reasons: list[str | None] = [None] * rows
     value_reasons = _first_reasons(rows, part_reasons)
+    unreadable_ids, unreadable_names = column.unreadable.get("event_id"), column.unreadable.get("event_name")
     for i in range(rows):
-        reason = _identity_reason(event_ids[i], event_names[i], seconds[i], time_missing[i], oldest, latest)
+        if unreadable_ids is not None and unreadable_ids[i]:
+            reason = "bad_event_id"
+        elif unreadable_names is not None and unreadable_names[i]:
+            reason = "bad_event_name"
+        else:
+            reason = _identity_reason(event_ids[i], event_names[i], seconds[i], time_missing[i], oldest, latest)
         if reason is None:
             reason = value_reasons[i]
         user_data = user_datas[i]
@@ -151,20 +171,61 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         if custom_data:
             event["custom_data"] = custom_data
         events[i] = event
-    return BuiltChunk(events, reasons, event_names, event_ids, Counter(hashed.drops))
+    field_drops = Counter(hashed.drops)
+    for name, flags in column.unreadable.items():
+        if name not in ("event_id", "event_name"):
+            field_drops[f"unreadable_{name}"] += sum(flags)
+    return BuiltChunk(events, reasons, event_names, event_ids, +field_drops)
+
+
+def _add_pixel_pii(
+    hashed: HashedUserFields, pixel_pii: pd.DataFrame, frame: pd.DataFrame, settings: EventSettings, cache: PiiCache
+) -> None:
+    """
+    Hash the PII the pixel's objects held, by the columns' rules (the row's ``country`` included), and join
+    it to the columns' fields: ``em`` and ``ph`` lists are unioned; for ``fn`` and ``ln`` the column wins.
+    """
+    if "country" in frame.columns:
+        pixel_pii["country"] = frame["country"].to_numpy(dtype=object)
+    from_pixel = hash_user_fields(
+        pixel_pii,
+        default_region=settings.default_region,
+        phone_with_plus=settings.phone_with_plus,
+        phone_backend=settings.phone_backend,
+        cache=cache,
+    )
+    for reason, count in from_pixel.drops.items():
+        if reason not in ("invalid_country", UNREADABLE_DROP_REASONS["country"]):  # counted with the columns
+            hashed.drops[reason] = hashed.drops.get(reason, 0) + count
+    for name, pixel_values in from_pixel.fields.items():
+        column_values = hashed.fields.get(name)
+        if column_values is None:
+            hashed.fields[name] = pixel_values
+        elif name in ("em", "ph"):
+            hashed.fields[name] = [
+                list(dict.fromkeys([*(ours or ()), *(theirs or ())])) or None
+                for ours, theirs in zip(column_values, pixel_values, strict=True)
+            ]
+        else:
+            hashed.fields[name] = [
+                theirs if ours is None else ours for ours, theirs in zip(column_values, pixel_values, strict=True)
+            ]
 
 
 class _ColumnReader:
-    """Columns of a chunk converted whole, with a stand-in for absent columns."""
+    """Columns of a chunk converted whole, with a stand-in for absent columns; remembers unreadable cells."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame
         self.rows = len(frame)
+        self.unreadable: dict[str, list[bool]] = {}
 
     def texts(self, name: str, default: str | None) -> list[str | None]:
         if name not in self.frame.columns:
             return [default] * self.rows
-        texts = text_column(self.frame[name])
+        texts, unreadable = text_column(self.frame[name])
+        if any(unreadable):
+            self.unreadable[name] = unreadable
         if default is None:
             return texts
         return [default if t is None else t for t in texts]

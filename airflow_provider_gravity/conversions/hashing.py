@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.cells import map_distinct, scalar_text
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -25,7 +25,10 @@ def hash_text(text: str) -> str:
 
 
 def _hash_cell(value: object) -> str | None:
-    text = scalar_text(value)
+    try:
+        text = cell_text(value)
+    except UnreadableCell:
+        return None
     return None if text is None else hash_text(text)
 
 

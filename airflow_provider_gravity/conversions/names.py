@@ -7,7 +7,7 @@ import unicodedata
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.cells import map_distinct, scalar_text
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 from airflow_provider_gravity.conversions.hashing import is_sha256_hex
 
 _NOT_ASCII_LETTER = re.compile(r"[^a-z]+")
@@ -28,7 +28,10 @@ def normalize_name_text(text: str) -> str | None:
 
 
 def _normalize_name_cell(value: object) -> str | None:
-    text = scalar_text(value)
+    try:
+        text = cell_text(value)
+    except UnreadableCell:
+        return None
     return None if text is None else normalize_name_text(text)
 
 

@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from airflow_provider_gravity.conversions.cells import factorize_cells, is_missing
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, factorize_cells, is_missing
 from airflow_provider_gravity.conversions.hashing import is_sha256_hex
 from airflow_provider_gravity.conversions.phone_metadata_path import DEFER, parse_to_e164
 
@@ -61,18 +61,14 @@ def _library_parser(library: ModuleType) -> Callable[[str, str | None], str | No
 def phone_text(value: object) -> str | None:
     """The text phonenumbers is given for one cell (None when the cell is missing).
 
-    Strings are passed unchanged (phonenumbers ignores surrounding spaces itself); numbers read from
-    numeric columns are written without a decimal part.
+    Strings are passed unchanged (phonenumbers ignores surrounding spaces itself); other cells are read
+    as text by :func:`~.cells.cell_text`, so numbers from numeric columns have no decimal part.
+
+    :raises UnreadableCell: for a cell that is not text, a number or UTF-8 bytes.
     """
-    if is_missing(value):
-        return None
     if isinstance(value, str):
         return value
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    return str(value)
+    return cell_text(value)
 
 
 class PhoneNormalizer:
@@ -147,7 +143,10 @@ def normalize_phone(
         if pair < 0:  # the rows whose number is missing
             pairs.append(None)
             continue
-        text = phone_text(value_uniques[pair // len(regions)])
+        try:
+            text = phone_text(value_uniques[pair // len(regions)])
+        except UnreadableCell:
+            text = None
         pairs.append(None if text is None else (text, regions[pair % len(regions)]))
     mapped = np.empty(len(pairs) + 1, dtype=object)
     mapped[: len(pairs)] = [None if pair is None else normalizer.normalize_text(*pair) for pair in pairs]

@@ -12,27 +12,40 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import phonenumbers
 
-from airflow_provider_gravity.conversions.cells import scalar_text, split_cell
+from airflow_provider_gravity.conversions.cells import LIST_TYPES, UnreadableCell, cell_text, hashable_cell, split_cell
 from airflow_provider_gravity.conversions.emails import normalize_email_text
 from airflow_provider_gravity.conversions.hashing import hash_text
 from airflow_provider_gravity.conversions.names import normalize_name_text
 from airflow_provider_gravity.conversions.phones import PhoneNormalizer, phone_text
 
 USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
-DROP_REASONS = ("invalid_email", "invalid_phone", "empty_first_name", "empty_last_name", "invalid_country")
+#: The reason a value is dropped because it is not a valid email, phone, name or country, by column.
+INVALID_DROP_REASONS = {
+    "em": "invalid_email",
+    "ph": "invalid_phone",
+    "fn": "empty_first_name",
+    "ln": "empty_last_name",
+    "country": "invalid_country",
+}
+#: The reason a value is dropped because no rule can read it as text (a dict, bytes that are not UTF-8,
+#: a nested list, an infinite number), by column.
+UNREADABLE_DROP_REASONS = {name: f"unreadable_{name}" for name in (*USER_FIELDS, "country")}
+DROP_REASONS = (*INVALID_DROP_REASONS.values(), *UNREADABLE_DROP_REASONS.values())
 
-# What one distinct cell gives: the value sent (a list of strings, a digest, a region, or None) and
-# how many present values were dropped.
-_CellResult = tuple[Any, int]
-_MISSING: _CellResult = (None, 0)
-_DROPPED: _CellResult = (None, 1)
-_LIST_TYPES = (list, tuple, np.ndarray)
+# What one distinct cell gives: the value sent (a list of strings, a digest, a region, or None), how many
+# present values were invalid, and how many could not be read.
+_CellResult = tuple[Any, int, int]
+_MISSING: _CellResult = (None, 0, 0)
+_DROPPED: _CellResult = (None, 1, 0)
+_UNREADABLE: _CellResult = (None, 0, 1)
+# What one element gives: kept text, None for missing, False for invalid, _UNREADABLE_ELEMENT.
+_UNREADABLE_ELEMENT = object()
 
 
 @dataclass(frozen=True)
@@ -56,16 +69,18 @@ class _ResultTable:
     def __init__(self) -> None:
         self.positions: dict[Hashable, int] = {}
         self.values = np.empty(1024, dtype=object)
-        self.drops = np.zeros(1024, dtype=np.int64)
+        self.invalid = np.zeros(1024, dtype=np.int64)
+        self.unreadable = np.zeros(1024, dtype=np.int64)
         self.size = 0
 
     def add(self, key: Hashable, result: _CellResult, keep: bool) -> int:
         """Store a result and return its position; ``keep`` registers the key for later lookups."""
         if self.size == len(self.values):
             self.values = np.concatenate([self.values, np.empty(self.size, dtype=object)])
-            self.drops = np.concatenate([self.drops, np.zeros(self.size, dtype=np.int64)])
+            self.invalid = np.concatenate([self.invalid, np.zeros(self.size, dtype=np.int64)])
+            self.unreadable = np.concatenate([self.unreadable, np.zeros(self.size, dtype=np.int64)])
         position = self.size
-        self.values[position], self.drops[position] = result
+        self.values[position], self.invalid[position], self.unreadable[position] = result
         self.size += 1
         if keep:
             self.positions[key] = position
@@ -111,10 +126,6 @@ def garbage_collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _hashable(cell: Any) -> Hashable:
-    return tuple(_hashable(element) for element in cell) if isinstance(cell, _LIST_TYPES) else cell
-
-
 def _is_cacheable(cell: Hashable) -> bool:
     """Whether a result may be stored with ``cell`` as its dict key.
 
@@ -134,31 +145,45 @@ def _is_cacheable(cell: Hashable) -> bool:
 def _is_plain_scalar(cell: Any) -> bool:
     if type(cell) is str:
         return "[" not in cell
-    return not isinstance(cell, (*_LIST_TYPES, str))
+    return not isinstance(cell, (*LIST_TYPES, str))
 
 
-def _list_result(cell: Any, element_value: Callable[[Any], str | None | bool]) -> _CellResult:
-    """Apply ``element_value`` (kept string, None for missing, False for dropped) to each element of a cell."""
+def _list_result(cell: Any, element_value: Callable[[Any], Any]) -> _CellResult:
+    """Apply ``element_value`` (kept string, None for missing, False for invalid, unreadable) to each element."""
     if _is_plain_scalar(cell):  # the common case: one value
         value = element_value(cell)
         if value is None:
             return _MISSING
-        return _DROPPED if value is False else ([value], 0)
+        if value is _UNREADABLE_ELEMENT:
+            return _UNREADABLE
+        return _DROPPED if value is False else ([value], 0, 0)
     kept: dict[str, None] = {}
-    dropped = 0
+    invalid = unreadable = 0
     for element in split_cell(cell):
         value = element_value(element)
         if value is False:
-            dropped += 1
+            invalid += 1
+        elif value is _UNREADABLE_ELEMENT:
+            unreadable += 1
         elif value is not None:
             kept[value] = None
-    return (list(kept) if kept else None), dropped
+    return (list(kept) if kept else None), invalid, unreadable
 
 
-def _email_value(element: Any) -> str | None | bool:
-    text = element.strip() if type(element) is str else scalar_text(element)
-    if not text:
-        return None
+def _element_text(element: Any) -> str | None | object:
+    """One element as text; lists and dicts nested in a list cell are unreadable, never their ``repr``."""
+    if type(element) is str:
+        return element.strip() or None
+    try:
+        return cell_text(element)
+    except UnreadableCell:
+        return _UNREADABLE_ELEMENT
+
+
+def _email_value(element: Any) -> str | None | bool | object:
+    text = _element_text(element)
+    if text is None or text is _UNREADABLE_ELEMENT:
+        return text
     normalized = normalize_email_text(text)
     return False if normalized is None else hash_text(normalized)
 
@@ -169,39 +194,51 @@ def _email_result(cell: Any) -> _CellResult:
         if not text:
             return _MISSING
         normalized = normalize_email_text(text)
-        return _DROPPED if normalized is None else ([hash_text(normalized)], 0)
+        return _DROPPED if normalized is None else ([hash_text(normalized)], 0, 0)
     return _list_result(cell, _email_value)
 
 
 def _external_id_result(cell: Any) -> _CellResult:
     if type(cell) is int:
-        return [str(cell)], 0
-    return _list_result(cell, scalar_text)
+        return [str(cell)], 0, 0
+    return _list_result(cell, _element_text)
 
 
 def _name_result(cell: Any) -> _CellResult:
-    text = scalar_text(cell)
+    text = _element_text(cell)
     if text is None:
         return _MISSING
+    if text is _UNREADABLE_ELEMENT:
+        return _UNREADABLE
     normalized = normalize_name_text(text)
-    return _DROPPED if normalized is None else (hash_text(normalized), 0)
+    return _DROPPED if normalized is None else (hash_text(normalized), 0, 0)
 
 
 def _country_result(cell: Any) -> _CellResult:
     """The region a ``country`` cell names, or None (with one drop when a value was there but unknown)."""
-    text = scalar_text(cell)
-    country = None if text is None else text.upper()
+    text = _element_text(cell)
+    if text is None:
+        return _MISSING
+    if text is _UNREADABLE_ELEMENT:
+        return _UNREADABLE
+    country = text.upper()
     if country in phonenumbers.SUPPORTED_REGIONS:
-        return country, 0
-    return None, int(text is not None)
+        return country, 0, 0
+    return _DROPPED
 
 
 def _phone_result(normalizer: PhoneNormalizer, with_plus: bool, region: str) -> Callable[[Any], _CellResult]:
     normalize = normalizer.normalize_text
     skip = 0 if with_plus else 1
 
-    def value(element: Any) -> str | None | bool:
-        text = element if type(element) is str else phone_text(element)
+    def value(element: Any) -> str | None | bool | object:
+        if type(element) is str:
+            text = element
+        else:
+            try:
+                text = phone_text(element)
+            except UnreadableCell:
+                return _UNREADABLE_ELEMENT
         if text is None or not text.strip():
             return None
         e164 = normalize(text, region)
@@ -214,21 +251,27 @@ def _phone_result(normalizer: PhoneNormalizer, with_plus: bool, region: str) -> 
             kept = value(cell)
             if kept is None:
                 return _MISSING
-            return _DROPPED if kept is False else ([kept], 0)
+            return _DROPPED if kept is False else ([kept], 0, 0)
         return _list_result(cell, value)
 
     return result
 
 
-def _resolve_rows(keys: list, table: _ResultTable, compute: Callable[[Any], _CellResult]) -> tuple[np.ndarray, int]:
-    """Each row's value (object array) and the dropped count over all rows.
+class _FieldResult(NamedTuple):
+    values: np.ndarray
+    invalid: int
+    unreadable: int
+
+
+def _resolve_rows(keys: list, table: _ResultTable, compute: Callable[[Any], _CellResult]) -> _FieldResult:
+    """Each row's value (object array) and the dropped counts over all rows.
 
     Known keys are found in C; each key not yet in the table is computed once.
     """
     try:
         positions = np.fromiter(map(table.positions.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
-    except TypeError:  # list cells (lists, arrays) are not hashable
-        keys = [_hashable(key) for key in keys]
+    except TypeError:  # list cells (lists, arrays) and dicts are not hashable
+        keys = [hashable_cell(key) for key in keys]
         positions = np.fromiter(map(table.positions.get, keys, repeat(-1)), dtype=np.int64, count=len(keys))
     missing = np.flatnonzero(positions < 0)
     if len(missing):
@@ -240,33 +283,33 @@ def _resolve_rows(keys: list, table: _ResultTable, compute: Callable[[Any], _Cel
         positions[missing] = np.fromiter(
             map(new_positions.__getitem__, missing_keys), dtype=np.int64, count=len(missing_keys)
         )
-    return table.values[positions], int(table.drops[positions].sum())
+    return _FieldResult(
+        table.values[positions], int(table.invalid[positions].sum()), int(table.unreadable[positions].sum())
+    )
 
 
 def _field(
     frame: pd.DataFrame, column: str, table: _ResultTable, compute: Callable[[Any], _CellResult]
-) -> tuple[list, int]:
-    values, dropped = _resolve_rows(frame[column].to_numpy(dtype=object).tolist(), table, compute)
-    return values.tolist(), dropped
+) -> _FieldResult:
+    return _resolve_rows(frame[column].to_numpy(dtype=object).tolist(), table, compute)
 
 
 def _phone_field(
     frame: pd.DataFrame, regions: np.ndarray, cache: PiiCache, normalizer: PhoneNormalizer, with_plus: bool
-) -> tuple[list, int]:
+) -> _FieldResult:
     """Phones resolved region by region, each region with its own table keyed by the raw cell."""
     cells = frame["ph"].to_numpy(dtype=object)
     region_codes, distinct_regions = pd.factorize(regions)
     values = np.empty(len(cells), dtype=object)
-    dropped = 0
+    invalid = unreadable = 0
     for code, region in enumerate(distinct_regions.tolist()):
         rows = slice(None) if len(distinct_regions) == 1 else np.flatnonzero(region_codes == code)
         table = cache.table(("ph", normalizer.backend, with_plus, region))
-        region_values, region_dropped = _resolve_rows(
-            cells[rows].tolist(), table, _phone_result(normalizer, with_plus, region)
-        )
-        values[rows] = region_values
-        dropped += region_dropped
-    return values.tolist(), dropped
+        resolved = _resolve_rows(cells[rows].tolist(), table, _phone_result(normalizer, with_plus, region))
+        values[rows] = resolved.values
+        invalid += resolved.invalid
+        unreadable += resolved.unreadable
+    return _FieldResult(values, invalid, unreadable)
 
 
 def hash_user_fields(
@@ -305,23 +348,27 @@ def _hash_user_fields(
     frame: pd.DataFrame, default_region: str, phone_with_plus: bool, phone_backend: str, cache: PiiCache
 ) -> HashedUserFields:
     result = HashedUserFields()
-    fields, drops = result.fields, result.drops
     columns = frame.columns
+
+    def keep(column: str, resolved: _FieldResult) -> np.ndarray:
+        if column in INVALID_DROP_REASONS:
+            result.drops[INVALID_DROP_REASONS[column]] += resolved.invalid
+        result.drops[UNREADABLE_DROP_REASONS[column]] += resolved.unreadable
+        return resolved.values
+
     if "em" in columns:
-        fields["em"], drops["invalid_email"] = _field(frame, "em", cache.table("em"), _email_result)
+        result.fields["em"] = keep("em", _field(frame, "em", cache.table("em"), _email_result)).tolist()
     regions = np.full(len(frame), default_region, dtype=object)
     if "country" in columns:
-        countries, drops["invalid_country"] = _field(frame, "country", cache.table("country"), _country_result)
-        known = np.array(countries, dtype=object)
+        known = keep("country", _field(frame, "country", cache.table("country"), _country_result))
         regions = np.where(np.equal(known, None), default_region, known)
     if "ph" in columns:
-        fields["ph"], drops["invalid_phone"] = _phone_field(
-            frame, regions, cache, PhoneNormalizer(phone_backend), phone_with_plus
-        )
-    if "fn" in columns:
-        fields["fn"], drops["empty_first_name"] = _field(frame, "fn", cache.table("names"), _name_result)
-    if "ln" in columns:
-        fields["ln"], drops["empty_last_name"] = _field(frame, "ln", cache.table("names"), _name_result)
+        phones = _phone_field(frame, regions, cache, PhoneNormalizer(phone_backend), phone_with_plus)
+        result.fields["ph"] = keep("ph", phones).tolist()
+    for name in ("fn", "ln"):
+        if name in columns:
+            result.fields[name] = keep(name, _field(frame, name, cache.table("names"), _name_result)).tolist()
     if "external_id" in columns:
-        fields["external_id"], _ = _field(frame, "external_id", cache.table("external_id"), _external_id_result)
+        external_ids = _field(frame, "external_id", cache.table("external_id"), _external_id_result)
+        result.fields["external_id"] = keep("external_id", external_ids).tolist()
     return result

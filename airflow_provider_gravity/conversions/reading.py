@@ -31,4 +31,20 @@ def stream_query(
         result = streaming.exec_driver_sql(sql, parameters) if parameters else streaming.exec_driver_sql(sql)
         columns = list(result.keys())
         while rows := result.fetchmany(chunk_size):
-            yield pd.DataFrame.from_records([tuple(row) for row in rows], columns=columns, coerce_float=False)
+            yield frame_of_rows([tuple(row) for row in rows], columns)
+
+
+def frame_of_rows(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+    """
+    A DataFrame of driver rows in which every value keeps its Python type and every digit.
+
+    pandas reads a column of integers and NULLs as float64, which rounds ids beyond 2**53
+    (``1152921504606846977`` would be sent as ``...976``): such columns are kept as Python objects.
+    """
+    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+    for position, dtype in enumerate(frame.dtypes.tolist()):
+        if dtype.kind == "f":
+            cells = [row[position] for row in rows]
+            if any(type(cell) is int for cell in cells):
+                frame.isetitem(position, pd.Series(cells, index=frame.index, dtype=object))
+    return frame

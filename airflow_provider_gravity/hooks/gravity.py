@@ -55,18 +55,19 @@ class GravityHook(BaseHook):
     @cached_property
     def extras(self) -> dict[str, Any]:
         """The connection's extra fields."""
-        return self._connection.extra_dejson
-
-    @cached_property
-    def _connection(self):
-        return self.get_connection(self.gravity_conn_id)
+        return self.get_connection(self.gravity_conn_id).extra_dejson
 
     @cached_property
     def client(self) -> GravityClient:
-        """The :class:`GravityClient` built from the connection, created once and reused."""
+        """
+        The :class:`GravityClient` built from the connection, created once and reused.
+
+        The hook keeps the connection's id and this client, never the ``Connection`` itself, so that
+        ``vars(hook)`` cannot show the API key.
+        """
         from airflow.sdk.log import mask_secret
 
-        conn = self._connection
+        conn = self.get_connection(self.gravity_conn_id)
         if not conn.password:
             raise ValueError(f"Connection {self.gravity_conn_id!r} has no API key (password).")
         mask_secret(conn.password)

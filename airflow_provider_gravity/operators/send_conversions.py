@@ -230,8 +230,13 @@ class SendConversionsOperator(BaseOperator):
         hook = self.sql_hook
         if hook.dialect_name not in STREAMING_DIALECTS:
             self.log.info("Reading rows with get_df_by_chunks, %d rows at a time.", self.chunk_size)
+            # Nullable dtypes keep integer ids exact when a chunk also holds NULLs (float64 would round them).
             yield from hook.get_df_by_chunks(
-                self.sql, parameters=self.parameters, chunksize=self.chunk_size, df_type="pandas"
+                self.sql,
+                parameters=self.parameters,
+                chunksize=self.chunk_size,
+                df_type="pandas",
+                dtype_backend="numpy_nullable",
             )
             return
         self.log.info(

@@ -152,7 +152,7 @@ def test_a_run_cache_gives_the_same_fields_and_counts_every_row() -> None:
     assert with_cache == without_cache
     assert [result.drops["invalid_email"] for result in with_cache] == [1, 1]
     assert [result.drops["invalid_phone"] for result in with_cache] == [1, 2]  # GB national number is not FR
-    assert with_cache[1].fields["external_id"] == [["2"], ["2"], ["True"]]
+    assert with_cache[1].fields["external_id"] == [["2"], ["2"], ["true"]]  # one text rendering: cells.cell_text
 
 
 def test_the_result_is_plain_json_ready_python() -> None:
