@@ -15,6 +15,7 @@ This module does not import Airflow: the operator hands in a SQLAlchemy engine.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -56,6 +57,9 @@ WRITE_CHUNK_SIZE = 5000
 TRANSIENT_ERROR_ATTEMPTS = 5
 CREATE_TABLE_ATTEMPTS = 4
 
+#: Characters of an over-long key kept in front of its hash, so the dead letter still shows what it was.
+_FITTED_PREFIX_LENGTH = MAX_KEY_LENGTH - len("~sha256:") - 64 - 2
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _REQUIRED_COLUMNS = (
@@ -87,8 +91,9 @@ class DeliveryRecord:
     :param status: ``delivered``, ``duplicate``, ``rejected`` or ``invalid``.
     :param detail: Gravity's status and error (``"error: invalid event_time"``) or our reason
         (``"bad_currency"``); cut to 1,000 characters. Must not contain plaintext PII.
-    :param payload_sha256: lowercase hex SHA-256 of the canonical JSON payload sent, or None for
-        invalid rows whose payload was never built.
+    :param payload_sha256: lowercase hex SHA-256 of the canonical JSON payload Gravity accepted
+        (``delivered``); None otherwise: for a ``duplicate``, Gravity kept the values of an earlier send,
+        which this run does not know.
     """
 
     event_name: str
@@ -104,12 +109,23 @@ class LoggedEvent:
     What the delivery log holds for one event.
 
     :param status: the stored final status.
-    :param payload_sha256: hash of the payload Gravity holds (for delivered events) or of the last
-        payload sent, or None.
+    :param payload_sha256: hash of the payload Gravity accepted, or None when not known.
     """
 
     status: str
     payload_sha256: str | None
+
+
+def fit_key(key: str) -> str:
+    """
+    A key that fits the table: itself when it has at most 255 characters, else a prefix of it and the
+    SHA-256 of the whole, e.g. ``"xxxx…~sha256:9f86d0…"``. Over-long keys belong to invalid rows only
+    (``event_id_too_long``): their dead-letter record must not fail the run.
+    """
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key[:_FITTED_PREFIX_LENGTH]}~sha256:{digest}"
 
 
 class _KeyString(sa.types.TypeDecorator):
@@ -238,12 +254,15 @@ def _merged_assignments(table: sa.Table, new: Any) -> list[tuple[str, Any]]:
     """
     Column assignments for an existing row, given ``new`` (``excluded`` / ``inserted`` / bind params).
 
-    MySQL evaluates ON DUPLICATE KEY UPDATE assignments left to right, each seeing the ones before;
-    ``keep`` gives the same answer before and after ``status`` is assigned, so the order is safe.
+    The payload hash changes only with a ``delivered`` status: the log never holds the hash of a payload
+    Gravity did not accept. MySQL evaluates ON DUPLICATE KEY UPDATE assignments left to right, each seeing
+    the ones before; ``keep`` gives the same answer before and after ``status`` is assigned, and the hash
+    is assigned before the status, so the order is safe.
     """
     keep = _keeps_existing(table.c.status, new.status)
+    accepted = new.status.in_(_literal_statuses((DELIVERED,)))
     return [
-        ("payload_sha256", sa.case((keep, table.c.payload_sha256), else_=new.payload_sha256)),
+        ("payload_sha256", sa.case((accepted, new.payload_sha256), else_=table.c.payload_sha256)),
         ("status", sa.case((keep, table.c.status), else_=new.status)),
         ("detail", new.detail),
         ("attempts", table.c.attempts + new.attempts),
@@ -508,9 +527,10 @@ def _rows_for(records: Sequence[DeliveryRecord], run_id: str, now: datetime) -> 
             continue
         previous["attempts"] += 1
         previous["detail"] = detail
+        if record.status == DELIVERED:
+            previous["payload_sha256"] = record.payload_sha256
         if not (previous["status"] in _HELD_BY_GRAVITY and record.status in _FAILED):
             previous["status"] = record.status
-            previous["payload_sha256"] = record.payload_sha256
     return [merged[key] for key in sorted(merged)]
 
 
@@ -522,6 +542,8 @@ def _validate(record: DeliveryRecord) -> None:
         raise ValueError(f"Unknown delivery status {record.status!r}; expected one of {sorted(STATUSES)}.")
     if record.payload_sha256 is not None and not _SHA256_HEX.fullmatch(record.payload_sha256):
         raise ValueError("payload_sha256 must be 64 lowercase hexadecimal characters or None.")
+    if record.payload_sha256 is not None and record.status != DELIVERED:
+        raise ValueError("Only a delivered event has a payload hash: Gravity accepted no other payload.")
     if record.detail is not None and not isinstance(record.detail, str):
         raise ValueError("detail must be a string or None.")
 

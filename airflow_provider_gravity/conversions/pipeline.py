@@ -1,15 +1,17 @@
 """
 One run: chunks of rows in, a summary out. Validates and builds events, drops in-run duplicates, skips
-what the delivery log says was delivered, sends batches in parallel and accounts for every row.
+what the delivery log says was delivered, sends batches in parallel and accounts for every row, also when
+the run stops early: whatever Gravity acknowledged is recorded before the failure is reported.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +20,8 @@ import pandas as pd
 
 from airflow_provider_gravity.conversions.client import EventResult
 from airflow_provider_gravity.conversions.columns import normalize_column_names
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord
-from airflow_provider_gravity.conversions.errors import GravityResponseError, GravityUnavailableError
+from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord, fit_key
+from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events
 from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused
 from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
@@ -36,18 +38,38 @@ DELIVERED_LOG_STATUSES = frozenset({"delivered", "duplicate"})
 PII_CACHE_ENTRIES = 250_000
 
 
+#: Counters a run keeps before summing its rarest messages from Gravity.
+_MOST_COUNTERS = 2_000
+#: Event ids named in the log line about changed payloads.
+_CHANGED_IDS_LOGGED = 10
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """
+    Why a run did not deliver every row.
+
+    :param message: what went wrong, for the task log (never holds the API key or PII).
+    :param retryable: whether a retry of the task can succeed (Gravity unavailable, results missing), or the
+        configuration must change first (a bad key, a redirect, an unexpected HTTP status).
+    """
+
+    message: str
+    retryable: bool
+
+
 @dataclass
 class RunResult:
     """
     The outcome of a run.
 
-    :param summary: the JSON-ready run summary.
-    :param gave_up: why sending stopped early (Gravity unavailable after retries), or ``None``.
+    :param summary: the JSON-ready run summary; it adds up whether or not the run failed.
+    :param failure: why rows stayed ``undelivered``, or ``None`` when every row is settled.
     :param preview: the first events as they would be sent (hashed PII only), for dry runs.
     """
 
     summary: dict[str, Any]
-    gave_up: str | None = None
+    failure: RunFailure | None = None
     preview: list[dict] = field(default_factory=list)
 
 
@@ -57,9 +79,10 @@ class _Batch:
     events: list[dict]
     rows: list[int]
     payload_hashes: list[str | None]
-    # Rows between the batch's first and last row that were settled locally (invalid, already delivered):
-    # saved with the batch's acknowledgement, because a resumed try skips the whole row range.
-    local_tally: Tally = field(default_factory=Tally)
+    # Rows between the batch's first and last row that were settled locally (invalid, already delivered),
+    # with their (bucket, reason): saved with the batch's acknowledgement, because a resumed try skips the
+    # whole acknowledged row range.
+    local_rows: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,7 +102,8 @@ class ConversionPipeline:
     :param batch_size: events per request (at most 1,000).
     :param max_concurrency: requests in flight at once.
     :param delivery_log: remembers delivered events across runs; ``None`` to rely on Gravity's 48 h dedup.
-    :param resend_changed: re-send an event the log holds as delivered when its payload changed.
+        An event it holds as delivered is never sent again, even when its payload changed: Gravity cannot
+        update a conversion, so a changed event is counted (``changed_since_delivery``) and logged instead.
     :param resume: records and restores acknowledged progress across task retries.
     :param run_id: recorded in the delivery log.
     :param request_counts: returns ``(requests, retries)`` made so far, for the summary.
@@ -96,7 +120,6 @@ class ConversionPipeline:
         batch_size: int = 1_000,
         max_concurrency: int = 4,
         delivery_log: DeliveryLog | None = None,
-        resend_changed: bool = False,
         resume: ResumeLog | None = None,
         run_id: str = "manual",
         request_counts: Callable[[], tuple[int, int]] | None = None,
@@ -111,7 +134,6 @@ class ConversionPipeline:
         self.batch_size = batch_size
         self.max_concurrency = max(1, max_concurrency)
         self.delivery_log = delivery_log
-        self.resend_changed = resend_changed
         self.resume = resume or ResumeLog(None, "")
         self.run_id = run_id
         self.request_counts = request_counts or (lambda: (0, 0))
@@ -122,7 +144,8 @@ class ConversionPipeline:
         self.seen = SeenKeys()
         self.pii_cache = PiiCache(max_entries=PII_CACHE_ENTRIES)
         self.preview: list[dict] = []
-        self.gave_up: str | None = None
+        self.failure: RunFailure | None = None
+        self._changed_ids: list[str] = []
         self._chunks: dict[int, _ChunkState] = {}
         self._in_flight: dict[Future, _Batch] = {}
         self._rows_read = 0
@@ -133,6 +156,8 @@ class ConversionPipeline:
         """Process every chunk, wait for every request, and return the summary."""
         self._started = self._last_progress = time.monotonic()
         now = self.clock()
+        if self.resume.resuming:  # Gravity's messages for the parts an earlier try settled
+            self.tally.update(self.resume.messages)
         executor = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="gravity-send")
         try:
             for index, frame in enumerate(chunks):
@@ -141,16 +166,27 @@ class ConversionPipeline:
                 with garbage_collection_paused():  # see pii.garbage_collection_paused
                     self._process_chunk(index, frame, now, executor)
                 self._log_progress()
-                if self.gave_up:
+                if self.failure:
                     break
             while self._in_flight:
                 self._collect(wait_for_one=True)
+        except BaseException:
+            self.resume.flush(force=True)  # what was acknowledged and logged so far
+            raise
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
-        if self.gave_up is None:
+        undelivered = self.tally["bucket.undelivered"]
+        if self.failure is None and undelivered and self.send is not None:
+            self.failure = RunFailure(
+                f"{undelivered:,} events got no result from Gravity (left out of its answer, or answered twice "
+                "with different statuses); they are not known to be delivered",
+                retryable=True,
+            )
+        if self.failure is None:
             self.resume.finish()
         else:
             self.resume.flush(force=True)
+        self._log_changed()
         requests, retries = self.request_counts()
         summary = build_summary(
             self.tally,
@@ -161,7 +197,7 @@ class ConversionPipeline:
         )
         if self.resume.chunks_skipped:
             summary["resumed_chunks"] = self.resume.chunks_skipped
-        return RunResult(summary, self.gave_up, self.preview)
+        return RunResult(summary, self.failure, self.preview)
 
     def _process_chunk(self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor) -> None:
         built = build_events(frame, self.settings, now, self.pii_cache)
@@ -176,15 +212,11 @@ class ConversionPipeline:
             self._add(state, saved.tally)
         self._add(state, _field_drops(built))
         to_send, settled = self._account_local_rows(index, built, saved.ranges if saved else [])
-        for start in range(0, len(to_send), self.batch_size):
-            rows = to_send[start : start + self.batch_size]
+        for rows in _batches(to_send, built.event_ids, self.batch_size):
             events = [built.events[row] for row in rows]
             hashes = [_payload_hash(e) for e in events] if self.delivery_log else [None] * len(events)
-            local_tally = Tally()
-            for row in range(rows[0], rows[-1] + 1):
-                if settled[row] is not None:
-                    local_tally.count_row(*settled[row])
-            self._submit(executor, _Batch(index, events, rows, hashes, local_tally))
+            local_rows = {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None}
+            self._submit(executor, _Batch(index, events, rows, hashes, local_rows))
         state.submitted_all = True
         self._complete_chunk_if_done(index)
 
@@ -214,29 +246,40 @@ class ConversionPipeline:
                 reason = built.reasons[row]
                 settled[row] = ("invalid", reason)
                 if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
-                    dead_letters.append(
-                        DeliveryRecord(built.event_names[row], built.event_ids[row], "invalid", reason, None)
-                    )
+                    key = (fit_key(built.event_names[row]), fit_key(built.event_ids[row]))
+                    dead_letters.append(DeliveryRecord(*key, "invalid", reason, None))
             else:
                 candidates.append(row)
         to_send = candidates
         if self.delivery_log is not None:
             if dead_letters:
                 self.delivery_log.record(dead_letters, run_id=self.run_id)
-            logged = self.delivery_log.lookup([(built.event_names[r], built.event_ids[r]) for r in candidates])
-            to_send = []
-            for row in candidates:
-                entry = logged.get((built.event_names[row], built.event_ids[row]))
-                if entry is not None and entry.status in DELIVERED_LOG_STATUSES:
-                    unchanged = entry.payload_sha256 == _payload_hash(built.events[row])
-                    if not self.resend_changed or unchanged:
-                        settled[row] = ("skipped_delivered", None)
-                        continue
-                to_send.append(row)
+            to_send = self._skip_delivered(built, candidates, settled, state)
         for outcome in settled:
             if outcome is not None:
                 self._count(state, *outcome)
         return to_send, settled
+
+    def _skip_delivered(self, built: BuiltChunk, candidates: list[int], settled: list, state: _ChunkState) -> list[int]:
+        """
+        The candidates the delivery log does not hold as delivered. A delivered event whose payload changed
+        since is not sent again (it would be a second conversion, or a ``duplicate`` Gravity ignores): it is
+        counted as ``changed_since_delivery`` and named in the log.
+        """
+        assert self.delivery_log is not None
+        logged = self.delivery_log.lookup([(built.event_names[r], built.event_ids[r]) for r in candidates])
+        to_send = []
+        for row in candidates:
+            entry = logged.get((built.event_names[row], built.event_ids[row]))
+            if entry is None or entry.status not in DELIVERED_LOG_STATUSES:
+                to_send.append(row)
+                continue
+            settled[row] = ("skipped_delivered", None)
+            if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(built.events[row]):
+                self._add(state, Tally({"changed_since_delivery": 1}))
+                if len(self._changed_ids) < _CHANGED_IDS_LOGGED:
+                    self._changed_ids.append(str(built.event_ids[row]))
+        return to_send
 
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
         state = self._chunks[batch.chunk_index]
@@ -247,7 +290,7 @@ class ConversionPipeline:
             return
         while len(self._in_flight) >= self.max_concurrency * 2:
             self._collect(wait_for_one=True)
-        if self.gave_up:  # Gravity is down: count the rest of the chunk instead of waiting out more retries
+        if self.failure:  # Gravity is down or refuses us: count the rest of the chunk instead of sending it
             for _ in batch.events:
                 self._count(state, "undelivered")
             return
@@ -260,36 +303,52 @@ class ConversionPipeline:
             batch = self._in_flight.pop(future)
             try:
                 outcomes = future.result()
-            except (GravityUnavailableError, GravityResponseError) as err:
-                self.gave_up = self.gave_up or str(err)
-                outcomes = [Outcome("undelivered", None, None)] * len(batch.events)
+            except Exception as error:  # noqa: BLE001 - whatever stops a batch, the rows already answered count
+                self._stop(error)
+                outcomes = [Outcome("undelivered", None, None, sent=False)] * len(batch.events)
             self._account_batch(batch, outcomes)
         self._log_progress()
+
+    def _stop(self, error: Exception) -> None:
+        """Stop sending after ``error``; the first error of the run is the one reported."""
+        if self.failure is not None:
+            return
+        retryable = isinstance(error, GravityUnavailableError | GravityResponseError)
+        if isinstance(error, GravityError):
+            message = str(error)
+        else:  # not Gravity's answer but a fault here: name it without its text, which might hold a cell
+            message = f"sending a batch failed with {type(error).__name__}"
+            log.error("Sending a batch failed with %s; no more batches are sent.", type(error).__name__)
+        self.failure = RunFailure(message, retryable)
 
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
         state = self._chunks[batch.chunk_index]
         batch_tally = Tally()
         for outcome in outcomes:
             batch_tally.count_row(outcome.bucket, outcome.detail)
-        answered = [
-            (e, o, h)
-            for e, o, h in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
-            if o.bucket != "undelivered"
-        ]
-        batch_tally.count_sent([event for event, _, _ in answered])
-        batch_tally["attributed"] += sum(1 for _, outcome, _ in answered if outcome.attributed)
+        batch_tally.count_sent([event for event, outcome in zip(batch.events, outcomes, strict=True) if outcome.sent])
+        batch_tally["attributed"] += sum(1 for outcome in outcomes if outcome.attributed)
         self._add(state, batch_tally)
         state.pending_batches -= 1
+        answered = [
+            (event, outcome, digest)
+            for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
+            if outcome.bucket != "undelivered"
+        ]
         if self.delivery_log is not None and answered:
             records = [
-                DeliveryRecord(event["event_name"], event["event_id"], outcome.bucket, outcome.status_text, digest)
+                DeliveryRecord(
+                    fit_key(event["event_name"]),
+                    fit_key(event["event_id"]),
+                    outcome.bucket,
+                    outcome.status_text,
+                    digest if outcome.bucket == "delivered" else None,  # only a payload Gravity accepted
+                )
                 for event, outcome, digest in answered
             ]
             self.delivery_log.record(records, run_id=self.run_id)
-        if not batch_tally["bucket.undelivered"]:
-            self.resume.batch_acknowledged(
-                batch.chunk_index, state.digest, batch.rows[0], batch.rows[-1], Tally(batch_tally + batch.local_tally)
-            )
+        for first, last, tally in _acknowledged_ranges(batch, outcomes):
+            self.resume.batch_acknowledged(batch.chunk_index, state.digest, first, last, tally)
         self._complete_chunk_if_done(batch.chunk_index)
 
     def _complete_chunk_if_done(self, index: int) -> None:
@@ -304,6 +363,8 @@ class ConversionPipeline:
         """Add counters to the chunk's tally (saved for resume) and to the run's."""
         state.tally.update(tally)
         self.tally.update(tally)
+        if len(self.tally) > _MOST_COUNTERS:  # thousands of distinct messages from Gravity
+            self.tally.compact_messages(keep=_MOST_COUNTERS // 4)
 
     def _count(self, state: _ChunkState, bucket: str, detail: str | None = None) -> None:
         state.tally.count_row(bucket, detail)
@@ -324,6 +385,66 @@ class ConversionPipeline:
             f"{self.tally['bucket.invalid']:,}",
             self._rows_read / elapsed,
         )
+
+    def _log_changed(self) -> None:
+        changed = self.tally["changed_since_delivery"]
+        if not changed:
+            return
+        log.warning(
+            "%s events were delivered earlier with other values and were not sent again (Gravity cannot update "
+            "a conversion; see 'Correcting a conversion' in the README). First event ids: %s",
+            f"{changed:,}",
+            ", ".join(self._changed_ids),
+        )
+
+
+def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> Iterator[list[int]]:
+    """
+    Consecutive runs of ``rows`` of at most ``batch_size``, never with two events of the same ``event_id``
+    (under two event names): Gravity's results name the ``event_id`` only, so their outcomes could swap.
+    A batch ends early where an id repeats; batches stay ranges of rows, as resuming needs.
+    """
+    batch: list[int] = []
+    ids: set[str | None] = set()
+    for row in rows:
+        if len(batch) == batch_size or event_ids[row] in ids:
+            yield batch
+            batch, ids = [], set()
+        batch.append(row)
+        ids.add(event_ids[row])
+    if batch:
+        yield batch
+
+
+def _acknowledged_ranges(batch: _Batch, outcomes: list[Outcome]) -> Iterator[tuple[int, int, Tally]]:
+    """
+    The row ranges of a batch that are settled, each with its counters: the whole batch when every event
+    got an answer, else the stretches between the events left ``undelivered``, so that a resumed try sends
+    only those.
+    """
+    rows_outcome = dict(zip(batch.rows, outcomes, strict=True))
+    unsettled = [row for row, outcome in rows_outcome.items() if outcome.bucket == "undelivered"]
+    bounds = [batch.rows[0] - 1, *unsettled, batch.rows[-1] + 1]
+    for before, after in itertools.pairwise(bounds):
+        first, last = before + 1, after - 1
+        if first > last:
+            continue
+        tally = Tally()
+        for row in range(first, last + 1):
+            outcome = rows_outcome.get(row)
+            if outcome is not None:
+                tally.count_row(outcome.bucket, outcome.detail)
+                tally["attributed"] += int(outcome.attributed)
+            elif row in batch.local_rows:
+                tally.count_row(*batch.local_rows[row])
+        tally.count_sent(
+            [
+                event
+                for row, event, outcome in zip(batch.rows, batch.events, outcomes, strict=True)
+                if first <= row <= last and outcome.sent
+            ]
+        )
+        yield first, last, tally
 
 
 def _field_drops(built: BuiltChunk) -> Tally:

@@ -73,6 +73,9 @@ class ResumeLog:
         self.min_interval = min_interval
         self._saved: dict[str, dict] = {}
         self._chunks: dict[str, dict] = {}
+        # Gravity's messages of every acknowledged part, top ones only: kept once for the run, not per chunk,
+        # so the state stays small however many distinct messages Gravity sends.
+        self.messages = Tally()
         self._last_write = 0.0
         self._dirty = False
         self.resuming = False
@@ -82,6 +85,7 @@ class ResumeLog:
             if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
                 self._saved = dict(state.get("chunks") or {})
                 self._chunks = dict(self._saved)
+                self.messages = Tally(state.get("messages") or {})
                 self.resuming = bool(self._saved)
 
     def restore(self, chunk_index: int, digest: str) -> SavedChunk | None:
@@ -116,13 +120,21 @@ class ResumeLog:
         entry = self._chunks.setdefault(str(chunk_index), {"digest": digest, "ranges": []})
         if entry.get("digest") != digest:
             entry = self._chunks[str(chunk_index)] = {"digest": digest, "ranges": []}
-        entry.setdefault("ranges", []).append([first_row, last_row, tally.to_json()])
+        self.messages.update(tally.messages())
+        self.messages.compact_messages()
+        entry.setdefault("ranges", []).append([first_row, last_row, tally.without_messages().to_json()])
         self._dirty = True
         self.flush()
 
     def chunk_completed(self, chunk_index: int, digest: str, tally: Tally) -> None:
-        """Record that every row of a chunk is accounted for."""
-        self._chunks[str(chunk_index)] = {"digest": digest, "complete": True, "tally": tally.to_json()}
+        """
+        Record that every row of a chunk is accounted for. Its messages were recorded with its batches.
+        """
+        self._chunks[str(chunk_index)] = {
+            "digest": digest,
+            "complete": True,
+            "tally": tally.without_messages().to_json(),
+        }
         self._dirty = True
         self.flush(force=True)
 
@@ -133,7 +145,8 @@ class ResumeLog:
         now = time.monotonic()
         if not force and now - self._last_write < self.min_interval:
             return
-        self._call_store("save", self.store.set, STATE_KEY, {"fingerprint": self.fingerprint, "chunks": self._chunks})
+        state = {"fingerprint": self.fingerprint, "chunks": self._chunks, "messages": self.messages.to_json()}
+        self._call_store("save", self.store.set, STATE_KEY, state)
         self._last_write = now
         self._dirty = False
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import msgspec
+
 from airflow_provider_gravity.conversions.client import EventResult
 from airflow_provider_gravity.conversions.errors import GravityRequestRejected
 
@@ -20,22 +22,24 @@ class Outcome(NamedTuple):
     """
     Where one sent event ends.
 
-    :param bucket: ``delivered``, ``duplicate``, ``rejected`` or ``undelivered``.
+    :param bucket: ``delivered``, ``duplicate``, ``rejected``, ``invalid`` or ``undelivered``.
     :param detail: the reason shown in the summary for a rejected event (Gravity's error, or the HTTP status).
     :param status_text: Gravity's status and error, for the delivery log.
     :param attributed: Gravity attributed the conversion to an ad.
+    :param sent: the event was in a request Gravity answered (``False`` when no answer came).
     """
 
     bucket: str
     detail: str | None
     status_text: str | None
     attributed: bool = False
+    sent: bool = True
 
 
 def outcome_of(result: EventResult) -> Outcome:
     """Map one :class:`EventResult` to its bucket."""
     if result.status == "missing":
-        return Outcome("undelivered", None, None)
+        return Outcome("undelivered", None, None)  # sent, but Gravity's answer did not settle it
     bucket = _BUCKET_OF_STATUS.get(result.status, "rejected")
     if bucket != "rejected":
         return Outcome(bucket, None, result.status, bool(result.attributed))
@@ -47,7 +51,9 @@ def send_with_split(send: Callable[[Sequence[dict]], list[EventResult]], events:
     """
     Send ``events`` and return one :class:`Outcome` per event. When Gravity refuses the whole request
     (400/413/422), send each half on its own until the refused events are isolated; each isolated event is
-    ``rejected`` with the HTTP status and Gravity's message.
+    ``rejected`` with the HTTP status and Gravity's message. An event the request encoder cannot write (text
+    that is not valid Unicode, from a hand-built frame) is isolated the same way and is ``invalid``
+    (``unencodable_text``); nothing is sent for it.
     """
     try:
         return [outcome_of(result) for result in send(events)]
@@ -55,5 +61,8 @@ def send_with_split(send: Callable[[Sequence[dict]], list[EventResult]], events:
         if len(events) == 1:
             detail = f"HTTP {refused.status}: {refused.message or 'refused'}"
             return [Outcome("rejected", detail, detail)]
+    except (UnicodeError, msgspec.EncodeError, OverflowError):
+        if len(events) == 1:
+            return [Outcome("invalid", "unencodable_text", "unencodable_text", sent=False)]
     middle = len(events) // 2
     return send_with_split(send, events[:middle]) + send_with_split(send, events[middle:])

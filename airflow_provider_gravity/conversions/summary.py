@@ -7,7 +7,11 @@ from typing import Any
 
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 MATCH_KEYS = ("em", "ph", "fn_ln", "external_id", "click_id")
-_TOP_ERRORS = 10
+#: Gravity's messages counted one by one; the rest are summed under :data:`OTHER_MESSAGES`, so a run with
+#: thousands of distinct messages keeps a small summary and resume state.
+TOP_MESSAGES = 20
+OTHER_MESSAGES = "(other messages)"
+_MESSAGE_PREFIX = "rejected."
 
 
 class Tally(Counter):
@@ -15,8 +19,27 @@ class Tally(Counter):
     Flat counters of a run or of a part of it, JSON-ready so that progress can be saved and restored.
 
     Keys: ``bucket.<name>``, ``invalid.<reason>``, ``rejected.<message>``, ``drop.<field reason>``,
-    ``coverage.<match key>``, ``sent`` (events sent), ``attributed``.
+    ``coverage.<match key>``, ``sent`` (events sent), ``attributed``, ``changed_since_delivery``.
     """
+
+    def messages(self) -> Tally:
+        """The ``rejected.<message>`` counters alone."""
+        return Tally({key: count for key, count in self.items() if key.startswith(_MESSAGE_PREFIX)})
+
+    def without_messages(self) -> Tally:
+        """Every counter but ``rejected.<message>``."""
+        return Tally({key: count for key, count in self.items() if not key.startswith(_MESSAGE_PREFIX)})
+
+    def compact_messages(self, keep: int = TOP_MESSAGES) -> None:
+        """Keep the ``keep`` most frequent messages and sum the others under :data:`OTHER_MESSAGES`."""
+        other = _MESSAGE_PREFIX + OTHER_MESSAGES
+        ranked = sorted(
+            ((count, key) for key, count in self.items() if key.startswith(_MESSAGE_PREFIX) and key != other),
+            key=lambda pair: (-pair[0], pair[1]),
+        )
+        for count, key in ranked[keep:]:
+            self[other] += count
+            del self[key]
 
     def count_row(self, bucket: str, detail: str | None = None) -> None:
         """Put one row in ``bucket``, with its reason for ``invalid`` and Gravity's message for ``rejected``."""
@@ -54,13 +77,16 @@ def build_summary(tally: Tally, *, requests: int, retries: int, seconds: float, 
     rows_read = sum(buckets.values())
     sent = int(tally["sent"])
     errors = buckets["rejected"] + buckets["invalid"]
-    rejected = sorted(_sub_counts(tally, "rejected").items(), key=lambda kv: (-kv[1], kv[0]))
+    messages = tally.messages()
+    messages.compact_messages()
+    rejected = sorted(_sub_counts(messages, "rejected").items(), key=lambda kv: (-kv[1], kv[0]))
     return {
         "rows_read": rows_read,
         **buckets,
         "invalid_reasons": _sub_counts(tally, "invalid"),
-        "rejected_errors": dict(rejected[:_TOP_ERRORS]),
+        "rejected_errors": dict(rejected),
         "field_drops": _sub_counts(tally, "drop"),
+        "changed_since_delivery": int(tally["changed_since_delivery"]),
         "events_sent": sent,
         "attributed": int(tally["attributed"]),
         "match_key_coverage": {key: round(tally[f"coverage.{key}"] / sent, 4) if sent else 0.0 for key in MATCH_KEYS},
@@ -91,6 +117,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     coverage = "  ".join(f"{k} {v:.0%}" for k, v in summary["match_key_coverage"].items())
     lines += [
         f"{'events sent':<28}{summary['events_sent']:>14,}",
+        f"{'changed since delivery':<28}{summary.get('changed_since_delivery', 0):>14,}",
         f"{'match-key coverage':<28}{coverage}",
         f"{'error rate':<28}{summary['error_rate']:>14.2%}",
         f"{'requests / retries':<28}{summary['requests']:>8,} / {summary['retries']:,}",

@@ -16,7 +16,6 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_provider_gravity.conversions.client import MAX_EVENTS_PER_REQUEST
 from airflow_provider_gravity.conversions.columns import ColumnContractError
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
-from airflow_provider_gravity.conversions.errors import GravityAuthError, GravityHTTPError
 from airflow_provider_gravity.conversions.events import EventSettings
 from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.reading import STREAMING_DIALECTS, stream_query
@@ -62,7 +61,6 @@ class SendConversionsOperator(BaseOperator):
     :param delivery_log_table: table remembering delivered events across runs, created if missing; ``None``
         to rely on Gravity's 48-hour dedup only (templated).
     :param delivery_log_conn_id: SQL connection of the delivery log; defaults to ``conn_id`` (templated).
-    :param resend_changed: re-send events the delivery log holds as delivered when their payload changed.
     :param hash_phone_with_plus: hash phones as ``+E.164``; ``None`` reads the Gravity connection's extra.
     :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional, faster).
     :param progress_interval: seconds between two progress lines in the task log.
@@ -106,7 +104,6 @@ class SendConversionsOperator(BaseOperator):
         dry_run: bool | str = False,
         delivery_log_table: str | None = None,
         delivery_log_conn_id: str | None = None,
-        resend_changed: bool = False,
         hash_phone_with_plus: bool | None = None,
         phone_backend: str = "phonenumbers",
         progress_interval: float = 10.0,
@@ -141,7 +138,6 @@ class SendConversionsOperator(BaseOperator):
         self.dry_run = dry_run
         self.delivery_log_table = delivery_log_table
         self.delivery_log_conn_id = delivery_log_conn_id
-        self.resend_changed = resend_changed
         self.hash_phone_with_plus = hash_phone_with_plus
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
@@ -165,7 +161,6 @@ class SendConversionsOperator(BaseOperator):
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             delivery_log=delivery_log,
-            resend_changed=self.resend_changed,
             resume=ResumeLog(context.get("task_state_store"), self._fingerprint()),
             run_id=str(context.get("run_id") or "manual"),
             request_counts=None if dry_run else self._request_counts,
@@ -174,10 +169,6 @@ class SendConversionsOperator(BaseOperator):
         chunks = self._read_chunks()
         try:
             result = pipeline.run(chunks)
-        except GravityAuthError as err:
-            raise AirflowFailException(str(err)) from None
-        except GravityHTTPError as err:
-            raise AirflowFailException(f"{err} Check the Gravity connection's base URL.") from None
         except ColumnContractError as err:
             raise AirflowFailException(str(err)) from None
         finally:
@@ -192,15 +183,22 @@ class SendConversionsOperator(BaseOperator):
         if dry_run:
             for event in result.preview:
                 self.log.info("Dry-run preview (PII hashed): %s", json.dumps(event, sort_keys=True))
-        if result.gave_up or summary["error_rate"] > self.max_error_rate:
+        failure = result.failure
+        too_many_errors = summary["error_rate"] > self.max_error_rate
+        if failure or too_many_errors:
             # A failed task returns nothing: keep its summary where the UI and downstream tasks can read it.
             context["ti"].xcom_push(key="gravity_summary", value=summary)
-        if result.gave_up:
+        if failure and failure.retryable:
             raise AirflowException(
-                f"{summary['undelivered']} events were not delivered ({result.gave_up}); a retry of this task "
-                f"resumes after the acknowledged part.\n{table}"
+                f"{summary['undelivered']:,} events were not delivered ({failure.message}); a retry of this task "
+                f"sends only those.\n{table}"
             )
-        if summary["error_rate"] > self.max_error_rate:
+        if failure:
+            raise AirflowFailException(
+                f"{failure.message} {summary['undelivered']:,} events were not delivered; what Gravity "
+                f"acknowledged is recorded. Fix the Gravity connection, then clear the task.\n{table}"
+            )
+        if too_many_errors:
             raise AirflowFailException(
                 f"Error rate {summary['error_rate']:.2%} is above max_error_rate {self.max_error_rate:.2%} "
                 f"(rejected + invalid over rows read).\n{table}"

@@ -34,8 +34,9 @@ def delivered(event_id: str, payload: str = "payload", event_name: str = "Purcha
     return DeliveryRecord(event_name, event_id, "delivered", "ok", sha256(payload))
 
 
-def rejected(event_id: str, payload: str = "payload", event_name: str = "Purchase") -> DeliveryRecord:
-    return DeliveryRecord(event_name, event_id, "rejected", "error: invalid event_time", sha256(payload))
+def rejected(event_id: str, event_name: str = "Purchase") -> DeliveryRecord:
+    """A rejected event: Gravity accepted no payload, so the record has no payload hash."""
+    return DeliveryRecord(event_name, event_id, "rejected", "error: invalid event_time", None)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -96,8 +97,8 @@ def test_record_then_lookup_returns_the_logged_status_of_present_keys_only(log):
     log.record(
         [
             delivered("o-1", "p1"),
-            DeliveryRecord("Purchase", "o-2", "duplicate", "duplicate", sha256("p2")),
-            rejected("o-3", "p3"),
+            DeliveryRecord("Purchase", "o-2", "duplicate", "duplicate", None),
+            rejected("o-3"),
             DeliveryRecord("Lead", "o-1", "invalid", "bad_currency", None),
         ],
         run_id="scheduled__2025-01-01T00:00:00+00:00",
@@ -117,8 +118,8 @@ def test_record_then_lookup_returns_the_logged_status_of_present_keys_only(log):
 
     assert found == {
         ("Purchase", "o-1"): LoggedEvent("delivered", sha256("p1")),
-        ("Purchase", "o-2"): LoggedEvent("duplicate", sha256("p2")),
-        ("Purchase", "o-3"): LoggedEvent("rejected", sha256("p3")),
+        ("Purchase", "o-2"): LoggedEvent("duplicate", None),
+        ("Purchase", "o-3"): LoggedEvent("rejected", None),
         ("Lead", "o-1"): LoggedEvent("invalid", None),
     }
     assert log.lookup([]) == {}
@@ -126,7 +127,7 @@ def test_record_then_lookup_returns_the_logged_status_of_present_keys_only(log):
 
 def test_stored_row_holds_only_what_was_given(log):
     before = datetime.now(UTC)
-    log.record([rejected("o-1", "the payload")], run_id="manual__1")
+    log.record([rejected("o-1")], run_id="manual__1")
 
     rows = stored_rows(log)
 
@@ -141,7 +142,7 @@ def test_stored_row_holds_only_what_was_given(log):
         "event_id": "o-1",
         "status": "rejected",
         "detail": "error: invalid event_time",
-        "payload_sha256": sha256("the payload"),
+        "payload_sha256": None,
         "attempts": 1,
         "first_run_id": "manual__1",
         "last_run_id": "manual__1",
@@ -149,9 +150,9 @@ def test_stored_row_holds_only_what_was_given(log):
 
 
 def test_re_recording_counts_attempts_and_keeps_the_first_run(log):
-    log.record([rejected("o-1", "v1")], run_id="run-1")
+    log.record([rejected("o-1")], run_id="run-1")
     first = stored_rows(log)["Purchase", "o-1"]
-    log.record([rejected("o-1", "v2")], run_id="run-2")
+    log.record([rejected("o-1")], run_id="run-2")
     log.record([delivered("o-1", "v3")], run_id="run-3")
 
     row = stored_rows(log)["Purchase", "o-1"]
@@ -165,16 +166,17 @@ def test_re_recording_counts_attempts_and_keeps_the_first_run(log):
 @pytest.mark.parametrize("earlier_status", ["delivered", "duplicate"])
 @pytest.mark.parametrize("later_status", ["rejected", "invalid"])
 def test_a_delivery_is_never_downgraded_by_a_later_failure(log, earlier_status, later_status):
-    log.record([DeliveryRecord("Purchase", "o-1", earlier_status, earlier_status, sha256("sent"))], run_id="r1")
+    earlier_hash = sha256("sent") if earlier_status == "delivered" else None
+    log.record([DeliveryRecord("Purchase", "o-1", earlier_status, earlier_status, earlier_hash)], run_id="r1")
     log.record([DeliveryRecord("Purchase", "o-1", later_status, "bad_value", None)], run_id="r2")
 
-    assert log.lookup([("Purchase", "o-1")]) == {("Purchase", "o-1"): LoggedEvent(earlier_status, sha256("sent"))}
+    assert log.lookup([("Purchase", "o-1")]) == {("Purchase", "o-1"): LoggedEvent(earlier_status, earlier_hash)}
     row = stored_rows(log)["Purchase", "o-1"]
     assert (row["detail"], row["last_run_id"], row["attempts"]) == ("bad_value", "r2", 2)
 
 
 def test_a_key_repeated_in_one_call_is_merged_by_the_same_rules(log):
-    log.record([delivered("o-1", "first"), rejected("o-1", "second"), delivered("o-2")], run_id="r1")
+    log.record([delivered("o-1", "first"), rejected("o-1"), delivered("o-2")], run_id="r1")
 
     rows = stored_rows(log)
     assert rows["Purchase", "o-1"]["status"] == "delivered"
@@ -184,12 +186,12 @@ def test_a_key_repeated_in_one_call_is_merged_by_the_same_rules(log):
 
 
 def test_ids_differing_only_in_case_or_trailing_space_are_different_events(log):
-    log.record([delivered("AB-1", "upper"), rejected("ab-1", "lower"), rejected("ab-1 ", "space")], run_id="r1")
+    log.record([delivered("AB-1", "upper"), delivered("ab-1", "lower"), rejected("ab-1 ")], run_id="r1")
 
     assert log.lookup([("Purchase", "AB-1"), ("Purchase", "ab-1"), ("Purchase", "ab-1 ")]) == {
         ("Purchase", "AB-1"): LoggedEvent("delivered", sha256("upper")),
-        ("Purchase", "ab-1"): LoggedEvent("rejected", sha256("lower")),
-        ("Purchase", "ab-1 "): LoggedEvent("rejected", sha256("space")),
+        ("Purchase", "ab-1"): LoggedEvent("delivered", sha256("lower")),
+        ("Purchase", "ab-1 "): LoggedEvent("rejected", None),
     }
 
 
@@ -295,7 +297,10 @@ def test_concurrent_writers_of_overlapping_keys_leave_consistent_rows(url_factor
 
         def work() -> None:
             for start in range(0, len(ids), 250):
-                batch = [make(event_id, f"w{worker}") for event_id in ids[start : start + 250]]
+                batch = [
+                    make(event_id, f"w{worker}") if worker == 0 else make(event_id)
+                    for event_id in ids[start : start + 250]
+                ]
                 delivery.record(batch + [rejected(f"own-{worker}-{start}")], run_id=f"run-{worker}")
 
         return work
@@ -359,7 +364,7 @@ def test_portable_fallback_keeps_the_same_semantics(engine, table_names, monkeyp
     delivery.ensure_table()
 
     delivery.record([delivered("o-1", "sent"), rejected("o-2")], run_id="r1")
-    delivery.record([rejected("o-1", "again"), delivered("o-2", "fixed"), delivered("o-3")], run_id="r2")
+    delivery.record([rejected("o-1"), delivered("o-2", "fixed"), delivered("o-3")], run_id="r2")
 
     rows = stored_rows(delivery)
     assert {key: (row["status"], row["attempts"], row["first_run_id"]) for key, row in rows.items()} == {
@@ -423,8 +428,18 @@ def test_a_schema_given_twice_is_refused():
         DeliveryRecord("Purchase", "o-1", "delivered", None, sha256("x").upper()),
         DeliveryRecord("Purchase", "x" * 256, "delivered", None, None),
         DeliveryRecord("Purchase", "", "delivered", None, None),
+        DeliveryRecord("Purchase", "o-1", "duplicate", None, sha256("x")),
+        DeliveryRecord("Purchase", "o-1", "rejected", None, sha256("x")),
     ],
-    ids=["unknown-status", "plaintext-instead-of-hash", "uppercase-hash", "id-too-long", "empty-id"],
+    ids=[
+        "unknown-status",
+        "plaintext-instead-of-hash",
+        "uppercase-hash",
+        "id-too-long",
+        "empty-id",
+        "hash-of-a-duplicate",
+        "hash-of-a-rejected-payload",
+    ],
 )
 def test_a_malformed_record_is_refused_before_anything_is_written(log, record):
     with pytest.raises(ValueError) as raised:
@@ -438,3 +453,28 @@ def test_detail_is_truncated(log):
     log.record([DeliveryRecord("Purchase", "o-1", "rejected", "e" * 5_000, None)], run_id="r1")
 
     assert stored_rows(log)["Purchase", "o-1"]["detail"] == "e" * 1_000
+
+
+def test_the_stored_hash_is_only_ever_one_gravity_accepted(log):
+    """Gravity keeps the values of the first send and answers ``duplicate`` to a changed one: keep its hash."""
+    log.record([delivered("o-1", "original")], run_id="r1")
+    log.record([DeliveryRecord("Purchase", "o-1", "duplicate", "duplicate", None)], run_id="r2")
+    log.record([rejected("o-1")], run_id="r3")
+    log.record([DeliveryRecord("Purchase", "o-2", "duplicate", "duplicate", None)], run_id="r3")
+
+    assert log.lookup([("Purchase", "o-1"), ("Purchase", "o-2")]) == {
+        ("Purchase", "o-1"): LoggedEvent("duplicate", sha256("original")),
+        ("Purchase", "o-2"): LoggedEvent("duplicate", None),
+    }
+
+
+def test_an_over_long_key_is_fitted_into_the_table_and_stays_distinct(log):
+    long_ids = ["x" * 300, "x" * 299 + "y"]
+    fitted = [delivery_log.fit_key(event_id) for event_id in long_ids]
+
+    log.record([DeliveryRecord("Purchase", key, "invalid", "event_id_too_long", None) for key in fitted], run_id="r1")
+
+    assert all(len(key) <= delivery_log.MAX_KEY_LENGTH for key in fitted)
+    assert fitted[0] != fitted[1] and fitted[0].startswith("x" * 100)
+    assert delivery_log.fit_key("short-id") == "short-id"
+    assert set(stored_rows(log)) == {("Purchase", key) for key in fitted}

@@ -112,8 +112,8 @@ def test_an_unstable_row_order_is_detected_and_everything_still_arrives_once(
     assert stats["redelivered"] == 0
 
 
-def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_changed_one(
-    postgres, sandbox, airflow_db, monkeypatch
+def test_delivery_log_skips_delivered_events_beyond_48_hours_and_never_resends_a_changed_one(
+    postgres, sandbox, airflow_db, monkeypatch, caplog
 ):
     engine, schema = postgres
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox))
@@ -134,7 +134,8 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_
     after_second = sandbox.stats()
     with engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE {schema}.orders SET total = total + 1 WHERE order_id = 700042")
-    _, third = run_dag_test(make_dag("gravity_log_day_changed", resend_changed=True, **common))
+    caplog.set_level(logging.WARNING)
+    _, third = run_dag_test(make_dag("gravity_log_day_changed", **common))
     after_third = sandbox.stats()
 
     assert first["send"]["delivered"] == 2_999
@@ -143,12 +144,15 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_resends_only_a_
     assert second["send"]["delivered"] == 0
     assert after_second["by_status"]["ok"] == 2_999, "nothing new reached Gravity after 49 hours"
     assert after_second["redelivered"] == 0
-    assert third["send"]["delivered"] == 1
-    assert third["send"]["skipped_delivered"] == 2_998
-    assert after_third["events_received"] - after_second["events_received"] == 1
+    # Gravity cannot update a conversion: after 48 h a re-send would be a second one. Counted, named, not sent.
+    assert third["send"]["delivered"] == 0
+    assert third["send"]["skipped_delivered"] == 2_999
+    assert third["send"]["changed_since_delivery"] == 1
+    assert "700042" in caplog.text and "were not sent again" in caplog.text
+    assert after_third["events_received"] == after_second["events_received"]
     with engine.connect() as conn:
         rows = conn.execute(sa.text(f"SELECT * FROM {log_table} WHERE status = 'invalid'")).mappings().all()
         changed = conn.execute(sa.text(f"SELECT attempts, status FROM {log_table} WHERE event_id = '700042'")).one()
     assert [(r["event_id"], r["detail"]) for r in rows] == [("700010", "bad_currency")]
     assert set(rows[0]) == DELIVERY_LOG_COLUMNS
-    assert tuple(changed) == (2, "delivered")
+    assert tuple(changed) == (1, "delivered")
