@@ -24,8 +24,8 @@ TEXT_BYTES = (bytes, bytearray, memoryview)
 MAX_CONTENTS_ITEMS = 500
 #: Deepest nesting accepted in a JSON cell (``user_data``, ``client_context``, ``contents``, ``custom_*``).
 MAX_JSON_DEPTH = 32
-#: An integral number with more digits than this is not an identifier anyone sends.
-_MAX_INTEGER_DIGITS = 300
+#: An integral number with more digits than this is unreadable (shorter ones over 255 are `too long`).
+_MAX_INTEGER_DIGITS = 4_000  # Python refuses to print an int of more than 4,300 digits
 # msgspec, which encodes request bodies, carries integers of 64 bits.
 _JSON_INT_RANGE = (-(2**63), 2**64 - 1)
 

@@ -60,6 +60,8 @@ CREATE_TABLE_ATTEMPTS = 4
 #: Characters of an over-long key kept in front of its hash, so the dead letter still shows what it was.
 _FITTED_PREFIX_LENGTH = MAX_KEY_LENGTH - len("~sha256:") - 64 - 2
 
+# PostgreSQL cannot store NUL; other control characters would break a line of the dead-letter report.
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _REQUIRED_COLUMNS = (
@@ -118,14 +120,24 @@ class LoggedEvent:
 
 def fit_key(key: str) -> str:
     """
-    A key that fits the table: itself when it has at most 255 characters, else a prefix of it and the
-    SHA-256 of the whole, e.g. ``"xxxx…~sha256:9f86d0…"``. Over-long keys belong to invalid rows only
-    (``event_id_too_long``): their dead-letter record must not fail the run.
+    A key the table can hold: the key itself when it has at most 255 characters, all printable UTF-8;
+    else a readable prefix of it and the SHA-256 of the whole, e.g. ``"xxxx…~sha256:9f86d0…"``. Such keys
+    belong to invalid rows only (``event_id_too_long``, ``bad_event_id``): their dead-letter record must
+    not fail the run, and two of them stay two records.
     """
-    if len(key) <= MAX_KEY_LENGTH:
+    if len(key) <= MAX_KEY_LENGTH and not _UNSTORABLE.search(key) and (key.isascii() or _is_utf8(key)):
         return key
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{key[:_FITTED_PREFIX_LENGTH]}~sha256:{digest}"
+    prefix = _UNSTORABLE.sub("?", key[:_FITTED_PREFIX_LENGTH]).encode("utf-8", "replace").decode("utf-8")
+    return f"{prefix}~sha256:{digest}"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _KeyString(sa.types.TypeDecorator):

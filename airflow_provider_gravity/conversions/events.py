@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from airflow_provider_gravity.conversions.pixel_user_data import split_pixel_pii
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
 MAX_KEY_LENGTH = 255  # event_name and event_id; also the delivery log's key columns
+# A control character in a key cannot be stored by PostgreSQL (NUL) or shown on one log line.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -248,10 +251,14 @@ def _identity_reason(
         return "missing_event_id"
     if len(event_id) > MAX_KEY_LENGTH:
         return "event_id_too_long"
+    if _CONTROL_CHARACTER.search(event_id):
+        return "bad_event_id"
     if event_name is None:
         return "missing_event_name"
     if len(event_name) > MAX_KEY_LENGTH:
         return "event_name_too_long"
+    if _CONTROL_CHARACTER.search(event_name):
+        return "bad_event_name"
     if time_missing:
         return "missing_event_time"
     if np.isnan(seconds):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from decimal import Decimal
 
@@ -53,7 +54,54 @@ BAD_ROWS = [
     ("oversized_contents", {"contents": [{"id": f"sku-{i}"} for i in range(501)]}, "invalid", "bad_contents"),
     ("non_json_pixel_user_data", {"user_data": "click=abc"}, "invalid", "bad_user_data"),
     ("duplicate_event_id", {"event_id": "good-1"}, "invalid", "duplicate_in_run"),
+    # Issue 9, defect 4: times no pandas timestamp holds, and times before 1970 (never a negative event_time).
+    ("year_9999_timestamp", {"event_time": dt.datetime(9999, 12, 31)}, "invalid", "event_time_in_future"),
+    ("year_1_timestamp", {"event_time": dt.datetime(1, 1, 1)}, "invalid", "bad_event_time"),
+    ("year_9999_numpy_timestamp", {"event_time": np.datetime64("9999-12-31")}, "invalid", "event_time_in_future"),
+    ("year_9999_iso_text", {"event_time": "9999-12-31T23:59:59"}, "invalid", "event_time_in_future"),
+    ("year_1_iso_text", {"event_time": "0001-01-01"}, "invalid", "bad_event_time"),
+    ("before_1970_timestamp", {"event_time": dt.datetime(1969, 6, 1, 12, 0)}, "invalid", "bad_event_time"),
+    ("before_1970_date", {"event_time": dt.date(1950, 6, 1)}, "invalid", "bad_event_time"),
+    ("dict_event_time", {"event_time": {"at": 1}}, "invalid", "bad_event_time"),
+    ("huge_int_event_time", {"event_time": 10**400}, "invalid", "bad_event_time"),
+    # Defect 11: odd cell types in the identity columns.
+    ("dict_event_id", {"event_id": {"id": 1}}, "invalid", "bad_event_id"),
+    ("list_of_dicts_event_id", {"event_id": [{"id": 1}]}, "invalid", "bad_event_id"),
+    ("infinite_float_event_id", {"event_id": float("inf")}, "invalid", "bad_event_id"),
+    ("decimal_infinity_event_id", {"event_id": Decimal("Infinity")}, "invalid", "bad_event_id"),
+    ("decimal_snan_event_id", {"event_id": Decimal("sNaN")}, "invalid", "missing_event_id"),
+    ("int_beyond_float_range_event_id", {"event_id": 10**400}, "invalid", "event_id_too_long"),
+    ("int_of_5000_digits_event_id", {"event_id": 10**5000}, "invalid", "bad_event_id"),
+    ("invalid_utf8_bytes_event_id", {"event_id": b"\xff\xfe"}, "invalid", "bad_event_id"),
+    ("nul_in_event_id", {"event_id": "ord\x00er-1"}, "invalid", "bad_event_id"),
+    ("newline_in_event_id", {"event_id": "order\n-1"}, "invalid", "bad_event_id"),
+    ("dict_event_name", {"event_name": {"name": "Purchase"}}, "invalid", "bad_event_name"),
+    ("overlong_event_name", {"event_name": "P" * 300}, "invalid", "event_name_too_long"),
+    # ... and in the value and JSON columns.
+    ("decimal_infinity_value", {"value": Decimal("Infinity")}, "invalid", "bad_value"),
+    ("int_beyond_float_range_value", {"value": 10**400}, "invalid", "bad_value"),
+    ("dict_value", {"value": {"amount": 1}}, "invalid", "bad_value"),
+    ("invalid_utf8_bytes_value", {"value": b"\xff"}, "invalid", "bad_value"),
+    ("dict_currency", {"currency": {"code": "USD"}}, "invalid", "bad_currency"),
+    ("list_of_dicts_pixel_user_data", {"user_data": [{"click_id": "c"}]}, "invalid", "bad_user_data"),
+    ("infinity_in_pixel_user_data", {"user_data": {"click_id": Decimal("Infinity")}}, "invalid", "bad_user_data"),
+    (
+        "deeply_nested_client_context",
+        {"client_context": '{"a":' * 5_000 + "1" + "}" * 5_000},
+        "invalid",
+        "bad_client_context",
+    ),
+    ("int_beyond_64_bits_in_custom_data", {"custom_big": 10**30}, "invalid", "bad_custom_data"),
+    ("infinity_in_custom_data", {"custom_rate": float("-inf")}, "invalid", "bad_custom_data"),
+    ("dict_item_id_in_contents", {"contents": [{"id": {"sku": 1}}]}, "invalid", "bad_contents"),
 ]
+
+GOOD_EMAIL_HASH = hashlib.sha256(b"good@example.com").hexdigest()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
 
 # (case id, row overrides, check of the event that Gravity received)
 ACCEPTED_ROWS = [
@@ -99,6 +147,73 @@ ACCEPTED_ROWS = [
         {"custom_store": "Paris-1", "custom_note": float("nan")},
         lambda e: e["custom_data"]["store"] == "Paris-1" and "note" not in e["custom_data"],
     ),
+    # Issue 9, defect 1: plaintext PII inside the pixel's user_data is hashed by the columns' rules.
+    (
+        "pixel_user_data_pii_is_hashed_and_unioned",
+        {"user_data": {"em": "Bob@Example.com", "ph": "+1 650 253 0000", "fn": "Bob", "click_id": "clk-7"}},
+        lambda e: (
+            e["user_data"]
+            == {
+                "em": [GOOD_EMAIL_HASH, sha("bob@example.com")],
+                "ph": [sha("16502530000")],
+                "fn": sha("bob"),
+                "click_id": "clk-7",
+            }
+        ),
+    ),
+    (
+        "pixel_user_data_json_text_with_scalar_phone",
+        {"user_data": '{"ph": "(650) 253-0000", "visitor_id": "v-1"}'},
+        lambda e: e["user_data"]["ph"] == [sha("16502530000")] and e["user_data"]["visitor_id"] == "v-1",
+    ),
+    (
+        "pixel_user_data_names_lose_to_the_columns",
+        {"fn": "Alice", "user_data": {"fn": "Bob", "LN": "Smith", " Em ": ["GOOD@example.com", "x@example.org"]}},
+        lambda e: (
+            e["user_data"]
+            == {
+                "em": [GOOD_EMAIL_HASH, sha("x@example.org")],
+                "fn": sha("alice"),
+                "ln": sha("smith"),
+            }
+        ),
+    ),
+    (
+        "pixel_user_data_invalid_email_is_dropped",
+        {"user_data": {"em": "not-an-email", "session_id": "s-1"}},
+        lambda e: e["user_data"] == {"em": [GOOD_EMAIL_HASH], "session_id": "s-1"},
+    ),
+    # Defect 12: bytes are text; zero-width characters do not change an email's hash.
+    ("bytes_email", {"em": b" Good@Example.com "}, lambda e: e["user_data"]["em"] == [GOOD_EMAIL_HASH]),
+    ("memoryview_email", {"em": memoryview(b"GOOD@example.com")}, lambda e: e["user_data"]["em"] == [GOOD_EMAIL_HASH]),
+    (
+        "zero_width_in_email",
+        {"em": "good\u200b@example.com\ufeff"},
+        lambda e: e["user_data"]["em"] == [GOOD_EMAIL_HASH],
+    ),
+    (
+        "nested_list_element_is_never_hashed_as_its_repr",
+        {"em": [["good@example.com"], "good@example.com"]},
+        lambda e: e["user_data"]["em"] == [GOOD_EMAIL_HASH],
+    ),
+    ("bytes_first_name", {"fn": "Zoë".encode()}, lambda e: e["user_data"]["fn"] == sha("zoë")),
+    ("bytes_event_id", {"event_id": b"order-77"}, lambda e: e["event_id"] == "order-77"),
+    # Defect 11: a field no rule can read is dropped; the event still goes.
+    ("invalid_utf8_email_is_dropped", {"em": b"\xff@example.com"}, lambda e: "em" not in e.get("user_data", {})),
+    ("dict_phone_is_dropped", {"ph": {"number": "+16502530000"}}, lambda e: "ph" not in e.get("user_data", {})),
+    ("dict_click_id_is_dropped", {"click_id": {"id": "c"}}, lambda e: "click_id" not in e.get("user_data", {})),
+    ("infinite_external_id_is_dropped", {"external_id": float("inf")}, lambda e: "external_id" not in e["user_data"]),
+    ("decimal_snan_value_means_no_value", {"value": Decimal("sNaN")}, lambda e: "value" not in e["custom_data"]),
+    # One text rendering on every path: integral numbers lose their decimal part, booleans are lower case.
+    ("decimal_integral_event_id", {"event_id": Decimal("42.0")}, lambda e: e["event_id"] == "42"),
+    (
+        "decimal_integral_external_id",
+        {"external_id": Decimal("42.0")},
+        lambda e: e["user_data"]["external_id"] == ["42"],
+    ),
+    ("decimal_integral_order_id", {"order_id": Decimal("42.0")}, lambda e: e["custom_data"]["order_id"] == "42"),
+    ("boolean_external_id", {"external_id": True}, lambda e: e["user_data"]["external_id"] == ["true"]),
+    ("decimal_fraction_order_id", {"order_id": Decimal("19.90")}, lambda e: e["custom_data"]["order_id"] == "19.9"),
     (
         "contents_from_json_text",
         {"contents": '[{"id": 12, "quantity": 2, "item_price": 4.5}]'},

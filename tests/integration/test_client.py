@@ -192,6 +192,22 @@ def test_hook_reads_the_connection_and_tests_it_without_sending(sandbox, monkeyp
     assert sandbox.stats()["by_status"]["ok"] == 2
 
 
+def test_the_hook_and_its_client_hold_no_readable_api_key(sandbox, monkeypatch):
+    """Issue 9: ``vars(hook)`` showed the key, because the hook kept the ``Connection``."""
+    from airflow_provider_gravity.hooks.gravity import GravityHook
+
+    key = "Secret-Key-4242"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GRAVITY_VARS", json.dumps({"conn_type": "gravity", "host": sandbox.url, "password": key})
+    )
+    hook = GravityHook("gravity_vars")
+    client = hook.client
+    shown = [vars(hook), vars(client), vars(client.session), client.session.headers, client.session.auth, client.scrub]
+
+    assert all(key.lower() not in repr(item).lower() for item in shown)
+    assert all(key.lower() not in repr(vars(item)).lower() for item in (client.session.auth, client.scrub))
+
+
 def test_hook_refuses_plain_http_to_a_remote_host(monkeypatch):
     from airflow_provider_gravity.hooks.gravity import GravityHook
 

@@ -311,3 +311,93 @@ def test_percent_signs_in_postgres_sql_are_literal_without_parameters(postgres, 
     assert task_states(dag_run)["send"][0] == "success"
     even = {o["order_id"] for o in orders if o["order_id"] % 2 == 0}
     assert {int(i) for i in received_by_id(gravity_connection)} == even
+
+
+BIG_IDS_SQL = """
+SELECT event_id, event_time, external_id, order_id, email AS em FROM {table} ORDER BY event_time, email"""
+
+
+def _big_id_rows(now: int) -> list[tuple]:
+    big = 1_152_921_504_606_846_977  # 2**60 + 1: float64 would send ...976 and merge it with its neighbour
+    return [
+        (big, now - 60, big + 2, big + 4, "a@example.com"),
+        (big - 1, now - 60, None, None, "b@example.com"),
+        (None, now - 60, big, big, "c@example.com"),
+    ]
+
+
+@pytest.mark.parametrize("source", ["postgres", "sqlite"])
+def test_big_integer_ids_keep_every_digit_beside_nulls_on_both_read_paths(
+    source, postgres, gravity_connection, airflow_db, tmp_path, monkeypatch
+):
+    """Issue 9, defect 3: the streaming cursor (PostgreSQL) and get_df_by_chunks (SQLite) both read exactly."""
+    import sqlite3
+    import time
+
+    sandbox = gravity_connection
+    rows = _big_id_rows(int(time.time()))
+    columns = "event_id BIGINT, event_time BIGINT, external_id BIGINT, order_id BIGINT, email TEXT"
+    if source == "postgres":
+        engine, schema = postgres
+        table, conn_id = f"{schema}.big_ids", "warehouse"
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {table} ({columns})")
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s)", rows)
+    else:
+        path = str(tmp_path / "big.db")
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"CREATE TABLE big_ids ({columns})")
+            conn.executemany("INSERT INTO big_ids VALUES (?, ?, ?, ?, ?)", rows)
+        monkeypatch.setenv("AIRFLOW_CONN_BIG_SQLITE", json.dumps({"conn_type": "sqlite", "host": path}))
+        table, conn_id = "big_ids", "big_sqlite"
+
+    dag = make_dag(
+        f"gravity_big_ids_{source}",
+        sql=BIG_IDS_SQL.format(table=table),
+        conn_id=conn_id,
+        event_name="Purchase",
+        chunk_size=2,
+        max_error_rate=0.5,
+    )
+    dag_run, returned = run_dag_test(dag)
+
+    summary = returned["send"]
+    assert (summary["delivered"], summary["invalid_reasons"]) == (2, {"missing_event_id": 1})
+    received = received_by_id(sandbox)
+    assert set(received) == {"1152921504606846977", "1152921504606846976"}
+    first = received["1152921504606846977"]
+    assert first["user_data"]["external_id"] == ["1152921504606846979"]
+    assert first["custom_data"]["order_id"] == "1152921504606846981"
+
+
+def test_over_long_ids_and_names_are_dead_letters_not_a_crash(postgres, gravity_connection, airflow_db):
+    """Issue 9, defect 5: the dead-letter write of an over-long key raised."""
+    import sqlalchemy as sa
+
+    engine, schema = postgres
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {schema}.long_ids (event_id TEXT, event_name TEXT, event_time BIGINT)")
+        minute_ago = "extract(epoch FROM now())::bigint - 60"
+        conn.exec_driver_sql(
+            f"INSERT INTO {schema}.long_ids VALUES (repeat('x', 300), 'Purchase', {minute_ago}),"
+            f" ('ok-1', repeat('N', 400), {minute_ago}), ('ok-2', 'Purchase', {minute_ago})"
+        )
+    dag = make_dag(
+        "gravity_long_ids",
+        sql=f"SELECT * FROM {schema}.long_ids ORDER BY event_id",
+        conn_id="warehouse",
+        delivery_log_table=f"{schema}.delivery_log",
+        max_error_rate=1,
+    )
+
+    dag_run, returned = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"][0] == "success"
+    summary = returned["send"]
+    assert summary["invalid_reasons"] == {"event_id_too_long": 1, "event_name_too_long": 1}
+    assert summary["delivered"] == 1
+    with engine.connect() as conn:
+        keys = conn.execute(sa.text(f"SELECT event_name, event_id, status FROM {schema}.delivery_log")).all()
+    dead = [(name, event_id) for name, event_id, status in keys if status == "invalid"]
+    assert len(dead) == 2 and all(len(name) <= 255 and len(event_id) <= 255 for name, event_id in dead)
+    assert any(event_id.startswith("x" * 100) and "~sha256:" in event_id for _, event_id in dead)

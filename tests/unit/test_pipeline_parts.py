@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 
 import numpy as np
@@ -232,3 +233,106 @@ def test_a_resumed_try_accounts_for_every_row_including_invalid_rows_inside_ackn
     assert summary["rows_read"] == 100
     assert (summary["delivered"], summary["invalid"]) == (valid, 100 - valid)
     assert summary["invalid_reasons"] == {"missing_event_time": 100 - valid}
+
+
+@pytest.mark.parametrize(
+    ("naive", "utc"),
+    [
+        (dt.datetime(2026, 11, 1, 1, 30), dt.datetime(2026, 11, 1, 5, 30)),  # overlap: the earlier instant (EDT)
+        (dt.datetime(2026, 3, 8, 2, 30), dt.datetime(2026, 3, 8, 7, 30)),  # gap: shifted forward by its hour
+    ],
+    ids=["overlap", "gap"],
+)
+def test_dst_overlaps_and_gaps_give_the_same_instant_on_every_path(naive, utc):
+    """Issue 9, defect 10: the datetime64 path used to refuse what the object path accepted."""
+    expected = utc.replace(tzinfo=dt.UTC).timestamp()
+    paths = {
+        "datetime64": pd.Series([naive, dt.datetime(2026, 1, 1)]),
+        "object": pd.Series([naive, "2026-01-01T00:00:00"], dtype=object),
+        "iso text": pd.Series([naive.isoformat()], dtype=object),
+    }
+    assert str(paths["datetime64"].dtype).startswith("datetime64")
+
+    for path, values in paths.items():
+        seconds, _ = event_time_seconds(values, "America/New_York")
+        assert seconds[0] == expected, path
+
+
+def test_one_event_id_under_two_event_names_never_shares_a_request_so_outcomes_cannot_swap():
+    """Issue 9, defect 13: results name the event_id only and may come back in any order."""
+    requests: list[list[tuple[str, str]]] = []
+
+    def reversed_answers_without_names(events):
+        requests.append([(e["event_name"], e["event_id"]) for e in events])
+        return match_results(
+            events,
+            [
+                {"event_id": e["event_id"], "status": "error" if e["event_name"] == "Lead" else "ok", "error": "no"}
+                for e in reversed(events)
+            ],
+        )
+
+    frame = pd.DataFrame(
+        {
+            "event_id": ["a", "a", "b", "b", "c"],
+            "event_name": ["Purchase", "Lead", "Purchase", "Lead", "Purchase"],
+            "event_time": [1_767_225_600] * 5,
+        }
+    )
+    pipeline = ConversionPipeline(
+        settings=EventSettings(), send=reversed_answers_without_names, batch_size=1_000, clock=lambda: 1_767_230_000
+    )
+
+    summary = pipeline.run([frame]).summary
+
+    for request in requests:
+        ids = [event_id for _, event_id in request]
+        assert len(ids) == len(set(ids)), request
+    assert (summary["delivered"], summary["rejected"]) == (3, 2)
+
+
+def test_results_that_disagree_or_name_unknown_events_leave_the_event_unsettled():
+    events = [
+        {"event_name": "P", "event_id": "1"},
+        {"event_name": "P", "event_id": "2"},
+        {"event_name": "P", "event_id": "3"},
+    ]
+    answer = [
+        {"event_id": "1", "status": "ok"},
+        {"event_id": "1", "status": "error", "error": "x"},
+        {"event_id": "2", "status": "ok"},
+        {"event_id": "zzz", "status": "ok"},
+        {"status": "ok"},
+        "not a result",
+    ]
+
+    assert [result.status for result in match_results(events, answer)] == ["missing", "ok", "missing"]
+
+
+def test_resume_state_stays_small_with_thousands_of_distinct_gravity_messages():
+    """Issue 9, defect 14: 20,000 per-event messages used to make a 2.5 MB state."""
+    store = DictStore()
+    frame = pd.DataFrame({"event_id": [f"e{i}" for i in range(20_000)], "event_time": [1_767_225_600] * 20_000})
+
+    def every_event_refused_differently(events):
+        if events[0]["event_id"] == "e19000":  # the last batch: the run fails and keeps its state for the retry
+            raise GravityUnavailableError(2, 503, "HTTP 503")
+        return [EventResult(e["event_id"], "error", f"field x of event {e['event_id']} is wrong") for e in events]
+
+    pipeline = ConversionPipeline(
+        settings=EventSettings(event_name="Lead"),
+        send=every_event_refused_differently,
+        max_concurrency=1,
+        resume=ResumeLog(store, "query-1", min_interval=0),
+        clock=lambda: 1_767_230_000,
+    )
+    frames = [frame.iloc[start : start + 2_000].reset_index(drop=True) for start in range(0, 20_000, 2_000)]
+    result = pipeline.run(frames)
+    summary = result.summary
+
+    assert result.failure and result.failure.retryable
+    assert (summary["rejected"], summary["undelivered"]) == (19_000, 1_000)
+    assert len(summary["rejected_errors"]) == 21
+    assert summary["rejected_errors"]["(other messages)"] == 19_000 - 20
+    assert len(json.dumps(store.values)) < 20_000
+    assert ResumeLog(store, "query-1").messages.total() == 19_000
