@@ -258,7 +258,7 @@ class GravityClient:
                 response = self._post(body)
                 with response:
                     status = response.status_code
-                    answer = _read_bounded(response)
+                    answer = _read_bounded(response, deadline=time.monotonic() + self.timeout[1])
             except (
                 requests.Timeout,
                 requests.ConnectionError,
@@ -366,8 +366,13 @@ class _ApiKeyAuth(requests.auth.AuthBase):
         return f"_ApiKeyAuth({self._name}: ***)"
 
 
-def _read_bounded(response: requests.Response) -> bytes | None:
-    """The answer's body, or ``None`` when it is larger than :data:`MAX_RESPONSE_BYTES` (then not read)."""
+def _read_bounded(response: requests.Response, *, deadline: float) -> bytes | None:
+    """
+    The answer's body, or ``None`` when it is larger than :data:`MAX_RESPONSE_BYTES` (then not read further).
+
+    :raises requests.Timeout: when the body takes longer than the read timeout in all: a server that drips
+        one byte at a time would otherwise hold the request forever.
+    """
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
         return None
@@ -376,6 +381,8 @@ def _read_bounded(response: requests.Response) -> bytes | None:
         body += piece
         if len(body) > MAX_RESPONSE_BYTES:
             return None
+        if time.monotonic() > deadline:
+            raise requests.Timeout("the answer took longer than the read timeout to arrive")
     return bytes(body)
 
 
