@@ -1,8 +1,11 @@
 """A real Airflow for tests: api-server, scheduler and dag-processor subprocesses on a fresh ``AIRFLOW_HOME``.
 
-Its own SQLite metadata database, the LocalExecutor, and nothing inherited from the ``AIRFLOW_*``
-variables of the test session. Every process is started in its own session, so that stopping it
-(SIGTERM, then SIGKILL) also stops the executor workers and task processes it spawned.
+Its own metadata database, a scratch PostgreSQL database on the server of ``tests.databases.POSTGRES_URL``
+(created on enter, dropped on exit), the LocalExecutor, and nothing inherited from the ``AIRFLOW_*``
+variables of the test session. Not SQLite: with several processes writing at once, SQLite answers a read
+transaction that must become a write transaction with "database is locked" at once, whatever its busy
+timeout. Every process is started in its own session, so that stopping it (SIGTERM, then SIGKILL) also
+stops the executor workers and task processes it spawned.
 """
 
 from __future__ import annotations
@@ -10,17 +13,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 import requests
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
+from tests.databases import POSTGRES_URL, require_server
 from tests.sandbox_server import free_loopback_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -47,8 +53,9 @@ class AirflowProcesses:
     """
     Airflow's api-server, scheduler and dag-processor as subprocesses, for end-to-end tests.
 
-    Use it as a context manager: ``__enter__`` migrates the metadata database and starts the processes,
-    ``__exit__`` stops them by their process ids, even when the test failed.
+    Use it as a context manager: ``__enter__`` creates and migrates the metadata database and starts the
+    processes, ``__exit__`` stops them by their process ids and then drops the database, even when the test
+    failed. Under ``CI=true`` an unreachable PostgreSQL server fails the test; elsewhere it skips it.
 
     :param home: an empty directory to use as ``AIRFLOW_HOME``.
     :param dags_folder: the DAGs folder the dag-processor parses.
@@ -70,7 +77,10 @@ class AirflowProcesses:
         self.dags_folder = dags_folder
         self.startup_timeout = startup_timeout
         self.port = free_loopback_port()
-        self.metadata_db = home / "airflow.db"
+        self.metadata_db = f"gravity_airflow_{uuid.uuid4().hex}"
+        self.metadata_url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg2", database=self.metadata_db)
+        self._server: sa.Engine | None = None
+        self._metadata: sa.Engine | None = None
         self.process_logs = {name: home / f"{name}.log" for name in PROCESS_COMMANDS}
         self._processes: dict[str, subprocess.Popen] = {}
         self.env = self._environment(extra_env or {}, parallelism)
@@ -84,8 +94,7 @@ class AirflowProcesses:
         inherited = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
         settings = {
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.metadata_db}",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.sqlite_busy_timeout.CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_url.render_as_string(hide_password=False),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -104,18 +113,50 @@ class AirflowProcesses:
         return {**inherited, **settings, **extra_env}
 
     def __enter__(self) -> AirflowProcesses:
+        self._create_database()
         try:
             self.cli("db", "migrate", timeout=180)
             self.start()
         except BaseException:
-            self.stop()
+            try:
+                self.stop()
+            finally:
+                self._drop_database()
             raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         if exc_type is not None and not issubclass(exc_type, AirflowProcessError):
             print(self.diagnostics())  # pytest shows it with the failure
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._drop_database()
+
+    # -- metadata database --------------------------------------------------------------------------
+
+    def _create_database(self) -> None:
+        """Create the scratch metadata database (fails under ``CI=true``, else skips, without a server)."""
+        self._server = require_server(POSTGRES_URL)  # the scratch database does not exist yet
+        with self._server.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{self.metadata_db}"')
+        # Timestamps in UTC whatever the server's time zone, as Airflow stores and the tests compare them.
+        utc = {"options": "-c timezone=UTC"}
+        self._metadata = sa.create_engine(self.metadata_url, poolclass=sa.NullPool, connect_args=utc)
+
+    def _drop_database(self) -> None:
+        """Drop the scratch metadata database; FORCE ends the sessions of processes that outlived ``stop``."""
+        server, self._server = self._server, None
+        metadata, self._metadata = self._metadata, None
+        if server is None:
+            return
+        if metadata is not None:
+            metadata.dispose()
+        try:
+            with server.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.metadata_db}" WITH (FORCE)')
+        finally:
+            server.dispose()
 
     # -- processes ----------------------------------------------------------------------------------
 
@@ -216,14 +257,17 @@ class AirflowProcesses:
             )
         return done.stdout
 
-    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Read the metadata database (read-only, so the scheduler's writes are never blocked for long)."""
-        connection = sqlite3.connect(f"file:{self.metadata_db}?mode=ro", uri=True, timeout=15)
-        connection.row_factory = sqlite3.Row
-        try:
-            return connection.execute(sql, parameters).fetchall()
-        finally:
-            connection.close()
+    def query(self, sql: str, parameters: Sequence[Any] = ()) -> list[RowMapping]:
+        """
+        Read the metadata database: ``sql`` takes psycopg2's ``%s`` placeholders (a literal ``%`` is ``%%``)
+        and the rows are indexed by column name. Autocommit in a read-only session: no transaction is held
+        open between polls, and no write of the processes ever waits for a test's read.
+        """
+        if self._metadata is None:
+            raise AirflowProcessError("the metadata database exists only inside the `with AirflowProcesses(...)` block")
+        options = {"isolation_level": "AUTOCOMMIT", "postgresql_readonly": True}
+        with self._metadata.connect().execution_options(**options) as connection:
+            return list(connection.exec_driver_sql(sql, tuple(parameters)).mappings())
 
     def wait_for_dag(self, dag_id: str, timeout: float = 90.0) -> None:
         """
@@ -232,7 +276,7 @@ class AirflowProcesses:
         """
 
         def parsed() -> bool:
-            if self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", (dag_id,)):
+            if self.query("SELECT 1 FROM serialized_dag WHERE dag_id = %s", (dag_id,)):
                 return True
             for error in self._import_errors():
                 if Path(error["filename"]).name == f"{dag_id}.py":
@@ -247,7 +291,7 @@ class AirflowProcesses:
                 raise AirflowProcessError(f"{error}\nimport errors:\n{listed}") from None
             raise
 
-    def _import_errors(self) -> list[sqlite3.Row]:
+    def _import_errors(self) -> list[RowMapping]:
         return self.query("SELECT filename, stacktrace FROM import_error")
 
     def create_backfill(self, dag_id: str, from_date: str, to_date: str, *options: str) -> int:
@@ -260,27 +304,27 @@ class AirflowProcesses:
         return backfill_id
 
     def latest_backfill_id(self, dag_id: str) -> int | None:
-        rows = self.query("SELECT max(id) AS id FROM backfill WHERE dag_id = ?", (dag_id,))
+        rows = self.query("SELECT max(id) AS id FROM backfill WHERE dag_id = %s", (dag_id,))
         return rows[0]["id"]
 
-    def backfill_runs(self, backfill_id: int) -> list[sqlite3.Row]:
+    def backfill_runs(self, backfill_id: int) -> list[RowMapping]:
         """The DAG runs of a backfill, oldest interval first."""
         return self.query(
             "SELECT run_id, state, data_interval_start, data_interval_end FROM dag_run "
-            "WHERE backfill_id = ? ORDER BY data_interval_start",
+            "WHERE backfill_id = %s ORDER BY data_interval_start",
             (backfill_id,),
         )
 
-    def wait_for_backfill_runs(self, backfill_id: int, expected_runs: int, timeout: float) -> list[sqlite3.Row]:
+    def wait_for_backfill_runs(self, backfill_id: int, expected_runs: int, timeout: float) -> list[RowMapping]:
         """Wait until the backfill's runs have all finished; fail at once when a task fails or must retry."""
 
-        def finished() -> list[sqlite3.Row] | None:
+        def finished() -> list[RowMapping] | None:
             runs = self.backfill_runs(backfill_id)
             troubled = self.query(
                 "SELECT ti.run_id, ti.task_id, ti.state FROM task_instance ti JOIN dag_run dr "
-                "ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id WHERE dr.backfill_id = ? "
-                f"AND ti.state IN ({', '.join('?' * len(FAILED_TASK_STATES))})",
-                (backfill_id, *sorted(FAILED_TASK_STATES)),
+                "ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id WHERE dr.backfill_id = %s "
+                "AND ti.state = ANY(%s)",
+                (backfill_id, sorted(FAILED_TASK_STATES)),
             )
             if troubled:
                 listed = ", ".join(f"{row['run_id']}/{row['task_id']}: {row['state']}" for row in troubled)
@@ -292,7 +336,7 @@ class AirflowProcesses:
         def states() -> str:
             rows = self.query(
                 "SELECT dr.run_id, dr.state AS run_state, ti.task_id, ti.state FROM dag_run dr LEFT JOIN "
-                "task_instance ti ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.backfill_id = ? "
+                "task_instance ti ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id WHERE dr.backfill_id = %s "
                 "ORDER BY dr.run_id, ti.task_id",
                 (backfill_id,),
             )
@@ -305,7 +349,7 @@ class AirflowProcesses:
     def wait_for_backfill_completed(self, backfill_id: int, timeout: float = 75.0) -> None:
         """Wait for the scheduler to mark a backfill completed (a 30-second timer after its runs end)."""
         self.wait_until(
-            lambda: self.query("SELECT completed_at FROM backfill WHERE id = ?", (backfill_id,))[0]["completed_at"],
+            lambda: self.query("SELECT completed_at FROM backfill WHERE id = %s", (backfill_id,))[0]["completed_at"],
             timeout,
             f"the scheduler to mark backfill {backfill_id} completed",
         )
@@ -313,9 +357,8 @@ class AirflowProcesses:
     def return_values(self, dag_id: str, run_ids: Sequence[str]) -> dict[tuple[str, str], Any]:
         """``{(run_id, task_id): XCom return value}`` of the given runs."""
         rows = self.query(
-            f"SELECT run_id, task_id, value FROM xcom WHERE dag_id = ? AND key = 'return_value' "
-            f"AND run_id IN ({', '.join('?' * len(run_ids))})",
-            (dag_id, *run_ids),
+            "SELECT run_id, task_id, value FROM xcom WHERE dag_id = %s AND key = 'return_value' AND run_id = ANY(%s)",
+            (dag_id, list(run_ids)),
         )
         return {(row["run_id"], row["task_id"]): _json_value(row["value"]) for row in rows}
 
