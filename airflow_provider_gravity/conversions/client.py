@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 import requests
@@ -234,7 +234,7 @@ class GravityClient:
             return False, f"Could not reach {self.base_url}: {type(err).__name__}"
         response.close()
         if 300 <= response.status_code < 400:
-            return False, str(GravityRedirectError(response.status_code, _location_host(response)))
+            return False, str(GravityRedirectError(response.status_code, self.scrub(_location_host(response))))
         if response.status_code in AUTH_STATUSES:
             return False, f"Gravity refused the API key (HTTP {response.status_code})."
         if response.status_code < 300 or response.status_code in BATCH_REJECTED_STATUSES:
@@ -294,7 +294,7 @@ class GravityClient:
         if status in RETRYABLE_STATUSES:
             return
         if 300 <= status < 400:
-            raise GravityRedirectError(status, _location_host(response))
+            raise GravityRedirectError(status, self.scrub(_location_host(response)))
         message = self._server_message(answer)
         if status in AUTH_STATUSES:
             raise GravityAuthError(status, message)
@@ -328,10 +328,10 @@ class KeyScrubber:
     """
 
     def __init__(self, api_key: str) -> None:
-        forms = {api_key, quote(api_key, safe=""), quote_plus(api_key), json.dumps(api_key)[1:-1]}
+        forms = [_escaped_form_pattern(api_key)]
         for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            forms.add(encode(api_key.encode()).decode().rstrip("="))
-        pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)), re.I)
+            forms.append(re.escape(encode(api_key.encode()).decode().rstrip("=")))
+        pattern = re.compile("|".join(forms), re.IGNORECASE)
 
         def hide(text: str) -> str:
             return pattern.sub("***", text)
@@ -344,6 +344,24 @@ class KeyScrubber:
 
     def __repr__(self) -> str:
         return "KeyScrubber(***)"
+
+
+def _escaped_form_pattern(api_key: str) -> str:
+    """
+    A pattern of the key in which each character may also appear percent-encoded (whatever characters the
+    encoder kept), JSON-escaped, or as ``+`` for a space.
+    """
+    parts = []
+    for character in api_key:
+        forms = {re.escape(character)}
+        forms.update(re.escape(f"%{byte:02X}") for byte in character.encode("utf-8", "surrogatepass"))
+        forms.add(re.escape(f"\\u{ord(character):04x}"))
+        if character == "/":
+            forms.add(re.escape("\\/"))
+        if character == " ":
+            forms.add(re.escape("+"))
+        parts.append(f"(?:{'|'.join(sorted(forms, key=len, reverse=True))})")
+    return "".join(parts)
 
 
 class _ApiKeyAuth(requests.auth.AuthBase):
@@ -386,12 +404,12 @@ def _read_bounded(response: requests.Response, *, deadline: float) -> bytes | No
     return bytes(body)
 
 
-def _location_host(response: requests.Response) -> str | None:
+def _location_host(response: requests.Response) -> str:
     location = response.headers.get("Location") or ""
     try:
-        return urlsplit(location).hostname or None
+        return urlsplit(location).hostname or "(none given)"
     except ValueError:
-        return None
+        return "(unreadable)"
 
 
 def encode_body(events: Sequence[dict]) -> bytes:
@@ -428,23 +446,23 @@ def match_results(
         for r, i, e in zip(answers, ids, events, strict=True)
     ):
         return [_to_result(i, r, scrub) for i, r in zip(ids, answers, strict=True)]
-    by_key: dict[tuple[str | None, str], dict | None] = {}
+    by_id: dict[str, list[dict]] = {}
     for raw in answers:
         event_id = _text(raw.get("event_id"))
-        if event_id is None:
-            continue
-        key = (_text(raw.get("event_name")), event_id)
-        if key in by_key and by_key[key] != raw:
-            by_key[key] = None  # two answers that disagree: neither can be trusted
-        else:
-            by_key[key] = raw
-    matched = []
-    for event, event_id in zip(events, ids, strict=True):
-        raw = by_key.get((event.get("event_name"), event_id), by_key.get((None, event_id)))
-        matched.append(
-            EventResult(event_id, "missing", "no result returned") if raw is None else _to_result(event_id, raw, scrub)
-        )
-    return matched
+        if event_id is not None:
+            by_id.setdefault(event_id, []).append(raw)
+    return [
+        _matched(event, event_id, by_id.get(event_id, ()), scrub) for event, event_id in zip(events, ids, strict=True)
+    ]
+
+
+def _matched(event: dict, event_id: str, answers: Sequence[dict], scrub: Callable[[object], str]) -> EventResult:
+    """The result of one event among the answers naming its id: those naming another event are left out."""
+    mine = [raw for raw in answers if _text(raw.get("event_name"), event.get("event_name")) == event.get("event_name")]
+    verdicts = {(str(raw.get("status")), str(raw.get("error")), str(raw.get("attributed"))) for raw in mine}
+    if len(verdicts) != 1:  # none, or answers that disagree: neither can be trusted
+        return EventResult(event_id, "missing", "no result returned" if not mine else "contradictory results")
+    return _to_result(event_id, mine[0], scrub)
 
 
 def _text(value: object, default: object = None) -> str | None:
@@ -457,6 +475,8 @@ def _to_result(event_id: str, raw: dict, scrub: Callable[[object], str]) -> Even
     error = raw.get("error")
     attributed = raw.get("attributed")
     status = raw.get("status")
+    if isinstance(status, str):
+        status = status.strip().lower()
     if not isinstance(status, str) or not status:
         status = "missing"
     elif status not in _KNOWN_STATUSES:

@@ -301,11 +301,9 @@ class ConversionPipeline:
         done, _ = wait(list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED)
         for future in done:
             batch = self._in_flight.pop(future)
-            try:
-                outcomes = future.result()
-            except Exception as error:  # noqa: BLE001 - whatever stops a batch, the rows already answered count
+            outcomes, error = future.result()
+            if error is not None:
                 self._stop(error)
-                outcomes = [Outcome("undelivered", None, None, sent=False)] * len(batch.events)
             self._account_batch(batch, outcomes)
         self._log_progress()
 

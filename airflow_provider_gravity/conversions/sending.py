@@ -47,22 +47,38 @@ def outcome_of(result: EventResult) -> Outcome:
     return Outcome("rejected", detail, f"{result.status}: {detail}")
 
 
-def send_with_split(send: Callable[[Sequence[dict]], list[EventResult]], events: Sequence[dict]) -> list[Outcome]:
+_UNSENT = Outcome("undelivered", None, None, sent=False)
+
+
+def send_with_split(
+    send: Callable[[Sequence[dict]], list[EventResult]], events: Sequence[dict]
+) -> tuple[list[Outcome], Exception | None]:
     """
-    Send ``events`` and return one :class:`Outcome` per event. When Gravity refuses the whole request
-    (400/413/422), send each half on its own until the refused events are isolated; each isolated event is
-    ``rejected`` with the HTTP status and Gravity's message. An event the request encoder cannot write (text
-    that is not valid Unicode, from a hand-built frame) is isolated the same way and is ``invalid``
-    (``unencodable_text``); nothing is sent for it.
+    Send ``events`` and return one :class:`Outcome` per event, and the error that stopped sending, if any.
+
+    When Gravity refuses the whole request (400/413/422), each half is sent on its own until the refused
+    events are isolated; each isolated event is ``rejected`` with the HTTP status and Gravity's message. An
+    event the request encoder cannot write (text that is not valid Unicode, from a hand-built frame) is
+    isolated the same way and is ``invalid`` (``unencodable_text``); nothing is sent for it.
+
+    Any other error stops the splitting: the halves Gravity already answered keep their outcomes (they are
+    delivered, and must be recorded as such), the others are ``undelivered``, and the error is returned for
+    the caller to stop the run.
     """
     try:
-        return [outcome_of(result) for result in send(events)]
+        return [outcome_of(result) for result in send(events)], None
     except GravityRequestRejected as refused:
         if len(events) == 1:
             detail = f"HTTP {refused.status}: {refused.message or 'refused'}"
-            return [Outcome("rejected", detail, detail)]
+            return [Outcome("rejected", detail, detail)], None
     except (UnicodeError, msgspec.EncodeError, OverflowError):
         if len(events) == 1:
-            return [Outcome("invalid", "unencodable_text", "unencodable_text", sent=False)]
+            return [Outcome("invalid", "unencodable_text", "unencodable_text", sent=False)], None
+    except Exception as error:  # noqa: BLE001 - returned to the pipeline, which stops the run with it
+        return [_UNSENT] * len(events), error
     middle = len(events) // 2
-    return send_with_split(send, events[:middle]) + send_with_split(send, events[middle:])
+    first, error = send_with_split(send, events[:middle])
+    if error is not None:
+        return first + [_UNSENT] * (len(events) - middle), error
+    second, error = send_with_split(send, events[middle:])
+    return first + second, error

@@ -106,12 +106,13 @@ def test_a_refused_batch_is_split_until_each_bad_event_stands_alone():
             raise GravityRequestRejected(400, "invalid event in batch")
         return [EventResult(e["event_id"], "ok") for e in events]
 
-    outcomes = send_with_split(send, [{"event_id": str(i)} for i in range(16)])
+    outcomes, error = send_with_split(send, [{"event_id": str(i)} for i in range(16)])
 
     assert [o.bucket for o in outcomes].count("delivered") == 14
     assert [i for i, o in enumerate(outcomes) if o.bucket == "rejected"] == [3, 9]
     assert outcomes[3].detail == "HTTP 400: invalid event in batch"
     assert len(calls) < 16, "halving isolates 2 bad events in far fewer requests than one per event"
+    assert error is None
 
 
 def test_resume_log_restores_only_chunks_whose_rows_are_unchanged():
