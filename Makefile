@@ -5,9 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PANDAS2_VENV := .venv-pandas2
 
-.PHONY: install test test-pandas2 lint bench bench-pii demo clean
+.PHONY: install system-packages test test-pandas2 lint bench bench-pii demo clean
 
-$(STAMP): pyproject.toml
+# mysqlclient (the MySQL provider's driver) builds against MariaDB's client headers.
+system-packages:
+	@pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config)
+
+$(STAMP): pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
 	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev]'
@@ -20,7 +25,7 @@ test: $(STAMP)
 	$(MAKE) test-pandas2
 
 # The PII and event-building tests again under pandas 2 (object dtypes and None where pandas 3 has str and NaN).
-test-pandas2:
+test-pandas2: | system-packages
 	test -x $(PANDAS2_VENV)/bin/python || $(PYTHON) -m venv $(PANDAS2_VENV)
 	$(PANDAS2_VENV)/bin/python -m pip install -q uv
 	$(PANDAS2_VENV)/bin/uv pip install --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3'
