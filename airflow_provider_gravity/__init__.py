@@ -39,22 +39,26 @@ def get_provider_info() -> dict:
                 "conn-fields": {
                     "auth_header": {
                         "label": "Auth header",
-                        "schema": {"type": ["string", "null"], "enum": ["bearer", "x-api-key", None]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["bearer", "x-api-key", None],
+                            "default": "bearer",
+                        },
                         "description": "bearer (Authorization: Bearer KEY, default) or x-api-key (X-API-Key: KEY).",
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",
-                        "schema": {"type": ["number", "null"]},
+                        "schema": {"type": ["number", "null"], "default": 30, "minimum": 1},
                         "description": "Read timeout of one request. Default 30.",
                     },
                     "max_retries": {
                         "label": "Max retries",
-                        "schema": {"type": ["integer", "null"]},
-                        "description": "Retries on 429, 5xx, timeouts and resets. Default 5.",
+                        "schema": {"type": ["integer", "null"], "default": 5, "minimum": 0},
+                        "description": "Retries of one request on 408, 429, 5xx, timeouts and resets. Default 5.",
                     },
                     "hash_phone_with_plus": {
                         "label": "Hash phones with +",
-                        "schema": {"type": ["boolean", "null"]},
+                        "schema": {"type": ["boolean", "null"], "default": False},
                         "description": "Hash E.164 phones with their leading + (default: digits only).",
                     },
                 },
@@ -64,6 +68,9 @@ def get_provider_info() -> dict:
                     "placeholders": {
                         "host": "https://api.trygravity.ai",
                         "password": "Gravity advertiser API key",
+                        "auth_header": "bearer",
+                        "timeout": "30",
+                        "max_retries": "5",
                     },
                 },
             }

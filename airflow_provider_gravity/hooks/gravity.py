@@ -31,7 +31,7 @@ class GravityHook(BaseHook):
     Extras: ``auth_header`` (``bearer`` default, or ``x-api-key``), ``timeout`` (seconds, default 30),
     ``max_retries`` (default 5), ``hash_phone_with_plus`` (default false).
 
-    :param gravity_conn_id: The :ref:`Gravity connection id <howto/connection:gravity>`.
+    :param gravity_conn_id: The Gravity connection id (see the README's "Connection" section).
     :param pool_size: HTTP connections kept open; set it to at least the number of parallel requests.
     """
 
@@ -47,10 +47,20 @@ class GravityHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Return the connection form's custom behaviour (labels, hidden fields)."""
+        """
+        Return the connection form's behaviour in the shape Airflow 3.1 reads (``hidden_fields``,
+        ``relabeling``, ``placeholders``). Airflow 3.2+ reads the declarative ``ui-field-behaviour`` and
+        ``conn-fields`` of the provider info instead. The extra stays visible here: Airflow 3.1 does not
+        show ``conn-fields``, so the extra JSON is where its users set them.
+        """
         from airflow_provider_gravity import get_provider_info
 
-        return get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+        declared = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+        return {
+            "hidden_fields": [name for name in declared["hidden-fields"] if name != "extra"],
+            "relabeling": dict(declared["relabeling"]),
+            "placeholders": dict(declared["placeholders"]),
+        }
 
     @cached_property
     def extras(self) -> dict[str, Any]:

@@ -4,31 +4,61 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Generator, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.hooks.sql import DbApiHook
-from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.providers.common.sql.operators.sql import BaseSQLOperator
+from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.conversions.client import MAX_EVENTS_PER_REQUEST
 from airflow_provider_gravity.conversions.columns import ColumnContractError
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.events import EventSettings
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
+from airflow_provider_gravity.conversions.pipeline import ConversionPipeline, RunResult
 from airflow_provider_gravity.conversions.reading import STREAMING_DIALECTS, stream_query
 from airflow_provider_gravity.conversions.resume import ResumeLog
 from airflow_provider_gravity.conversions.summary import format_summary
+from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 
 if TYPE_CHECKING:
     import pandas as pd
     from airflow.sdk import Context
 
+log = logging.getLogger(__name__)
+_warned_without_state_store = False
 
-class SendConversionsOperator(BaseOperator):
+
+def _default_retry_policy() -> Any:
+    """
+    On Airflow 3.3+ (retry policies, AIP-105): never retry what only a configuration change can fix; retry
+    what Gravity left undelivered, saying why. ``None`` on older Airflow, whose BaseOperator has no policy.
+    """
+    try:
+        from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+    except ImportError:
+        return None
+    return ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=GravityRunRefused,
+                action=RetryAction.FAIL,
+                reason="Gravity refused the configuration, or the query breaks the column contract",
+            ),
+            RetryRule(
+                exception=GravityRunIncomplete,
+                action=RetryAction.RETRY,
+                reason="Gravity left events undelivered; the retry sends only those",
+            ),
+        ]
+    )
+
+
+class SendConversionsOperator(BaseSQLOperator):
     """
     Send offline conversions from any SQL warehouse to Gravity's Conversions API.
 
@@ -40,11 +70,18 @@ class SendConversionsOperator(BaseOperator):
     .. seealso::
         For more information on how to use this operator, take a look at the README.
 
+    Task retries are Airflow's (``[core] default_task_retries`` unless the task sets ``retries``); the example
+    DAGs set ``retries=3`` with exponential backoff. On Airflow 3.3+, a default ``retry_policy`` fails at once
+    what a retry cannot fix (a bad key, a redirect, the column contract) and retries what Gravity left
+    undelivered.
+
     :param sql: the query, or a path to a ``.sql`` file (templated). End it with ``ORDER BY event_id`` so a
         retried task can resume where the previous try stopped.
     :param conn_id: connection of any SQL database with a common-sql ``DbApiHook`` (templated).
+    :param database: database (schema) to read from, overriding the connection's, as in ``BaseSQLOperator``
+        (templated).
     :param parameters: DB-API parameters of the query, in the driver's style (templated).
-    :param hook_params: extra arguments for the SQL hook.
+    :param hook_params: extra arguments for the SQL hook (templated).
     :param gravity_conn_id: the Gravity connection (templated).
     :param event_name: event name of rows without an ``event_name`` column (templated).
     :param action_source: ``action_source`` of rows without one, e.g. ``physical_store`` (templated).
@@ -64,12 +101,15 @@ class SendConversionsOperator(BaseOperator):
     :param hash_phone_with_plus: hash phones as ``+E.164``; ``None`` reads the Gravity connection's extra.
     :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional, faster).
     :param progress_interval: seconds between two progress lines in the task log.
+    :param durable: record acknowledged progress in Airflow's task state store (3.3+), so that a retried try
+        sends only what the previous one left; ``False`` turns resuming off. The progress is cleared when the
+        task succeeds.
     """
 
     template_fields: Sequence[str] = (
         "sql",
         "parameters",
-        "conn_id",
+        *BaseSQLOperator.template_fields,
         "gravity_conn_id",
         "event_name",
         "action_source",
@@ -87,6 +127,7 @@ class SendConversionsOperator(BaseOperator):
         *,
         sql: str,
         conn_id: str,
+        database: str | None = None,
         parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         hook_params: dict | None = None,
         gravity_conn_id: str = GravityHook.default_conn_name,
@@ -107,12 +148,12 @@ class SendConversionsOperator(BaseOperator):
         hash_phone_with_plus: bool | None = None,
         phone_backend: str = "phonenumbers",
         progress_interval: float = 10.0,
+        durable: bool = True,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 3)
-        kwargs.setdefault("retry_exponential_backoff", True)
-        kwargs.setdefault("retry_delay", timedelta(minutes=1))
-        super().__init__(**kwargs)
+        if "retry_policy" not in kwargs and (policy := _default_retry_policy()) is not None:
+            kwargs["retry_policy"] = policy
+        super().__init__(conn_id=conn_id, database=database, hook_params=hook_params, **kwargs)
         if not 1 <= batch_size <= MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"batch_size must be between 1 and {MAX_EVENTS_PER_REQUEST}, got {batch_size}.")
         if chunk_size < 1 or max_concurrency < 1:
@@ -120,9 +161,7 @@ class SendConversionsOperator(BaseOperator):
         if not 0 <= max_error_rate <= 1:
             raise ValueError(f"max_error_rate is a share between 0 and 1, got {max_error_rate}.")
         self.sql = sql
-        self.conn_id = conn_id
         self.parameters = parameters
-        self.hook_params = hook_params or {}
         self.gravity_conn_id = gravity_conn_id
         self.event_name = event_name
         self.action_source = action_source
@@ -141,11 +180,19 @@ class SendConversionsOperator(BaseOperator):
         self.hash_phone_with_plus = hash_phone_with_plus
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
+        self.durable = durable
 
     @cached_property
     def sql_hook(self) -> DbApiHook:
-        """The common-sql hook of ``conn_id``."""
-        return _sql_hook(self.conn_id, self.hook_params)
+        """The common-sql hook of ``conn_id`` (with ``database`` and ``hook_params``), as BaseSQLOperator gets it."""
+        try:
+            return self.get_db_hook()
+        except (AirflowException, TypeError) as error:  # TypeError: a non-SQL hook refused the SQL hook's params
+            raise GravityRunRefused(
+                f"Connection {self.conn_id!r} does not give a common-sql hook (not a SQL hook): conn_id must name "
+                "a database connection whose hook is a common-sql DbApiHook (Postgres, MySQL, Snowflake, BigQuery, "
+                "SQLite, ...)."
+            ) from error
 
     @cached_property
     def gravity_hook(self) -> GravityHook:
@@ -161,7 +208,7 @@ class SendConversionsOperator(BaseOperator):
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             delivery_log=delivery_log,
-            resume=ResumeLog(context.get("task_state_store"), self._fingerprint()),
+            resume=ResumeLog(self._state_store(context, delivery_log is not None), self._fingerprint()),
             run_id=str(context.get("run_id") or "manual"),
             request_counts=None if dry_run else self._request_counts,
             progress_interval=self.progress_interval,
@@ -170,13 +217,17 @@ class SendConversionsOperator(BaseOperator):
         try:
             result = pipeline.run(chunks)
         except ColumnContractError as err:
-            raise AirflowFailException(str(err)) from None
+            raise GravityRunRefused(str(err)) from None
         finally:
             chunks.close()  # releases the database cursor even when the run stopped early
             if delivery_log is not None:
                 delivery_log.engine.dispose()
             if not dry_run:
                 self.gravity_hook.close()
+        return self._finish(result, context, dry_run)
+
+    def _finish(self, result: RunResult, context: Context, dry_run: bool) -> dict[str, Any]:
+        """Log the summary; return it, or push it and raise the exception that says whether a retry helps."""
         summary = result.summary
         table = format_summary(summary)
         self.log.info("Gravity run summary:\n%s", table)
@@ -189,21 +240,41 @@ class SendConversionsOperator(BaseOperator):
             # A failed task returns nothing: keep its summary where the UI and downstream tasks can read it.
             context["ti"].xcom_push(key="gravity_summary", value=summary)
         if failure and failure.retryable:
-            raise AirflowException(
+            raise GravityRunIncomplete(
                 f"{summary['undelivered']:,} events were not delivered ({failure.message}); a retry of this task "
                 f"sends only those.\n{table}"
             )
         if failure:
-            raise AirflowFailException(
+            raise GravityRunRefused(
                 f"{failure.message} {summary['undelivered']:,} events were not delivered; what Gravity "
                 f"acknowledged is recorded. Fix the Gravity connection, then clear the task.\n{table}"
             )
         if too_many_errors:
-            raise AirflowFailException(
+            raise GravityRunRefused(
                 f"Error rate {summary['error_rate']:.2%} is above max_error_rate {self.max_error_rate:.2%} "
                 f"(rejected + invalid over rows read).\n{table}"
             )
         return summary
+
+    def _state_store(self, context: Context, has_delivery_log: bool) -> Any:
+        """Airflow's task state store, or ``None`` when resuming is off or this Airflow has none (before 3.3)."""
+        global _warned_without_state_store
+        if not self.durable:
+            return None
+        store = context.get("task_state_store")
+        if store is None and not _warned_without_state_store:
+            _warned_without_state_store = True
+            fallback = (
+                "the delivery log makes the retry skip every event already delivered"
+                if has_delivery_log
+                else "Gravity's 48-hour dedup absorbs what was delivered (set delivery_log_table to skip it instead)"
+            )
+            log.warning(
+                "This Airflow has no task state store (it came with Airflow 3.3), so a retry of this task cannot "
+                "resume where the failed try stopped: it reads the whole window again, and %s.",
+                fallback,
+            )
+        return store
 
     def _event_settings(self, dry_run: bool) -> EventSettings:
         with_plus = self.hash_phone_with_plus
@@ -249,7 +320,7 @@ class SendConversionsOperator(BaseOperator):
     def _delivery_log(self) -> DeliveryLog | None:
         if not self.delivery_log_table:
             return None
-        hook = _sql_hook(self.delivery_log_conn_id or self.conn_id, {})
+        hook = self.sql_hook if not self.delivery_log_conn_id else _sql_hook(self.delivery_log_conn_id)
         delivery_log = DeliveryLog(hook.get_sqlalchemy_engine(), self.delivery_log_table)
         delivery_log.ensure_table()
         return delivery_log
@@ -260,44 +331,45 @@ class SendConversionsOperator(BaseOperator):
 
     def _fingerprint(self) -> str:
         identity = json.dumps(
-            [self.sql, self.parameters, self.conn_id, self.event_name, self.chunk_size, self.batch_size],
+            [self.sql, self.parameters, self.conn_id, self.database, self.event_name, self.chunk_size, self.batch_size],
             default=str,
             sort_keys=True,
         )
         return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
     def get_openlineage_facets_on_complete(self, task_instance) -> Any:
-        """Lineage: the SQL query as input, Gravity's conversions endpoint as output. Makes no network call."""
+        """
+        Lineage: the tables the query reads (found by OpenLineage's SQL parser, as for SQLExecuteQueryOperator)
+        as inputs, and Gravity's conversions of the event name as output. Makes no call to Gravity.
+        """
         try:
-            from airflow.providers.common.compat.openlineage.facet import Dataset, SQLJobFacet
+            from airflow.providers.common.compat.openlineage.facet import Dataset
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
-        connection = BaseHook.get_connection(self.conn_id)
-        namespace = f"{connection.conn_type}://{connection.host or 'localhost'}"
-        if connection.port:
-            namespace += f":{connection.port}"
+        try:
+            parsed = self.get_openlineage_facets_on_start() or OperatorLineage()
+        except Exception as error:  # noqa: BLE001 - lineage must never fail the task
+            log.debug("OpenLineage could not parse the query's tables: %s", type(error).__name__)
+            parsed = OperatorLineage()
         gravity_host = "api.trygravity.ai"
         try:
             gravity_host = BaseHook.get_connection(self.gravity_conn_id).host or gravity_host
-        except Exception:
-            pass
+        except Exception:  # noqa: BLE001 - lineage must never fail the task
+            log.debug("No Gravity connection %r for lineage; using %s.", self.gravity_conn_id, gravity_host)
+        output = Dataset(
+            namespace=f"gravity://{gravity_host.split('://')[-1].rstrip('/')}",
+            name=f"conversions/{self.event_name or 'events'}",
+        )
         return OperatorLineage(
-            inputs=[Dataset(namespace=namespace, name=connection.schema or self.conn_id)],
-            outputs=[
-                Dataset(
-                    namespace=f"gravity://{gravity_host.split('://')[-1]}",
-                    name=f"conversions/{self.event_name or 'events'}",
-                )
-            ],
-            job_facets={"sql": SQLJobFacet(query=self.sql)},
+            inputs=parsed.inputs, outputs=[output], run_facets=parsed.run_facets, job_facets=parsed.job_facets
         )
 
 
-def _sql_hook(conn_id: str, hook_params: dict) -> DbApiHook:
-    hook = BaseHook.get_hook(conn_id, hook_params=hook_params)
+def _sql_hook(conn_id: str) -> DbApiHook:
+    hook = BaseHook.get_hook(conn_id)
     if not isinstance(hook, DbApiHook):
-        raise AirflowFailException(
+        raise GravityRunRefused(
             f"Connection {conn_id!r} gives a {type(hook).__name__}, not a SQL hook: conn_id must name a database "
             "connection whose hook is a common-sql DbApiHook (Postgres, MySQL, Snowflake, BigQuery, SQLite, ...)."
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -277,24 +278,96 @@ def test_batch_size_above_1000_is_refused_when_the_dag_is_written():
         SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="x", batch_size=1_001)
 
 
-def test_task_defaults_suit_a_nightly_upload():
+def test_task_retries_are_airflows_and_the_retry_policy_fails_what_a_retry_cannot_fix():
+    """Issue 11: the operator no longer forces retries=3 over ``[core] default_task_retries``."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    from airflow_provider_gravity.exceptions import GravityRunIncomplete, GravityRunRefused
+
     operator = SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="x")
-    assert operator.retries == 3
-    assert operator.retry_exponential_backoff
-    assert "sql" in operator.template_fields and operator.template_ext == (".sql",)
 
-
-def test_openlineage_facets_are_safe_without_network(monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://u@db.example:5432/shop")
-    operator = SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="warehouse", event_name="Purchase")
-    lineage = operator.get_openlineage_facets_on_complete(None)
+    assert operator.retries == EmptyOperator(task_id="empty").retries
+    assert SendConversionsOperator(task_id="s", sql="SELECT 1", conn_id="x", retries=4).retries == 4
+    assert {"sql", "parameters", "conn_id", "database", "hook_params", "dry_run"} <= set(operator.template_fields)
+    assert operator.template_ext == (".sql",)
+    policy = getattr(operator, "retry_policy", None)
     try:
-        import airflow.providers.openlineage  # noqa: F401
-    except ImportError:
-        assert lineage is None
-    else:
-        assert lineage.outputs[0].namespace.startswith("gravity://")
-        assert lineage.inputs[0].namespace == "postgres://db.example:5432"
+        from airflow.sdk import RetryAction
+    except ImportError:  # Airflow before 3.3: no retry policies; GravityRunRefused is an AirflowFailException
+        assert policy is None
+        return
+    decide = policy.evaluate
+    assert decide(GravityRunRefused("bad key"), try_number=1, max_tries=4, context=None).action == RetryAction.FAIL
+    assert decide(GravityRunIncomplete("503"), try_number=1, max_tries=4, context=None).action == RetryAction.RETRY
+
+
+def test_provider_info_is_valid_for_airflows_own_schema():
+    import importlib.resources
+
+    import jsonschema
+
+    from airflow_provider_gravity import get_provider_info
+    from airflow_provider_gravity.hooks.gravity import GravityHook
+
+    def schema(name: str) -> dict:
+        return json.loads(importlib.resources.files("airflow").joinpath(name).read_text())
+
+    info = get_provider_info()
+    jsonschema.validate(info, schema("provider_info.schema.json"))
+    behaviour = GravityHook.get_ui_field_behaviour()
+    jsonschema.validate(behaviour, schema("customized_form_field_behaviours.schema.json"))
+    assert set(behaviour) == {"hidden_fields", "relabeling", "placeholders"}, "the keys Airflow reads"
+    fields = info["connection-types"][0]["conn-fields"]
+    assert all("default" in field["schema"] for field in fields.values())
+
+
+def test_durable_false_turns_resuming_off_and_a_missing_state_store_is_explained_once(caplog):
+    from airflow_provider_gravity.operators import send_conversions
+
+    monkeypatched = send_conversions._warned_without_state_store
+    send_conversions._warned_without_state_store = False
+    try:
+        store = object()
+        durable = SendConversionsOperator(task_id="d", sql="SELECT 1", conn_id="x")
+        not_durable = SendConversionsOperator(task_id="n", sql="SELECT 1", conn_id="x", durable=False)
+        caplog.set_level(logging.WARNING)
+
+        assert durable._state_store({"task_state_store": store}, False) is store
+        assert not_durable._state_store({"task_state_store": store}, False) is None
+        assert durable._state_store({}, True) is None
+        assert durable._state_store({}, True) is None
+    finally:
+        send_conversions._warned_without_state_store = monkeypatched
+    assert caplog.text.count("no task state store") == 1
+    assert "the delivery log makes the retry skip every event already delivered" in caplog.text
+
+
+def test_openlineage_reports_the_tables_the_query_reads_and_gravity_as_output(postgres):
+    engine, schema = postgres
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {schema}.orders (id BIGINT, ts TIMESTAMP, cid BIGINT)")
+        conn.exec_driver_sql(f"CREATE TABLE {schema}.customers (id BIGINT, email TEXT)")
+    sql = (
+        f"SELECT o.id AS event_id, o.ts AS event_time, c.email AS em FROM {schema}.orders o "
+        f"JOIN {schema}.customers c ON c.id = o.cid ORDER BY event_id"
+    )
+    operator = SendConversionsOperator(task_id="send", sql=sql, conn_id="warehouse", event_name="Purchase")
+
+    lineage = operator.get_openlineage_facets_on_complete(None)
+
+    assert [output.namespace for output in lineage.outputs] == ["gravity://api.trygravity.ai"]
+    assert lineage.outputs[0].name == "conversions/Purchase"
+    assert {dataset.name for dataset in lineage.inputs} == {f"test.{schema}.orders", f"test.{schema}.customers"}
+    assert {dataset.namespace for dataset in lineage.inputs} == {"postgres://127.0.0.1:5432"}
+
+
+def test_lineage_never_fails_the_task_when_the_warehouse_cannot_be_reached(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://u@db.invalid:5432/shop")
+    operator = SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="warehouse", event_name="Lead")
+
+    lineage = operator.get_openlineage_facets_on_complete(None)
+
+    assert lineage.inputs == [] and lineage.outputs[0].name == "conversions/Lead"
 
 
 def test_percent_signs_in_postgres_sql_are_literal_without_parameters(postgres, gravity_connection, airflow_db):
