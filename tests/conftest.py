@@ -6,9 +6,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from tests.databases import POSTGRES_URL, airflow_uri, require_server
 from tests.sandbox_server import SandboxServer
+from tests.warehouse import MARIADB_URL
 
 pytest_plugins = ["tests.airflow_fixtures"]
 
@@ -40,3 +42,25 @@ def postgres(monkeypatch):
         conn.exec_driver_sql("SET lock_timeout = '20s'")  # a leaked cursor of the operator fails here, not hangs
         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     engine.dispose()
+
+
+@pytest.fixture
+def mariadb(monkeypatch):
+    """
+    A scratch database (utf8mb4) in the real MariaDB, dropped at the end, reachable as the Airflow connection
+    ``warehouse_mariadb`` of type ``mysql`` (apache-airflow-providers-mysql, mysqlclient). Yields the
+    engine (PyMySQL, for seeding and checking) and the database name.
+    """
+    server = require_server(MARIADB_URL)
+    database = f"gravity_test_{uuid.uuid4().hex[:8]}"
+    with server.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
+    url = sa.make_url(MARIADB_URL).set(database=database)
+    engine = sa.create_engine(url)
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_MARIADB", airflow_uri(url.set(query={}).render_as_string(False)))
+    yield engine, database
+    engine.dispose()
+    with server.begin() as conn:
+        conn.exec_driver_sql("SET SESSION lock_wait_timeout = 20")  # a leaked cursor of the operator fails here
+        conn.exec_driver_sql(f"DROP DATABASE {database}")
+    server.dispose()

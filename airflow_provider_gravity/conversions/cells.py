@@ -72,6 +72,8 @@ def cell_text(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value.strip() or None
+    if isinstance(value, np.timedelta64 | dt.timedelta):  # numpy makes timedelta64 an integer: not an id
+        raise UnreadableCell("a duration where text is expected")
     if isinstance(value, TEXT_BYTES):
         try:
             return bytes(value).decode("utf-8").strip() or None
@@ -107,11 +109,11 @@ def _float_text(number: float) -> str:
 def _decimal_text(number: decimal.Decimal) -> str:
     if not number.is_finite():
         raise UnreadableCell("an infinite number")
+    if not -_MAX_INTEGER_DIGITS <= number.adjusted() <= _MAX_INTEGER_DIGITS:
+        raise UnreadableCell("a number too long to be an identifier")
     if number == number.to_integral_value():
-        if number.adjusted() > _MAX_INTEGER_DIGITS:
-            raise UnreadableCell("an integer too long to be an identifier")
         return str(int(number))
-    return format(number.normalize(), "f")
+    return format(number, "f").rstrip("0")  # every digit, none of the trailing zeros (no context rounding)
 
 
 def quiet_signaling_nans(frame: pd.DataFrame) -> None:
@@ -351,6 +353,8 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
     if value is None or isinstance(value, str | bool):
         return value
     if depth > MAX_JSON_DEPTH:
+        raise BadCell(reason)
+    if isinstance(value, np.timedelta64):
         raise BadCell(reason)
     if isinstance(value, int | np.integer) and not isinstance(value, np.bool_):
         number = int(value)

@@ -12,6 +12,7 @@ import base64
 import ipaddress
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -23,9 +24,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_gravity.conversions.errors import (
+    EventEncodingError,
     GravityAuthError,
     GravityHTTPError,
     GravityRedirectError,
@@ -47,6 +50,8 @@ BATCH_REJECTED_STATUSES = frozenset({400, 413, 422})
 AUTH_STATUSES = frozenset({401, 403})
 AUTH_HEADER_STYLES = ("bearer", "x-api-key")
 _MESSAGE_LIMIT = 300
+#: Characters of the key that, found together in a text, are scrubbed as if they were the key.
+_KEY_STRETCH = 8
 #: The largest answer read: a result for 1,000 events is far smaller; a bigger body is not Gravity's answer.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
@@ -108,9 +113,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # a negative or non-finite delay is not one: fall back to the backoff
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -179,6 +186,11 @@ class GravityClient:
     ) -> None:
         if not api_key:
             raise ValueError("A Gravity API key is required (the connection's password).")
+        if not (api_key.isascii() and api_key.isprintable()) or any(c.isspace() for c in api_key):
+            raise ValueError(
+                "The Gravity API key holds characters an HTTP header cannot carry (spaces, line breaks, control or "
+                "non-ASCII characters): check the connection's password."
+            )
         if auth_header not in AUTH_HEADER_STYLES:
             raise ValueError(f"auth_header must be one of {AUTH_HEADER_STYLES}, got {auth_header!r}.")
         self.base_url = validate_base_url(base_url or DEFAULT_BASE_URL)
@@ -220,7 +232,11 @@ class GravityClient:
             raise ValueError("send_events needs at least one event.")
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
-        body = self._post_with_retries(encode_body(events))
+        try:
+            encoded = encode_body(events)
+        except (UnicodeError, msgspec.EncodeError, OverflowError, TypeError) as error:
+            raise EventEncodingError(f"An event cannot be written as JSON ({type(error).__name__}).") from None
+        body = self._post_with_retries(encoded)
         return match_results(events, _results_of(body), self.scrub)
 
     def check_connection(self) -> tuple[bool, str]:
@@ -230,7 +246,7 @@ class GravityClient:
         """
         try:
             response = self._post(b'{"data":[]}')
-        except requests.RequestException as err:
+        except Exception as err:  # noqa: BLE001 - its text may quote the request's headers: name its type only
             return False, f"Could not reach {self.base_url}: {type(err).__name__}"
         response.close()
         if 300 <= response.status_code < 400:
@@ -259,12 +275,7 @@ class GravityClient:
                 with response:
                     status = response.status_code
                     answer = _read_bounded(response, deadline=time.monotonic() + self.timeout[1])
-            except (
-                requests.Timeout,
-                requests.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError,
-            ) as err:
+            except requests.RequestException as err:  # timeouts, resets, malformed answers: worth another try
                 last_status, last_problem = None, type(err).__name__
             else:
                 if status < 300:
@@ -312,7 +323,7 @@ class GravityClient:
             if not isinstance(message, str):
                 message = json.dumps(message)
         except (msgspec.DecodeError, AttributeError, TypeError):
-            message = answer[: _MESSAGE_LIMIT * 4].decode("utf-8", "replace")
+            message = answer.decode("utf-8", "replace")
         return self.scrub(message)
 
 
@@ -329,9 +340,13 @@ class KeyScrubber:
 
     def __init__(self, api_key: str) -> None:
         forms = [_escaped_form_pattern(api_key)]
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            forms.append(re.escape(encode(api_key.encode()).decode().rstrip("=")))
-        pattern = re.compile("|".join(forms), re.IGNORECASE)
+        for text in (api_key, f"Bearer {api_key}", f":{api_key}"):
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                forms.append(re.escape(encode(text.encode()).decode().rstrip("=")))
+        # A server that knows the key may echo part of it: any stretch of it long enough to guess the rest.
+        stretch = min(len(api_key), _KEY_STRETCH)
+        forms += [re.escape(api_key[start : start + stretch]) for start in range(len(api_key) - stretch + 1)]
+        pattern = re.compile("|".join(sorted(set(forms), key=len, reverse=True)), re.IGNORECASE)
 
         def hide(text: str) -> str:
             return pattern.sub("***", text)
@@ -339,8 +354,9 @@ class KeyScrubber:
         self._hide = hide
 
     def __call__(self, text: object) -> str:
-        printable = "".join(c if c.isprintable() else " " for c in str(text)[: _MESSAGE_LIMIT * 4])
-        return self._hide(printable)[:_MESSAGE_LIMIT]
+        scrubbed = self._hide(str(text))  # the whole text first: cutting first could leave part of a key
+        printable = "".join(c if c.isprintable() else " " for c in scrubbed[:_MESSAGE_LIMIT])
+        return self._hide(printable)
 
     def __repr__(self) -> str:
         return "KeyScrubber(***)"
@@ -395,12 +411,18 @@ def _read_bounded(response: requests.Response, *, deadline: float) -> bytes | No
     if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
         return None
     body = bytearray()
-    for piece in response.iter_content(chunk_size=65_536):
-        body += piece
-        if len(body) > MAX_RESPONSE_BYTES:
-            return None
-        if time.monotonic() > deadline:
-            raise requests.Timeout("the answer took longer than the read timeout to arrive")
+    raw = response.raw
+    try:
+        while piece := raw.read1(65_536, decode_content=True):  # whatever has arrived: the deadline is checked
+            body += piece
+            if len(body) > MAX_RESPONSE_BYTES:
+                return None
+            if time.monotonic() > deadline:
+                raise requests.Timeout("the answer took longer than the read timeout to arrive")
+    except urllib3.exceptions.ReadTimeoutError as error:
+        raise requests.Timeout(type(error).__name__) from None
+    except urllib3.exceptions.HTTPError as error:  # a reset or truncated answer, as requests would report it
+        raise requests.ConnectionError(type(error).__name__) from None
     return bytes(body)
 
 

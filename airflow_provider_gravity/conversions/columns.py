@@ -36,6 +36,12 @@ def normalize_column_names(columns: Iterable[object]) -> list[str]:
             f"Unknown column(s) {', '.join(repr(u) for u in unknown)} in the query. Alias each column to one of: "
             f"{', '.join(KNOWN_COLUMNS)}, or {CUSTOM_PREFIX}<key> for any other custom_data key."
         )
+    shadowing = [name for name in names if _is_custom_key(name) and name[len(CUSTOM_PREFIX) :] in CUSTOM_DATA_COLUMNS]
+    if shadowing:
+        raise ColumnContractError(
+            f"Column(s) {', '.join(repr(s) for s in shadowing)} would replace a custom_data key the operator checks: "
+            f"alias them {', '.join(repr(s[len(CUSTOM_PREFIX) :]) for s in shadowing)} instead."
+        )
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
     if missing:
         raise ColumnContractError(

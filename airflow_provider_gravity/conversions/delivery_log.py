@@ -156,6 +156,16 @@ class _KeyString(sa.types.TypeDecorator):
         return dialect.type_descriptor(sa.String(MAX_KEY_LENGTH))
 
 
+def _with_full_unicode(engine: Engine) -> Engine:
+    """
+    The engine, or on MySQL/MariaDB one whose connections speak ``utf8mb4``: with ``utf8`` (3 bytes) or
+    ``latin1``, an id holding an emoji would fail the write instead of being logged.
+    """
+    if engine.dialect.name not in ("mysql", "mariadb") or engine.url.query.get("charset") == "utf8mb4":
+        return engine
+    return sa.create_engine(engine.url.update_query_dict({"charset": "utf8mb4"}))
+
+
 def _mysql_binary_collation(dialect: Dialect) -> str:
     version = dialect.server_version_info or ()
     if getattr(dialect, "is_mariadb", False):
@@ -300,7 +310,7 @@ class DeliveryLog:
 
     def __init__(self, engine: Engine, table_name: str, *, schema: str | None = None) -> None:
         self.schema, self.table_name = parse_table_name(table_name, schema)
-        self.engine = engine
+        self.engine = _with_full_unicode(engine)
         self.table = _build_table(self.table_name, self.schema)
 
     @property

@@ -10,8 +10,11 @@ import pandas as pd
 from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 from airflow_provider_gravity.conversions.hashing import is_sha256_hex
 
-# One @, a non-empty local part, a domain with a dot that neither starts nor ends it, no whitespace.
-_EMAIL = re.compile(r"[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]")
+# One @, a non-empty local part, a domain with a dot that neither starts nor ends it, no whitespace and no
+# control character (a NUL would give another hash for the same address).
+_EMAIL = re.compile(
+    r"[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f][^@\s\x00-\x1f\x7f]*\.[^@\s\x00-\x1f\x7f]*[^@\s.\x00-\x1f\x7f]"
+)
 
 
 def normalize_email_text(text: str) -> str | None:
@@ -24,7 +27,10 @@ def normalize_email_text(text: str) -> str | None:
     if is_sha256_hex(text):
         return text.lower()
     if not text.isascii():
+        # Format characters go; a lone surrogate (from a hand-built or \ud800-escaped JSON cell) is no address.
         text = "".join(character for character in text if unicodedata.category(character) != "Cf").strip()
+        if any(unicodedata.category(character) == "Cs" for character in text):
+            return None
     email = text.lower()
     return email if _EMAIL.fullmatch(email) else None
 

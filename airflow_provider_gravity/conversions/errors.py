@@ -9,7 +9,8 @@ Typed errors of the Gravity client: each tells the caller what to do next.
     │   ├── GravityRedirectError       3xx: the base URL is wrong; redirects are never followed
     │   └── GravityRequestRejected     400/413/422: split the batch to isolate the bad events
     ├── GravityResponseError           2xx whose body is not the documented answer: retry the task
-    └── GravityUnavailableError        408/429/5xx/timeouts outlasted the retries: retry the task
+    ├── GravityUnavailableError        408/429/5xx/timeouts outlasted the retries: retry the task
+    └── EventEncodingError             an event cannot be written as JSON: nothing was sent; isolate it
 """
 
 from __future__ import annotations
@@ -84,3 +85,7 @@ class GravityUnavailableError(GravityError):
         self.last_status = last_status
         self.last_problem = last_problem
         super().__init__(f"Gravity did not accept the request after {attempts} attempts; last: {last_problem}.")
+
+
+class EventEncodingError(GravityError, ValueError):
+    """An event holds a value JSON cannot carry (text that is not valid Unicode); nothing was sent."""

@@ -34,8 +34,8 @@ def event_time_seconds(values: pd.Series, timezone: str) -> tuple[np.ndarray, np
     missing = _missing_mask(values)
     try:
         seconds = _column_seconds(values, zone)
-    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime):
-        seconds = _per_value_seconds(values, zone)  # a value beyond what pandas' timestamps hold
+    except (OverflowError, ValueError, NotImplementedError, pd.errors.OutOfBoundsDatetime):
+        seconds = _per_value_seconds(values, zone)  # a value beyond what pandas' (or Python's) timestamps hold
     with np.errstate(invalid="ignore"):
         seconds = np.floor(seconds)  # a new, writable array
         seconds[seconds < 0] = np.nan
@@ -86,7 +86,15 @@ def _plausible_epochs(numbers: np.ndarray) -> np.ndarray:
 def _one_value_seconds(value: object, zone: ZoneInfo) -> float:
     try:
         return _value_seconds(value, zone)
-    except (OverflowError, ValueError, OSError, ArithmeticError, pd.errors.OutOfBoundsDatetime):
+    except (
+        OverflowError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+        OSError,
+        ArithmeticError,
+        pd.errors.OutOfBoundsDatetime,
+    ):
         return math.nan
 
 
@@ -105,7 +113,7 @@ def _value_seconds(value: object, zone: ZoneInfo) -> float:
             return math.nan
         moment = value.astype("datetime64[us]").item()  # an int when beyond datetime's years
         return _value_seconds(moment, zone) if isinstance(moment, dt.datetime | dt.date) else math.nan
-    if isinstance(value, bool | np.bool_):
+    if isinstance(value, bool | np.bool_ | np.timedelta64):
         return math.nan
     if isinstance(value, int | float | decimal.Decimal | np.integer | np.floating):
         return _epoch_or_nan(float(value))

@@ -92,6 +92,13 @@ def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache
         return _build_events(frame, settings, now, cache)
 
 
+def event_keys(frame: pd.DataFrame, settings: EventSettings) -> tuple[list[str | None], list[str | None]]:
+    """Each row's ``(event_name, event_id)`` texts as :func:`build_events` reads them, without building events."""
+    cells.quiet_signaling_nans(frame)
+    column = _ColumnReader(frame)
+    return column.texts("event_name", settings.event_name), column.texts("event_id", None)
+
+
 def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None) -> BuiltChunk:
     rows = len(frame)
     cells.quiet_signaling_nans(frame)

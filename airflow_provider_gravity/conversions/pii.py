@@ -199,7 +199,7 @@ def _email_result(cell: Any) -> _CellResult:
 
 
 def _external_id_result(cell: Any) -> _CellResult:
-    if type(cell) is int:
+    if type(cell) is int and cell.bit_length() < 64:
         return [str(cell)], 0, 0
     return _list_result(cell, _element_text)
 

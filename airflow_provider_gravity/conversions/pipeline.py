@@ -22,7 +22,7 @@ from airflow_provider_gravity.conversions.client import EventResult
 from airflow_provider_gravity.conversions.columns import normalize_column_names
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord, fit_key
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
-from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events
+from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events, event_keys
 from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused
 from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.seen_keys import SeenKeys
@@ -40,6 +40,8 @@ PII_CACHE_ENTRIES = 250_000
 
 #: Counters a run keeps before summing its rarest messages from Gravity.
 _MOST_COUNTERS = 2_000
+#: Gravity's messages about rows an earlier try settled, when they cannot be told apart.
+EARLIER_TRY_MESSAGES = "(messages of an earlier try)"
 #: Event ids named in the log line about changed payloads.
 _CHANGED_IDS_LOGGED = 10
 
@@ -145,6 +147,7 @@ class ConversionPipeline:
         self.pii_cache = PiiCache(max_entries=PII_CACHE_ENTRIES)
         self.preview: list[dict] = []
         self.failure: RunFailure | None = None
+        self._counting_unsent = False
         self._changed_ids: list[str] = []
         self._chunks: dict[int, _ChunkState] = {}
         self._in_flight: dict[Future, _Batch] = {}
@@ -156,18 +159,18 @@ class ConversionPipeline:
         """Process every chunk, wait for every request, and return the summary."""
         self._started = self._last_progress = time.monotonic()
         now = self.clock()
-        if self.resume.resuming:  # Gravity's messages for the parts an earlier try settled
-            self.tally.update(self.resume.messages)
+        earlier_messages = Tally(self.resume.messages)  # Gravity's words on the parts an earlier try settled
         executor = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="gravity-send")
         try:
             for index, frame in enumerate(chunks):
                 frame.columns = normalize_column_names(frame.columns)
                 self._rows_read += len(frame)
+                if self.failure:  # nothing more is sent, but every row read still ends in a bucket
+                    self._account_unsent_chunk(index, frame)
+                    continue
                 with garbage_collection_paused():  # see pii.garbage_collection_paused
                     self._process_chunk(index, frame, now, executor)
                 self._log_progress()
-                if self.failure:
-                    break
             while self._in_flight:
                 self._collect(wait_for_one=True)
         except BaseException:
@@ -186,6 +189,7 @@ class ConversionPipeline:
             self.resume.finish()
         else:
             self.resume.flush(force=True)
+        self._add_earlier_messages(earlier_messages)
         self._log_changed()
         requests, retries = self.request_counts()
         summary = build_summary(
@@ -219,6 +223,34 @@ class ConversionPipeline:
             self._submit(executor, _Batch(index, events, rows, hashes, local_rows))
         state.submitted_all = True
         self._complete_chunk_if_done(index)
+
+    def _account_unsent_chunk(self, index: int, frame: pd.DataFrame) -> None:
+        """
+        After a failure, a chunk still to read is not sent: what an earlier try settled of it keeps its
+        counters (and its resume state), every other row is ``undelivered``, for the retry to send.
+        """
+        if not self._counting_unsent:
+            self._counting_unsent = True
+            log.warning("Sending stopped; the rows left are read and counted, not sent.")
+        event_names, event_ids = event_keys(frame, self.settings)
+        saved = self.resume.restore(index, chunk_digest(event_names, event_ids))
+        settled = 0
+        if saved is not None:
+            self.tally.update(saved.tally)
+            settled = len(frame) if saved.complete else sum(last - first + 1 for first, last in saved.ranges)
+        self.tally["bucket.undelivered"] += len(frame) - settled
+
+    def _add_earlier_messages(self, earlier: Tally) -> None:
+        """
+        Gravity's messages about the rows an earlier try settled. Kept for the run, not per chunk, they are
+        exact only when every saved part was restored; after a change of row order they are summed as one.
+        """
+        if not self.resume.restored_rejected:
+            return
+        if self.resume.order_changed or earlier.total() != self.resume.restored_rejected:
+            self.tally[f"rejected.{EARLIER_TRY_MESSAGES}"] += self.resume.restored_rejected
+        else:
+            self.tally.update(earlier)
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
         valid_rows = [i for i, event in enumerate(built.events) if event is not None]

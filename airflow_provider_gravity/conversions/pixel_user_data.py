@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pandas as pd
@@ -29,7 +30,7 @@ def split_pixel_pii(objects: list[dict | None]) -> tuple[list[dict | None], pd.D
             continue
         kept: dict = {}
         for key, value in pixel.items():
-            name = key.strip().lower() if isinstance(key, str) else key
+            name = _key_name(key)
             if name not in PII_KEYS:
                 kept[key] = value
                 continue
@@ -42,6 +43,13 @@ def split_pixel_pii(objects: list[dict | None]) -> tuple[list[dict | None], pd.D
     if not found:
         return rest, None
     return rest, pd.DataFrame({name: pd.Series(cells, dtype=object) for name, cells in found.items()})
+
+
+def _key_name(key: Any) -> Any:
+    """A key as Gravity would read it: case, padding and invisible format characters do not hide a PII key."""
+    if not isinstance(key, str):
+        return key
+    return "".join(c for c in key if unicodedata.category(c) != "Cf" and not c.isspace()).lower()
 
 
 def _as_list(value: Any) -> list:

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy
 
+MYSQL_NET_WRITE_TIMEOUT = 3_600
 STREAMING_DIALECTS = frozenset({"postgresql", "postgres", "mysql", "mariadb", "redshift"})
 
 
@@ -27,6 +28,10 @@ def stream_query(
         # % (modulo, LIKE 'x%') must be doubled. With parameters, the DB-API rules are the user's.
         sql = sql.replace("%", "%%")
     with engine.connect() as connection:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            # The server drops a result nobody reads for net_write_timeout (60 s): sending pauses reading
+            # while Gravity is slow or retried, so allow an hour.
+            connection.exec_driver_sql(f"SET SESSION net_write_timeout = {MYSQL_NET_WRITE_TIMEOUT}")
         streaming = connection.execution_options(stream_results=True, max_row_buffer=chunk_size)
         result = streaming.exec_driver_sql(sql, parameters) if parameters else streaming.exec_driver_sql(sql)
         columns = list(result.keys())

@@ -38,7 +38,7 @@ def chunk_digest(event_names: Sequence[str | None], event_ids: Sequence[str | No
     """A digest of a chunk's event keys in row order."""
     digest = hashlib.sha256()
     for name, event_id in zip(event_names, event_ids, strict=True):
-        digest.update(f"{name}\x1f{event_id}\x1e".encode())
+        digest.update(f"{name}\x1f{event_id}\x1e".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:32]
 
 
@@ -55,7 +55,6 @@ class SavedChunk:
     complete: bool
     tally: Tally
     ranges: list[tuple[int, int]] = field(default_factory=list)
-    range_tallies: list[Tally] = field(default_factory=list)
 
 
 class ResumeLog:
@@ -79,7 +78,9 @@ class ResumeLog:
         self._last_write = 0.0
         self._dirty = False
         self.resuming = False
+        self.order_changed = False
         self.chunks_skipped = 0
+        self.restored_rejected = 0
         if store is not None:
             state = self._call_store("read", store.get, STATE_KEY, None)
             if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
@@ -106,14 +107,18 @@ class ResumeLog:
                 chunk_index,
             )
             self.resuming = False
+            self.order_changed = True
             self._chunks = {k: v for k, v in self._chunks.items() if int(k) < chunk_index}
+            self.messages = Tally()  # they were Gravity's words on rows that are now sent again
             return None
         if saved.get("complete"):
             self.chunks_skipped += 1
-            return SavedChunk(True, Tally(saved.get("tally") or {}))
-        ranges = [(int(a), int(b)) for a, b, _ in saved.get("ranges", [])]
-        tallies = [Tally(t) for _, _, t in saved.get("ranges", [])]
-        return SavedChunk(False, sum(tallies, Tally()), ranges, tallies)
+            restored = SavedChunk(True, Tally(saved.get("tally") or {}))
+        else:
+            ranges = [(int(a), int(b)) for a, b, _ in saved.get("ranges", [])]
+            restored = SavedChunk(False, sum((Tally(t) for _, _, t in saved.get("ranges", [])), Tally()), ranges)
+        self.restored_rejected += restored.tally["bucket.rejected"]
+        return restored
 
     def batch_acknowledged(self, chunk_index: int, digest: str, first_row: int, last_row: int, tally: Tally) -> None:
         """Record that the rows ``first_row..last_row`` of a chunk got Gravity's answer."""

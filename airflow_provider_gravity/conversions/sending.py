@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-import msgspec
-
 from airflow_provider_gravity.conversions.client import EventResult
-from airflow_provider_gravity.conversions.errors import GravityRequestRejected
+from airflow_provider_gravity.conversions.errors import EventEncodingError, GravityRequestRejected
 
 _BUCKET_OF_STATUS = {
     "ok": "delivered",
@@ -71,7 +69,7 @@ def send_with_split(
         if len(events) == 1:
             detail = f"HTTP {refused.status}: {refused.message or 'refused'}"
             return [Outcome("rejected", detail, detail)], None
-    except (UnicodeError, msgspec.EncodeError, OverflowError):
+    except EventEncodingError:
         if len(events) == 1:
             return [Outcome("invalid", "unencodable_text", "unencodable_text", sent=False)], None
     except Exception as error:  # noqa: BLE001 - returned to the pipeline, which stops the run with it

@@ -78,9 +78,10 @@ class GravityHook(BaseHook):
         from airflow.sdk.log import mask_secret
 
         conn = self.get_connection(self.gravity_conn_id)
-        if not conn.password:
+        api_key = (conn.password or "").strip()  # a key pasted with its line break
+        if not api_key:
             raise ValueError(f"Connection {self.gravity_conn_id!r} has no API key (password).")
-        mask_secret(conn.password)
+        mask_secret(api_key)
         auth_header = str(self.extras.get("auth_header") or "bearer").lower()
         if auth_header not in AUTH_HEADER_STYLES:
             raise ValueError(f"Extra auth_header must be one of {AUTH_HEADER_STYLES}, got {auth_header!r}.")
@@ -91,7 +92,7 @@ class GravityHook(BaseHook):
             base_url = f"{base_url.rstrip('/')}:{conn.port}"
         return GravityClient(
             base_url,
-            conn.password,
+            api_key,
             auth_header=auth_header,
             timeout=float(self.extras.get("timeout") or 30),
             retry=RetryPolicy(max_retries=int(self.extras.get("max_retries", 5))),
@@ -120,8 +121,10 @@ class GravityHook(BaseHook):
         """Check the base URL and API key without sending a conversion."""
         try:
             return self.client.check_connection()
-        except Exception as err:
+        except ValueError as err:  # the provider's own messages about the connection; they never quote the key
             return False, str(err)
+        except Exception as err:  # noqa: BLE001 - another library's text might quote the key: its type only
+            return False, f"The Gravity connection could not be read ({type(err).__name__})."
 
     def close(self) -> None:
         """Close the HTTP session, if one was opened."""

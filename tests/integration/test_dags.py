@@ -11,9 +11,24 @@ from pathlib import Path
 
 import pendulum
 import pytest
-from airflow.dag_processing.dagbag import BundleDagBag
-from airflow.serialization.encoders import coerce_to_core_timetable
 from airflow.timetables.base import DataInterval, TimeRestriction
+
+try:  # Airflow 3.2+
+    from airflow.dag_processing.dagbag import BundleDagBag
+except ImportError:  # Airflow 3.1
+    from airflow.models.dagbag import BundleDagBag
+try:  # Airflow 3.2+: a DAG holds the task SDK's timetable, the scheduler's is built from it
+    from airflow.serialization.encoders import coerce_to_core_timetable
+except ImportError:  # Airflow 3.1: a DAG holds the scheduler's timetable itself
+
+    def coerce_to_core_timetable(timetable):
+        return timetable
+
+
+try:  # Airflow 3.2+
+    from airflow.sdk.exceptions import AirflowFailException, ParamValidationError
+except ImportError:  # Airflow 3.1, whose task SDK does not have them yet
+    from airflow.exceptions import AirflowFailException, ParamValidationError
 
 from demo.sample_data import CRM_TABLE, STORE_TABLE, TIME_COLUMNS, SampleConfig, generate, write_sqlite
 from tests.airflow_fixtures import REPO_ROOT
@@ -159,8 +174,6 @@ def test_explicit_window_params_override_the_data_interval(dag_bag, warehouse):
 
 @pytest.mark.parametrize("dag_id", [NIGHTLY, SHARDED])
 def test_manual_run_without_logical_date_fails_at_once_with_instructions(dag_bag, dag_id):
-    from airflow.sdk.exceptions import AirflowFailException
-
     dag = dag_bag.dags[dag_id]
     context = run_context(dag, None, shard=0, shard_count=4)
     with pytest.raises(AirflowFailException, match="no logical date.*window_start and\\s+window_end"):
@@ -207,7 +220,6 @@ def test_operator_arguments_come_from_params_with_defaults(dag_bag):
 
 def test_table_params_reject_sql_injection(dag_bag):
     from airflow.sdk.definitions.param import ParamsDict
-    from airflow.sdk.exceptions import ParamValidationError
 
     params = ParamsDict(dag_bag.dags[NIGHTLY].params)
     with pytest.raises(ParamValidationError, match="crm_table"):
@@ -241,3 +253,115 @@ def test_shards_partition_the_window(dag_bag, warehouse, table):
     assert sum(len(shard) for shard in per_shard) == len(union), "shards overlap"
     assert union == expected_event_ids(table, interval.start, interval.end)
     assert all(len(shard) > 0.15 * len(union) for shard in per_shard), "shards are badly unbalanced"
+
+
+# -- MariaDB / MySQL warehouses ---------------------------------------------------------------------------------
+# The shipped SQL files are PostgreSQL and SQLite SQL: MariaDB has no CAST(... AS TEXT), reads `||` as OR, and
+# its `/` is decimal division (the sharded modulo). What else the DAG does is dialect-free, so it is run here on
+# MariaDB with the two spellings ported, to prove the window, the aliases, the ordering and the delivery log.
+
+MARIADB_WINDOW_START = dt.datetime(2025, 6, 2, 3, tzinfo=dt.UTC)  # the first scheduled interval of SAMPLE
+
+
+def port_sql_to_mariadb(sql_template: str) -> str:
+    """A ``dags/sql`` template in MariaDB's spelling: ``CAST(x AS CHAR)``, ``CONCAT('crm-', ...)``."""
+    import re
+
+    ported, casts = re.subn(r"CAST\(([\w.]+) AS TEXT\)", r"CAST(\1 AS CHAR)", sql_template)
+    ported, concats = re.subn(r"('[\w-]+') \|\| (CAST\([\w.]+ AS CHAR\))", r"CONCAT(\1, \2)", ported)
+    assert (casts, concats) == (2, 1), "the DAG's SQL changed: update this port"
+    return ported
+
+
+def sql_template(dag, task_id: str) -> str:
+    """The task's SQL template text (the DAG bag has already read ``sql/*.sql`` into the task)."""
+    sql = dag.get_task(task_id).sql
+    return (DAGS_FOLDER / sql).read_text() if sql.endswith(".sql") else sql
+
+
+@pytest.fixture
+def mariadb_sample(mariadb):
+    from tests.warehouse import load_sample_mariadb
+
+    engine, database = mariadb
+    load_sample_mariadb(engine, generate(SAMPLE))
+    return engine, database
+
+
+def test_the_nightly_sql_is_not_mariadb_sql_but_its_port_selects_exactly_the_window(dag_bag, mariadb_sample):
+    import sqlalchemy as sa
+
+    engine, _ = mariadb_sample
+    dag = dag_bag.dags[NIGHTLY]
+    interval = first_scheduled_interval(dag, dt.datetime(2025, 6, 2, tzinfo=dt.UTC))
+    assert interval.start == MARIADB_WINDOW_START
+    context = run_context(dag, interval)
+    for task_id, table in (("send_crm_conversions", CRM_TABLE), ("send_store_purchases", STORE_TABLE)):
+        shipped = render_task(dag, task_id, context).sql
+        with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match=r"1064.*TEXT\)"):
+            conn.exec_driver_sql(shipped)
+
+        source = sql_template(dag, task_id)
+        ported = dag.get_template_env().from_string(port_sql_to_mariadb(source)).render(**context)
+        with engine.connect() as conn:
+            event_ids = [row.event_id for row in conn.exec_driver_sql(ported)]
+        assert event_ids == sorted(event_ids)
+        assert set(event_ids) == expected_event_ids(table, interval.start, interval.end)
+        assert len(event_ids) > 100
+
+
+def test_nightly_dag_with_its_sql_ported_sends_a_mariadb_window_once_and_logs_deliveries_there(
+    mariadb_sample, sandbox, airflow_db, monkeypatch
+):
+    """The real nightly DAG (params, window, delivery log) with dag.test() on a MariaDB warehouse: the window's
+    sendable rows arrive; the delivery log, in MariaDB, makes a second run of the same night send nothing."""
+    import sqlalchemy as sa
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from tests.sandbox_server import gravity_connection_json
+
+    engine, _ = mariadb_sample
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, max_retries=8, timeout=5))
+    monkeypatch.setenv("GRAVITY_DAG_RETRIES", "0")
+    dag = load_dag_bag().dags[NIGHTLY]
+    monkeypatch.delenv("GRAVITY_DAG_RETRIES")
+    load_dag_bag()  # leave the default settings cached for the other tests
+    tables = {"send_crm_conversions": CRM_TABLE, "send_store_purchases": STORE_TABLE}
+    for task_id in tables:
+        task = dag.get_task(task_id)
+        task.sql = port_sql_to_mariadb(sql_template(dag, task_id))
+    end = MARIADB_WINDOW_START + dt.timedelta(days=1)
+
+    def run_night() -> tuple[dict, dict]:
+        dag_run = dag.test(logical_date=end, run_conf={"warehouse_conn_id": "warehouse_mariadb"})
+        states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+        with create_session() as session:
+            rows = session.query(XComModel).filter_by(dag_id=NIGHTLY, run_id=dag_run.run_id, key="return_value")
+            return states, {row.task_id: row.value for row in rows}
+
+    states, summaries = run_night()
+
+    assert states == dict.fromkeys(tables, "success")
+    received = {e["event_id"]: e["event_name"] for e in sandbox.events()}
+    assert len(received) == len(sandbox.events()), "an event arrived twice"
+    for task_id, table in tables.items():
+        summary = summaries[task_id]
+        window_ids = expected_event_ids(table, MARIADB_WINDOW_START, end)
+        sent_ids = {i for i in received if i.startswith("crm-" if table == CRM_TABLE else "pos-")}
+        assert summary["rows_read"] == len(window_ids), task_id
+        assert sent_ids <= window_ids and len(sent_ids) == summary["delivered"] > 0.9 * len(window_ids), task_id
+        assert summary["invalid"] == summary["rows_read"] - summary["delivered"], task_id
+    assert set(received.values()) >= {"Lead", "CompleteRegistration", "Purchase"}
+    with engine.connect() as conn:
+        logged = dict(conn.execute(sa.text("SELECT status, COUNT(*) FROM gravity_delivery_log GROUP BY status")).all())
+    assert logged["delivered"] == len(received)
+    requests = sandbox.stats()["requests"]
+
+    states, again = run_night()
+
+    assert states == dict.fromkeys(tables, "success")
+    for task_id in tables:
+        assert again[task_id]["skipped_delivered"] == summaries[task_id]["delivered"], task_id
+        assert again[task_id]["delivered"] == 0, task_id
+    assert sandbox.stats()["requests"] == requests, "the second run of the night sent nothing"

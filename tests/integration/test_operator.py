@@ -474,3 +474,241 @@ def test_over_long_ids_and_names_are_dead_letters_not_a_crash(postgres, gravity_
     dead = [(name, event_id) for name, event_id, status in keys if status == "invalid"]
     assert len(dead) == 2 and all(len(name) <= 255 and len(event_id) <= 255 for name, event_id in dead)
     assert any(event_id.startswith("x" * 100) and "~sha256:" in event_id for _, event_id in dead)
+
+
+# -- MariaDB (connection type mysql: apache-airflow-providers-mysql, mysqlclient), read with a server-side cursor --
+
+MARIADB_STREAMING_LOG = "Streaming mysql rows with a server-side cursor, {chunk_size} rows at a time."
+
+
+@pytest.fixture
+def mariadb_reads(monkeypatch):
+    """
+    What the operator's streaming read did on MariaDB: the DB-API cursor class of each statement and the
+    size of each chunk the stream yielded.
+    """
+    import sqlalchemy as sa
+
+    from airflow_provider_gravity.conversions import reading
+
+    seen = {"cursors": [], "chunks": []}
+    original = reading.frame_of_rows
+
+    def frame_of_rows(rows, columns):
+        seen["chunks"].append(len(rows))
+        return original(rows, columns)
+
+    def before_cursor_execute(conn, cursor, statement, parameters, context, executemany):
+        if conn.dialect.name in ("mysql", "mariadb") and statement.lstrip().upper().startswith("SELECT"):
+            seen["cursors"].append(type(cursor).__module__ + "." + type(cursor).__name__)
+
+    monkeypatch.setattr(reading, "frame_of_rows", frame_of_rows)
+    sa.event.listen(sa.Engine, "before_cursor_execute", before_cursor_execute)
+    yield seen
+    sa.event.remove(sa.Engine, "before_cursor_execute", before_cursor_execute)
+
+
+def task_log(caplog, capfd) -> str:
+    printed = capfd.readouterr()
+    return "\n".join([printed.out, printed.err, caplog.text, *(r.getMessage() for r in caplog.records)])
+
+
+def test_mariadb_and_postgres_give_the_same_sandbox_contents(
+    postgres, mariadb, gravity_connection, airflow_db, mariadb_reads, caplog, capfd
+):
+    import logging
+
+    from tests.messy_rows import sha256
+    from tests.warehouse import FOUR_BYTE_FIRST_NAME, MARIADB_SCALAR_SQL, load_orders_mariadb, with_four_byte_text
+
+    pg_engine, schema = postgres
+    maria_engine, _ = mariadb
+    sandbox = gravity_connection
+    orders = with_four_byte_text(messy_orders(1_500, seed=11))
+    load_orders_postgres(pg_engine, f"{schema}.orders", orders)
+    load_orders_mariadb(maria_engine, "orders", orders)
+    caplog.set_level(logging.INFO)
+
+    pg_run, pg_returned = run_dag_test(
+        make_dag(
+            "gravity_same_pg_vs_mariadb",
+            sql=SCALAR_SQL.format(table=f"{schema}.orders"),
+            conn_id="warehouse",
+            event_name="Purchase",
+            max_error_rate=0.05,
+        )
+    )
+    from_postgres = received_by_id(sandbox)
+    sandbox.reset()
+    capfd.readouterr()
+    mariadb_reads["chunks"].clear()
+    maria_run, maria_returned = run_dag_test(
+        make_dag(
+            "gravity_same_mariadb",
+            sql=MARIADB_SCALAR_SQL.format(table="orders"),
+            conn_id="warehouse_mariadb",
+            event_name="Purchase",
+            chunk_size=400,
+            max_error_rate=0.05,
+        )
+    )
+    from_mariadb = received_by_id(sandbox)
+
+    assert task_states(pg_run)["send"][0] == task_states(maria_run)["send"][0] == "success"
+    assert MARIADB_STREAMING_LOG.format(chunk_size=400) in task_log(caplog, capfd)
+    assert mariadb_reads["cursors"] == ["MySQLdb.cursors.SSCursor"], "one query, on an unbuffered server-side cursor"
+    assert mariadb_reads["chunks"] == [400, 400, 400, 300]
+    assert len(from_postgres) > 1_000
+    assert from_mariadb == from_postgres
+    assert pg_returned["send"]["delivered"] == maria_returned["send"]["delivered"] == len(from_postgres)
+    assert_every_row_in_one_bucket(maria_returned["send"], 1_500)
+    four_byte = [e for i, e in from_mariadb.items() if int(i) % 37 == 0]
+    assert four_byte and all(e["user_data"]["fn"] == sha256("zoë𠮷") for e in four_byte), FOUR_BYTE_FIRST_NAME
+    assert all(
+        e["user_data"]["em"][0] == sha256(f"ünïcode.{i}🛒@exämple.com")
+        for i, e in from_mariadb.items()
+        if int(i) % 37 == 0
+    )
+
+
+def test_10000_messy_rows_from_mariadb_arrive_exactly_as_computed_independently(
+    mariadb, gravity_connection, airflow_db, mariadb_reads, caplog, capfd
+):
+    """
+    Streamed in 4 chunks through an unbuffered cursor: BIGINT order ids within 600,000 of 2**63 (float64
+    would merge neighbours), customer ids near 2**62 beside NULLs, DATETIME times, DECIMAL totals,
+    utf8mb4 names and emails, and em as a JSON array (MariaDB has no arrays).
+    """
+    import logging
+
+    from tests.warehouse import load_orders_mariadb, with_four_byte_text
+
+    engine, _ = mariadb
+    sandbox = gravity_connection
+    orders = with_four_byte_text(messy_orders(10_000))
+    id_shift, customer_shift = 2**63 - 1 - 600_000, 2**62
+    for order in orders:
+        order["order_id"] += id_shift
+        no_customer = order["customer_id"] % 17 == 0  # per customer, so duplicates stay exact
+        order["customer_id"] = None if no_customer else order["customer_id"] + customer_shift
+    assert max(o["order_id"] for o in orders) < 2**63
+    load_orders_mariadb(engine, "orders", orders)
+    sql = """
+        SELECT order_id AS event_id, created_at AS event_time,
+               CASE WHEN alt_email IS NULL THEN JSON_ARRAY(email) ELSE JSON_ARRAY(email, alt_email) END AS em,
+               phone AS ph, first_name AS fn, last_name AS ln, customer_id AS external_id, country,
+               total AS value, currency, CAST(order_id AS CHAR) AS order_id
+        FROM orders ORDER BY order_id"""
+    dag = make_dag(
+        "gravity_mariadb_10k",
+        sql=sql,
+        conn_id="warehouse_mariadb",
+        event_name="Purchase",
+        chunk_size=2_500,
+        max_error_rate=0.05,
+    )
+    caplog.set_level(logging.INFO)
+
+    dag_run, returned = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"][0] == "success"
+    assert MARIADB_STREAMING_LOG.format(chunk_size=2_500) in task_log(caplog, capfd)
+    assert mariadb_reads["cursors"] == ["MySQLdb.cursors.SSCursor"]
+    assert mariadb_reads["chunks"] == [2_500] * 4, "memory holds one chunk, never the 10,000-row result"
+    summary = returned["send"]
+    assert_every_row_in_one_bucket(summary, 10_000)
+    first_of_each = {str(o["order_id"]): o for o in reversed(orders)}
+    duplicates = len(orders) - len(first_of_each)
+    assert duplicates > 0
+    assert summary["invalid_reasons"] == {"duplicate_in_run": duplicates}
+    assert summary["delivered"] == summary["events_sent"] == len(first_of_each)
+    expected = {}
+    for event_id, order in first_of_each.items():
+        want = expected_event(order, "Purchase")
+        if order["customer_id"] is None:
+            del want["user_data"]["external_id"]
+        expected[event_id] = want
+    received = received_by_id(sandbox)
+    assert received.keys() == expected.keys()
+    for event_id, want in expected.items():
+        got = received[event_id]
+        assert {k: got.get(k) for k in want} == want, event_id
+    stats = sandbox.stats()
+    assert stats["plaintext_pii_seen"] == 0
+    assert stats["largest_batch"] <= 1_000
+    assert stats["redelivered"] == 0
+    invalid_emails = sum(
+        1 for o in orders for e in (o["email"], o["alt_email"]) if e and e.strip() and expected_email(e) is None
+    )
+    invalid_phones = sum(1 for o in orders if o["phone"] and expected_phone(o["phone"], o["country"] or "US") is None)
+    assert summary["field_drops"]["invalid_email"] == invalid_emails
+    assert summary["field_drops"]["invalid_phone"] == invalid_phones
+    with_customer = sum(1 for o in first_of_each.values() if o["customer_id"] is not None)
+    assert 0 < with_customer < len(first_of_each)
+    assert summary["match_key_coverage"]["external_id"] == round(with_customer / len(first_of_each), 4)
+
+
+def test_big_integer_ids_near_2_63_keep_every_digit_beside_nulls_on_mariadb(mariadb, gravity_connection, airflow_db):
+    import time
+
+    engine, _ = mariadb
+    top = 2**63 - 1  # the largest BIGINT
+    now = int(time.time())
+    rows = [
+        (top - 4, now - 60, top - 2, top, "a@example.com"),
+        (top - 5, now - 60, None, None, "b@example.com"),
+        (None, now - 60, top - 4, top - 4, "c@example.com"),
+    ]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE big_ids (event_id BIGINT, event_time BIGINT, external_id BIGINT, order_id BIGINT,"
+            " email VARCHAR(100))"
+        )
+        conn.exec_driver_sql("INSERT INTO big_ids VALUES (%s, %s, %s, %s, %s)", rows)
+    dag = make_dag(
+        "gravity_big_ids_mariadb",
+        sql=BIG_IDS_SQL.format(table="big_ids"),
+        conn_id="warehouse_mariadb",
+        event_name="Purchase",
+        chunk_size=2,
+        max_error_rate=0.5,
+    )
+
+    dag_run, returned = run_dag_test(dag)
+
+    summary = returned["send"]
+    assert (summary["delivered"], summary["invalid_reasons"]) == (2, {"missing_event_id": 1})
+    received = received_by_id(gravity_connection)
+    assert set(received) == {"9223372036854775803", "9223372036854775802"}
+    first = received["9223372036854775803"]
+    assert first["user_data"]["external_id"] == ["9223372036854775805"]
+    assert first["custom_data"]["order_id"] == "9223372036854775807"
+    assert "external_id" not in received["9223372036854775802"]["user_data"]
+
+
+def test_a_mariadb_run_stopped_in_its_first_chunk_releases_the_streaming_cursor(
+    mariadb, gravity_connection, airflow_db
+):
+    """An unknown column fails the task on the first of 20 chunks: the unread rows of the unbuffered cursor
+    must not keep the connection (and its metadata lock on the table) alive after the task."""
+    from tests.warehouse import load_orders_mariadb
+
+    engine, database = mariadb
+    load_orders_mariadb(engine, "orders", messy_orders(20_000, seed=4))
+    sql = "SELECT order_id AS event_id, created_at AS event_time, email AS emial FROM orders ORDER BY order_id"
+    dag = make_dag(
+        "gravity_mariadb_typo", sql=sql, conn_id="warehouse_mariadb", event_name="Purchase", chunk_size=1_000
+    )
+
+    dag_run, _ = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"] == ("failed", 1)
+    assert gravity_connection.stats()["requests"] == 0
+    with engine.connect() as conn:
+        others = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+            (database,),
+        ).scalar()
+        assert others == 0, "the operator left a connection open"
+        conn.exec_driver_sql("SET SESSION lock_wait_timeout = 5")
+        conn.exec_driver_sql("DROP TABLE orders")
