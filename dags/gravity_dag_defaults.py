@@ -23,7 +23,7 @@ from airflow.sdk import Param
 SCHEDULE = os.environ.get("GRAVITY_DAG_SCHEDULE", "0 3 * * *")
 TIMEZONE = os.environ.get("GRAVITY_DAG_TIMEZONE", "UTC")
 START_DATE = pendulum.parse(os.environ.get("GRAVITY_DAG_START_DATE", "2024-01-01"), tz=TIMEZONE)
-#: Bounds how many runs (e.g. of a backfill) send at once.
+#: Bounds how many scheduled runs send at once; a backfill has its own bound (`--max-active-runs`, default 10).
 MAX_ACTIVE_RUNS = 3
 
 DEFAULT_ARGS = {

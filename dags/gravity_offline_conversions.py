@@ -27,9 +27,10 @@ use `0 0 * * *` for calendar days.
 "2025-06-03T00:00:00Z"}`. A run with neither fails and says so; it never selects nothing silently.
 
 **Backfill.** `airflow backfill create --dag-id gravity_offline_conversions --from-date 2025-06-01
---to-date 2025-06-30` creates one run per interval starting in that range; `max_active_runs` (3)
-bounds how many run at once. Add `--reprocess-behavior completed` to run again days that already
-succeeded: events already delivered are skipped by the delivery log.
+--to-date 2025-06-30` creates one run per interval starting in that range; its `--max-active-runs`
+(default 10, whatever the DAG's own `max_active_runs`) bounds how many run at once. Add
+`--reprocess-behavior completed` to run again days that already succeeded: events already delivered are
+skipped by the delivery log.
 """
 
 from __future__ import annotations

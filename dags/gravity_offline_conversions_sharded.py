@@ -8,8 +8,8 @@ modulo the shard count is *i* (the `params.shard_count` branch of `sql/*.sql`, w
 no `%`, which psycopg would read as a placeholder). The shards are disjoint and together cover the
 window, so the DAG delivers exactly the events the unsharded DAG would.
 
-Why: each mapped task reads only its shard with a streaming cursor and holds at most
-`chunk_size × max_concurrency` rows, so memory per worker stays bounded however large the window;
+Why: each mapped task reads only its shard with a streaming cursor and holds one chunk of rows and at
+most `2 × max_concurrency` batches, so memory per worker stays bounded however large the window;
 on the Celery or Kubernetes executor the shards run on different workers, and the delivery log
 (safe for concurrent writers) keeps re-runs idempotent. Pick the shard count so that one shard of
 one window is what one worker sends in reasonable time; `max_active_tis_per_dagrun` caps how many

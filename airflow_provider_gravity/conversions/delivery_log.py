@@ -306,11 +306,13 @@ class DeliveryLog:
     :param engine: SQLAlchemy engine, e.g. from ``DbApiHook.get_sqlalchemy_engine()``.
     :param table_name: ``table`` or ``schema.table``; letters, digits and underscores only.
     :param schema: schema of the table, if not given in ``table_name``.
+    :param read_only: look up, never write (a dry run): :meth:`record` then does nothing.
     """
 
-    def __init__(self, engine: Engine, table_name: str, *, schema: str | None = None) -> None:
+    def __init__(self, engine: Engine, table_name: str, *, schema: str | None = None, read_only: bool = False) -> None:
         self.schema, self.table_name = parse_table_name(table_name, schema)
         self.engine = _with_full_unicode(engine)
+        self.read_only = read_only
         self.table = _build_table(self.table_name, self.schema)
 
     @property
@@ -385,7 +387,7 @@ class DeliveryLog:
         if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_LENGTH:
             raise ValueError(f"run_id must be a non-empty string of at most {MAX_RUN_ID_LENGTH} characters.")
         rows = _rows_for(records, run_id, datetime.now(UTC))
-        if not rows:
+        if not rows or self.read_only:
             return
         native_write = self._native_upsert_writer()
         if native_write is not None:
@@ -459,6 +461,10 @@ class DeliveryLog:
         )
         for event_id, status, payload_sha256 in connection.execute(statement):
             yield (event_name, event_id), LoggedEvent(status=status, payload_sha256=payload_sha256)
+
+    def table_exists(self) -> bool:
+        """Whether the table is there (a dry run reads a log it must not create)."""
+        return self._table_exists()
 
     def _table_exists(self) -> bool:
         with self.engine.connect() as connection:

@@ -22,6 +22,16 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
+def _max_retries(value: Any) -> int:
+    """The ``max_retries`` extra: 5 when empty (the form saves ``null``), else a count of at least 0."""
+    if value is None or value == "":
+        return 5
+    retries = int(value)
+    if retries < 0:
+        raise ValueError(f"Extra max_retries must be 0 or more, got {retries}.")
+    return retries
+
+
 class GravityHook(BaseHook):
     """
     Interact with Gravity's Conversions API (``POST /gateway/events``).
@@ -95,7 +105,7 @@ class GravityHook(BaseHook):
             api_key,
             auth_header=auth_header,
             timeout=float(self.extras.get("timeout") or 30),
-            retry=RetryPolicy(max_retries=int(self.extras.get("max_retries", 5))),
+            retry=RetryPolicy(max_retries=_max_retries(self.extras.get("max_retries"))),
             pool_size=self.pool_size,
         )
 

@@ -201,7 +201,7 @@ class SendConversionsOperator(BaseSQLOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         dry_run = _as_bool(self.dry_run)
-        delivery_log = self._delivery_log()
+        delivery_log = self._delivery_log(dry_run)
         pipeline = ConversionPipeline(
             settings=self._event_settings(dry_run),
             send=None if dry_run else self.gravity_hook.client.send_events,  # one client for all threads
@@ -279,7 +279,7 @@ class SendConversionsOperator(BaseSQLOperator):
     def _event_settings(self, dry_run: bool) -> EventSettings:
         with_plus = self.hash_phone_with_plus
         if with_plus is None:
-            with_plus = False if dry_run else self.gravity_hook.hash_phone_with_plus
+            with_plus = self._connection_hashes_phones_with_plus(dry_run)
         max_age = self.max_event_age
         if isinstance(max_age, timedelta):
             max_age = max_age.total_seconds()
@@ -294,6 +294,18 @@ class SendConversionsOperator(BaseSQLOperator):
             max_event_age_seconds=max_age,
             phone_backend=self.phone_backend,
         )
+
+    def _connection_hashes_phones_with_plus(self, dry_run: bool) -> bool:
+        """The Gravity connection's ``hash_phone_with_plus``; a dry run needs no connection, and then hashes without."""
+        try:
+            return self.gravity_hook.hash_phone_with_plus
+        except Exception:
+            if not dry_run:
+                raise
+            log.info(
+                "Dry run without a Gravity connection %r: phones are hashed as E.164 digits.", self.gravity_conn_id
+            )
+            return False
 
     def _read_chunks(self) -> Generator[pd.DataFrame, None, None]:
         hook = self.sql_hook
@@ -317,11 +329,14 @@ class SendConversionsOperator(BaseSQLOperator):
         finally:
             engine.dispose()
 
-    def _delivery_log(self) -> DeliveryLog | None:
+    def _delivery_log(self, dry_run: bool) -> DeliveryLog | None:
+        """The delivery log; a dry run only reads it (to show what would be skipped) and never creates it."""
         if not self.delivery_log_table:
             return None
         hook = self.sql_hook if not self.delivery_log_conn_id else _sql_hook(self.delivery_log_conn_id)
-        delivery_log = DeliveryLog(hook.get_sqlalchemy_engine(), self.delivery_log_table)
+        delivery_log = DeliveryLog(hook.get_sqlalchemy_engine(), self.delivery_log_table, read_only=dry_run)
+        if dry_run:
+            return delivery_log if delivery_log.table_exists() else None
         delivery_log.ensure_table()
         return delivery_log
 

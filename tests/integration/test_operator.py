@@ -226,6 +226,44 @@ def test_dry_run_sends_nothing_and_still_accounts_for_every_row(postgres, gravit
     assert gravity_connection.stats()["requests"] == 0
 
 
+def test_a_dry_run_neither_creates_nor_writes_the_delivery_log_and_hashes_phones_as_the_connection_says(
+    postgres, sandbox, airflow_db, monkeypatch
+):
+    import sqlalchemy as sa
+
+    engine, schema = postgres
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, hash_phone_with_plus=True))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE {schema}.orders AS SELECT 'o-1' AS event_id, extract(epoch FROM now())::bigint - 60 "
+            "AS event_time, '+1 650 253 0000' AS ph, 'dollars' AS currency"
+        )
+    dag = make_dag(
+        "gravity_dry_run_log",
+        sql=f"SELECT * FROM {schema}.orders ORDER BY event_id",
+        conn_id="warehouse",
+        event_name="Purchase",
+        dry_run=True,
+        max_error_rate=1,
+        delivery_log_table=f"{schema}.delivery_log",
+    )
+
+    dag_run, returned = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"][0] == "success"
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("delivery_log", schema=schema), "a dry run created the log"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE {schema}.orders SET currency = 'USD'")
+    dag_run, returned = run_dag_test(dag)
+    assert returned["send"]["undelivered"] == 1
+    dry = SendConversionsOperator(task_id="dry", sql="SELECT 1", conn_id="warehouse", dry_run=True)
+    assert dry._event_settings(dry_run=True).phone_with_plus is True, "previews hash phones as the connection says"
+    monkeypatch.delenv("AIRFLOW_CONN_GRAVITY_DEFAULT")
+    without = SendConversionsOperator(task_id="dry2", sql="SELECT 1", conn_id="warehouse", dry_run=True)
+    assert without._event_settings(dry_run=True).phone_with_plus is False, "a dry run needs no Gravity connection"
+
+
 def test_an_unknown_column_fails_before_anything_is_sent(postgres, gravity_connection, airflow_db):
     engine, schema = postgres
     load_orders_postgres(engine, f"{schema}.orders", messy_orders(20, seed=4))
