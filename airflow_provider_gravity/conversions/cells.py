@@ -89,9 +89,19 @@ def cell_text(value: Any) -> str | None:
         return _decimal_text(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, np.datetime64):
+        return _datetime64_text(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     raise UnreadableCell(f"a {type(value).__name__} cell where text is expected")
+
+
+def _datetime64_text(value: np.datetime64) -> str:
+    """ISO text, as ``datetime.isoformat`` writes the same time."""
+    moment = value.astype("datetime64[us]").item()  # an int when beyond datetime's years
+    if not isinstance(moment, dt.datetime | dt.date):
+        raise UnreadableCell("a time beyond the calendar's years")
+    return moment.isoformat()
 
 
 def _integer_text(number: int) -> str:
@@ -384,6 +394,11 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
         return None
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
+    if isinstance(value, np.datetime64):
+        try:
+            return None if np.isnat(value) else _datetime64_text(value)
+        except UnreadableCell:
+            raise BadCell(reason) from None
     raise BadCell(reason)
 
 
@@ -452,7 +467,8 @@ def _json_numbers(numbers: np.ndarray) -> Converted:
     with np.errstate(invalid="ignore"):
         bad = np.isinf(numbers) | (numbers < 0)
     whole = ~missing & ~bad & (np.abs(numbers) < 2**53) & (np.floor(numbers) == numbers)
-    rounded = np.round(numbers, 6).tolist()
+    with np.errstate(over="ignore", invalid="ignore"):  # np.round overflows past 1.8e302: keep those as they are
+        rounded = np.where(np.abs(numbers) < 1e15, np.round(numbers, 6), numbers).tolist()
     converted = [
         None if skip else int(number) if is_whole else number
         for number, skip, is_whole in zip(rounded, (missing | bad).tolist(), whole.tolist(), strict=True)

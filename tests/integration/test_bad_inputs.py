@@ -94,6 +94,9 @@ BAD_ROWS = [
     ("int_beyond_64_bits_in_custom_data", {"custom_big": 10**30}, "invalid", "bad_custom_data"),
     ("infinity_in_custom_data", {"custom_rate": float("-inf")}, "invalid", "bad_custom_data"),
     ("dict_item_id_in_contents", {"contents": [{"id": {"sku": 1}}]}, "invalid", "bad_contents"),
+    # Found by an adversarial review of the fixes above.
+    ("duration_event_id", {"event_id": np.timedelta64(5, "s")}, "invalid", "bad_event_id"),
+    ("duration_event_time", {"event_time": np.timedelta64(5, "s")}, "invalid", "bad_event_time"),
 ]
 
 GOOD_EMAIL_HASH = hashlib.sha256(b"good@example.com").hexdigest()
@@ -204,6 +207,25 @@ ACCEPTED_ROWS = [
     ("dict_click_id_is_dropped", {"click_id": {"id": "c"}}, lambda e: "click_id" not in e.get("user_data", {})),
     ("infinite_external_id_is_dropped", {"external_id": float("inf")}, lambda e: "external_id" not in e["user_data"]),
     ("decimal_snan_value_means_no_value", {"value": Decimal("sNaN")}, lambda e: "value" not in e["custom_data"]),
+    # Found by an adversarial review of the fixes: each was a crash, a wrong hash or a merged row.
+    (
+        "numeric_id_of_30_digits_keeps_every_digit",
+        {"event_id": Decimal("12345678901234567890123456789.1")},
+        lambda e: e["event_id"] == "12345678901234567890123456789.1",
+    ),
+    ("duration_email_is_dropped", {"em": np.timedelta64(5, "s")}, lambda e: "em" not in e.get("user_data", {})),
+    (
+        "int_of_5000_digits_external_id_is_dropped",
+        {"external_id": 10**5000},
+        lambda e: "external_id" not in e["user_data"],
+    ),
+    ("nul_in_email_is_dropped", {"em": "good@example.com\x00"}, lambda e: "em" not in e.get("user_data", {})),
+    ("lone_surrogate_in_email_is_dropped", {"em": "j\ud800@example.com"}, lambda e: "em" not in e.get("user_data", {})),
+    (
+        "pixel_pii_key_behind_invisible_characters_is_hashed",
+        {"user_data": {"\ufeffe\u200bm ": "Bob@Example.com"}},
+        lambda e: e["user_data"] == {"em": [GOOD_EMAIL_HASH, sha("bob@example.com")]},
+    ),
     # One text rendering on every path: integral numbers lose their decimal part, booleans are lower case.
     ("decimal_integral_event_id", {"event_id": Decimal("42.0")}, lambda e: e["event_id"] == "42"),
     (
@@ -299,6 +321,13 @@ def test_rows_without_event_name_and_no_default_are_refused(sandbox):
     summary = run(sandbox, [{}], event_name=None)
 
     assert summary["invalid_reasons"] == {"missing_event_name": 1}
+    assert sandbox.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("column", ["custom_value", "custom_currency", "CUSTOM_ORDER_ID", "custom_contents"])
+def test_a_custom_column_that_would_replace_a_checked_key_stops_the_run(sandbox, column):
+    with pytest.raises(ColumnContractError, match=r"would replace a custom_data key"):
+        run(sandbox, [{column: "-5 not a number"}])
     assert sandbox.stats()["requests"] == 0
 
 

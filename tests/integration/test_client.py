@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -256,3 +257,46 @@ def test_a_timed_out_request_is_retried(sandbox):
 
     assert [r.status for r in results] == ["ok", "ok", "ok"]
     assert client.retries == 1
+
+
+def test_the_scrubber_leaves_no_stretch_of_the_key_whatever_the_text_around_it():
+    """An adversarial review found 35 of 36 key characters left after a cut made before scrubbing."""
+    from airflow_provider_gravity.conversions.client import KeyScrubber
+
+    key = "sk_live_A1b2C3d4E5f6G7h8J9k0L1m2N3p4"
+    scrub = KeyScrubber(key)
+    texts = [
+        "." * 13 + key * 33,
+        key[:-1],
+        key[:20] + "\n" + key[20:],
+        base64.b64encode(f"Bearer {key}".encode()).decode(),
+        key.upper().replace("_", "%5f"),
+    ]
+    for text in texts:
+        scrubbed = scrub(text)
+        assert len(scrubbed) <= 300
+        assert not any(key[i : i + 8].lower() in scrubbed.lower() for i in range(len(key) - 7)), text
+
+
+@pytest.mark.parametrize("value", ["-100", "nan", "inf", "-inf"])
+def test_a_negative_or_non_finite_retry_after_falls_back_to_the_backoff(value):
+    assert parse_retry_after(value) is None
+
+
+@pytest.mark.parametrize("key", ["sk live", "sk_live_ключ123", "sk\x00live"])
+def test_a_key_an_http_header_cannot_carry_is_refused_without_quoting_it(key):
+    with pytest.raises(ValueError, match="cannot carry") as raised:
+        GravityClient("http://127.0.0.1:9", key)
+    assert key not in str(raised.value)
+
+
+def test_a_key_pasted_with_its_line_break_works_and_a_connection_test_never_quotes_a_key(sandbox, monkeypatch):
+    from airflow_provider_gravity.hooks.gravity import GravityHook
+
+    pasted = {"conn_type": "gravity", "host": sandbox.url, "password": sandbox.api_key + "\n"}
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_PASTED", json.dumps(pasted))
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_UNICODE", json.dumps({**pasted, "password": "sk_ключ"}))
+
+    assert GravityHook("gravity_pasted").test_connection()[0] is True
+    ok, message = GravityHook("gravity_unicode").test_connection()
+    assert ok is False and "ключ" not in message
