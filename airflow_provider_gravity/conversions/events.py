@@ -109,13 +109,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     source_urls = column.texts("event_source_url", settings.event_source_url)
     seconds, time_missing = event_time_seconds(frame["event_time"], settings.timezone)
     cache = cache if cache is not None else PiiCache()
-    hashed = hash_user_fields(
-        frame,
-        default_region=settings.default_region,
-        phone_with_plus=settings.phone_with_plus,
-        phone_backend=settings.phone_backend,
-        cache=cache,
-    )
+    hashed = _hashed_user_fields(frame, settings, cache)
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
     # Each optional part: (converted cells, reasons), for the columns present.
     parts = {
@@ -197,13 +191,7 @@ def _add_pixel_pii(
     """
     if "country" in frame.columns:
         pixel_pii["country"] = frame["country"].to_numpy(dtype=object)
-    from_pixel = hash_user_fields(
-        pixel_pii,
-        default_region=settings.default_region,
-        phone_with_plus=settings.phone_with_plus,
-        phone_backend=settings.phone_backend,
-        cache=cache,
-    )
+    from_pixel = _hashed_user_fields(pixel_pii, settings, cache)
     for reason, count in from_pixel.drops.items():
         if reason not in ("invalid_country", UNREADABLE_DROP_REASONS["country"]):  # counted with the columns
             hashed.drops[reason] = hashed.drops.get(reason, 0) + count
@@ -220,6 +208,16 @@ def _add_pixel_pii(
             hashed.fields[name] = [
                 theirs if ours is None else ours for ours, theirs in zip(column_values, pixel_values, strict=True)
             ]
+
+
+def _hashed_user_fields(frame: pd.DataFrame, settings: EventSettings, cache: PiiCache) -> HashedUserFields:
+    return hash_user_fields(
+        frame,
+        default_region=settings.default_region,
+        phone_with_plus=settings.phone_with_plus,
+        phone_backend=settings.phone_backend,
+        cache=cache,
+    )
 
 
 class _ColumnReader:
