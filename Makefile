@@ -5,7 +5,23 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PANDAS2_VENV := .venv-pandas2
 
-.PHONY: install system-packages test test-pandas2 lint bench bench-pii demo clean
+# Older Airflow lines the package supports (apache-airflow>=3.1): each tested in its own venv by `make test`.
+AIRFLOW_VERSIONS := 3.1.8 3.2.2
+AIRFLOW_VERSION ?=
+AIRFLOW_VENV := .venv-airflow-$(AIRFLOW_VERSION)
+# Pins a release needs beyond its own requirements, as Airflow's constraint files would give. Airflow 3.2.2
+# leaves both uncapped. FastAPI 0.137+: its execution API does not build (PydanticUserError: 'TITerminalStatePayload
+# needs a discriminator field'), the api-server exits and every dag.test() task fails; 3.3 caps it at <0.137.
+# svcs 26 removes the registry from the app when a lifespan ends, and 3.2's in-process execution API (dag.test())
+# keeps no reference that holds its lifespan open: every task fails with "'State' object has no attribute
+# 'svcs_registry'".
+AIRFLOW_PINS_3.2.2 := 'fastapi<0.137' 'svcs<26'
+# What runs on an older line: the operator, DAG, delivery-log and backfill integration tests. Not tests/unit:
+# it never imports Airflow (a test checks that), so another Airflow changes nothing there.
+AIRFLOW_TESTS := tests/integration/test_operator.py tests/integration/test_dags.py \
+  tests/integration/test_delivery_log.py tests/integration/test_backfill.py
+
+.PHONY: install system-packages test test-pandas2 test-airflow test-airflow-versions dist lint bench bench-pii demo clean
 
 # mysqlclient (the MySQL provider's driver) builds against MariaDB's client headers.
 system-packages:
@@ -23,6 +39,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(MAKE) test-pandas2
+	$(MAKE) test-airflow-versions
+
+test-airflow-versions:
+	set -e; for version in $(AIRFLOW_VERSIONS); do $(MAKE) test-airflow AIRFLOW_VERSION=$$version; done
 
 # The PII and event-building tests again under pandas 2 (object dtypes and None where pandas 3 has str and NaN).
 test-pandas2: | system-packages
@@ -30,6 +50,17 @@ test-pandas2: | system-packages
 	$(PANDAS2_VENV)/bin/python -m pip install -q uv
 	$(PANDAS2_VENV)/bin/uv pip install --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3'
 	$(PANDAS2_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_bad_inputs.py
+
+# `make test-airflow AIRFLOW_VERSION=3.1.8`: the tests of AIRFLOW_TESTS against that Airflow release, in
+# .venv-airflow-VERSION; uv picks the provider versions that go with it.
+test-airflow: | system-packages
+	@test -n "$(AIRFLOW_VERSION)" || { echo "usage: make test-airflow AIRFLOW_VERSION=3.1.8" >&2; exit 2; }
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q uv
+	$(AIRFLOW_VENV)/bin/uv pip install --python $(AIRFLOW_VENV)/bin/python -q -e '.[dev]' \
+	  'apache-airflow==$(AIRFLOW_VERSION)' $(AIRFLOW_PINS_$(AIRFLOW_VERSION))
+	$(AIRFLOW_VENV)/bin/python -c "import airflow, sys; sys.exit(airflow.__version__ != '$(AIRFLOW_VERSION)')"
+	$(AIRFLOW_VENV)/bin/python -m pytest -q -p no:cacheprovider $(AIRFLOW_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo
@@ -44,5 +75,11 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
 
+# The sdist and the wheel in dist/, checked as PyPI reads them.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) $(PANDAS2_VENV) .airflow-demo .pytest_cache
+	rm -rf $(VENV) $(PANDAS2_VENV) .venv-airflow-* .airflow-demo .pytest_cache dist build

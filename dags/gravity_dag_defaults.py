@@ -30,7 +30,7 @@ DEFAULT_ARGS = {
     "owner": "marketing-data",
     "retries": int(os.environ.get("GRAVITY_DAG_RETRIES", "3")),
     "retry_delay": dt.timedelta(minutes=2),
-    "retry_exponential_backoff": 2.0,
+    "retry_exponential_backoff": True,  # doubles the delay; Airflow 3.1 takes only a bool
     "max_retry_delay": dt.timedelta(minutes=30),
 }
 
@@ -42,11 +42,15 @@ def conversion_params() -> dict[str, Param]:
     """The params of both Gravity DAGs: connection ids, table names, and an optional explicit window."""
     return {
         "warehouse_conn_id": Param(
-            "gravity_warehouse", type="string", pattern=_CONN_ID,
+            "gravity_warehouse",
+            type="string",
+            pattern=_CONN_ID,
             description="SQL connection holding the CRM and store tables",
         ),
         "gravity_conn_id": Param(
-            "gravity_default", type="string", pattern=_CONN_ID,
+            "gravity_default",
+            type="string",
+            pattern=_CONN_ID,
             description="Gravity connection (host = API base URL, password = API key)",
         ),
         "delivery_log_conn_id": Param(
@@ -58,9 +62,7 @@ def conversion_params() -> dict[str, Param]:
         "window_start": Param(
             None, type=["null", "string"], description="ISO-8601 start of an explicit window (naive = UTC)"
         ),
-        "window_end": Param(
-            None, type=["null", "string"], description="ISO-8601 exclusive end of an explicit window"
-        ),
+        "window_end": Param(None, type=["null", "string"], description="ISO-8601 exclusive end of an explicit window"),
         "dry_run": Param(False, type="boolean", description="read, validate and hash, but send nothing"),
     }
 

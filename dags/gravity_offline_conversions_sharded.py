@@ -32,7 +32,12 @@ if str(Path(__file__).parent) not in sys.path:
 
 import os
 
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG
+
+try:  # Airflow 3.2+
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 3.1
+    from airflow.timetables.interval import CronDataIntervalTimetable
 from gravity_dag_defaults import (
     CONNECTION_ARGS,
     CRM_ARGS,

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 
 import jinja2
 import pendulum
-from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_gravity.exceptions import AirflowFailException
 
 SQL_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -74,8 +75,8 @@ def resolve_window(
         raise WindowError(
             "this run has no logical date, so it has no data interval to send. Trigger it with a "
             "logical date (the interval before it is sent), or set the params window_start and "
-            "window_end, e.g. {\"window_start\": \"2025-06-02T00:00:00Z\", \"window_end\": "
-            "\"2025-06-03T00:00:00Z\"}."
+            'window_end, e.g. {"window_start": "2025-06-02T00:00:00Z", "window_end": '
+            '"2025-06-03T00:00:00Z"}.'
         )
     else:
         start = _as_utc(data_interval_start, "data_interval_start")

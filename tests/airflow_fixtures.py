@@ -28,13 +28,16 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["PATH"] = VENV_BIN + os.pathsep + os.environ.get("PATH", "")
 
 _STUB = """\
-# Stand-in so that dag.test() finds a serialized DAG with this id; the test runs its own DAG object.
+# Stand-in so that dag.test() finds a serialized DAG with this id and these task ids (Airflow 3.1's execution
+# API looks the starting task and its upstream tasks up in it); the test runs its own DAG object.
 import datetime
 from airflow.sdk import DAG
 from airflow.providers.standard.operators.empty import EmptyOperator
 
 with DAG({dag_id!r}, schedule=None, start_date=datetime.datetime(2026, 1, 1)):
-    EmptyOperator(task_id="stand_in")
+    tasks = {{task_id: EmptyOperator(task_id=task_id) for task_id in {upstream!r}}}
+    for task_id, upstream_ids in {upstream!r}.items():
+        tasks[task_id].set_upstream([tasks[upstream_id] for upstream_id in upstream_ids])
 """
 
 
@@ -54,16 +57,18 @@ def airflow_db() -> Path:
 
 def run_dag_test(dag, **test_kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """
-    Run ``dag.test()`` for a DAG built inside a test (a stand-in file with its id is written to the DAGs
-    folder, as ``dag.test()`` needs a serialized DAG) and return the DagRun and each task's XCom return value.
-    Needs the ``airflow_db`` fixture.
+    Run ``dag.test()`` for a DAG built inside a test (a stand-in file with its id and its task ids is written
+    to the DAGs folder, as ``dag.test()`` needs a serialized DAG) and return the DagRun and each task's XCom
+    return value. Needs the ``airflow_db`` fixture.
     """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     stub = DAGS_FOLDER / f"stand_in_{dag.dag_id}.py"
-    if not stub.exists():
-        stub.write_text(_STUB.format(dag_id=dag.dag_id))
+    upstream = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
+    stub_text = _STUB.format(dag_id=dag.dag_id, upstream=upstream)
+    if not stub.exists() or stub.read_text() != stub_text:
+        stub.write_text(stub_text)
     dag_run = dag.test(**test_kwargs)
     with create_session() as session:
         rows = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id, key="return_value")
