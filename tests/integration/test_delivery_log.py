@@ -478,3 +478,23 @@ def test_an_over_long_key_is_fitted_into_the_table_and_stays_distinct(log):
     assert fitted[0] != fitted[1] and fitted[0].startswith("x" * 100)
     assert delivery_log.fit_key("short-id") == "short-id"
     assert set(stored_rows(log)) == {("Purchase", key) for key in fitted}
+
+
+@pytest.mark.parametrize("charset", ["utf8", "latin1"])
+def test_an_emoji_id_is_logged_on_mysql_whatever_the_connection_charset(url_factory, table_names, backend, charset):
+    """An adversarial review found an emoji id failing the write over a utf8 (3-byte) or latin1 connection."""
+    if backend != "mariadb":
+        pytest.skip("the connection charset is a MySQL/MariaDB setting")
+    engine = sa.create_engine(sa.make_url(url_factory()).update_query_dict({"charset": charset}))
+    delivery = DeliveryLog(engine, table_names())
+    try:
+        delivery.ensure_table()
+        delivery.record([delivered("😀-1"), rejected("𠮷-2")], run_id="r1")
+
+        assert set(delivery.lookup([("Purchase", "😀-1"), ("Purchase", "𠮷-2")])) == {
+            ("Purchase", "😀-1"),
+            ("Purchase", "𠮷-2"),
+        }
+    finally:
+        delivery.engine.dispose()
+        engine.dispose()

@@ -337,3 +337,45 @@ def test_resume_state_stays_small_with_thousands_of_distinct_gravity_messages():
     assert summary["rejected_errors"]["(other messages)"] == 19_000 - 20
     assert len(json.dumps(store.values)) < 20_000
     assert ResumeLog(store, "query-1").messages.total() == 19_000
+
+
+def test_after_a_change_of_row_order_gravitys_earlier_messages_are_not_counted_twice():
+    """An adversarial review found ``rejected_errors`` adding up to twice ``rejected`` after such a resume."""
+    store = DictStore()
+    frame = pd.DataFrame({"event_id": [f"e{i}" for i in range(40)], "event_time": [1_767_225_600] * 40})
+    calls = []
+
+    def refuse_then_fail(events):
+        calls.append(len(events))
+        if len(calls) > 1:
+            raise GravityUnavailableError(2, 503, "HTTP 503")
+        return [EventResult(e["event_id"], "error", "bad") for e in events]
+
+    def run(send, frames):
+        pipeline = ConversionPipeline(
+            settings=EventSettings(event_name="Lead"),
+            send=send,
+            batch_size=10,
+            max_concurrency=1,
+            resume=ResumeLog(store, "query-1", min_interval=0),
+            clock=lambda: 1_767_230_000,
+        )
+        return pipeline.run(frames).summary
+
+    run(refuse_then_fail, [frame.iloc[:20].reset_index(drop=True), frame.iloc[20:].reset_index(drop=True)])
+    shuffled = frame.iloc[::-1].reset_index(drop=True)
+    second = run(lambda events: [EventResult(e["event_id"], "error", "bad") for e in events], [shuffled])
+
+    assert second["rejected"] == 40
+    assert sum(second["rejected_errors"].values()) == second["rejected"]
+
+
+def test_a_decimal_too_small_or_large_to_write_is_unreadable_not_zero():
+    from decimal import Decimal
+
+    from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text
+
+    for value in (Decimal("1E-10000000"), Decimal("1E+10000000")):
+        with pytest.raises(UnreadableCell):
+            cell_text(value)
+    assert cell_text(Decimal("0.000123")) == "0.000123"
