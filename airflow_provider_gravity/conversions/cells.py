@@ -75,10 +75,7 @@ def cell_text(value: Any) -> str | None:
     if isinstance(value, np.timedelta64 | dt.timedelta):  # numpy makes timedelta64 an integer: not an id
         raise UnreadableCell("a duration where text is expected")
     if isinstance(value, TEXT_BYTES):
-        try:
-            return bytes(value).decode("utf-8").strip() or None
-        except UnicodeDecodeError:
-            raise UnreadableCell("bytes that are not UTF-8 text") from None
+        return bytes_text(value).strip() or None
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
     if isinstance(value, int | np.integer):
@@ -102,6 +99,18 @@ def _datetime64_text(value: np.datetime64) -> str:
     if not isinstance(moment, dt.datetime | dt.date):
         raise UnreadableCell("a time beyond the calendar's years")
     return moment.isoformat()
+
+
+def bytes_text(value: bytes | bytearray | memoryview) -> str:
+    """
+    A bytes cell (bytea, VARBINARY) as the UTF-8 text it holds.
+
+    :raises UnreadableCell: for bytes that are not UTF-8 text.
+    """
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableCell("bytes that are not UTF-8 text") from None
 
 
 def _integer_text(number: int) -> str:
@@ -331,8 +340,8 @@ def _decoded(value: Any, reason: str) -> Any:
     """The value itself, or what its JSON text holds; :class:`BadCell` ``reason`` for text that is not JSON."""
     if isinstance(value, TEXT_BYTES):
         try:
-            value = bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
+            value = bytes_text(value)
+        except UnreadableCell:
             raise BadCell(reason) from None
     if not isinstance(value, str):
         return value
@@ -387,8 +396,8 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
         return [json_safe(item, reason, depth + 1) for item in value]
     if isinstance(value, TEXT_BYTES):
         try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
+            return bytes_text(value)
+        except UnreadableCell:
             raise BadCell(reason) from None
     if value is pd.NaT or value is pd.NA:
         return None

@@ -40,6 +40,19 @@ class DictStore:
         self.values.pop(key, None)
 
 
+def run_with_resume(store: DictStore, send, frames: list[pd.DataFrame]):
+    """One try of a ``Lead`` run in batches of 10, one at a time, resuming through ``store``."""
+    pipeline = ConversionPipeline(
+        settings=EventSettings(event_name="Lead"),
+        send=send,
+        batch_size=10,
+        max_concurrency=1,
+        resume=ResumeLog(store, "query-1", min_interval=0),
+        clock=lambda: 1_767_230_000,
+    )
+    return pipeline.run(frames)
+
+
 def test_seen_keys_keeps_first_occurrences_across_chunks():
     seen = SeenKeys()
     assert seen.first_occurrences([("P", "1"), ("P", "2"), ("P", "1"), ("Lead", "1")]) == [True, True, False, True]
@@ -213,19 +226,8 @@ def test_a_resumed_try_accounts_for_every_row_including_invalid_rows_inside_ackn
         sent_second.append(len(events))
         return [EventResult(e["event_id"], "ok") for e in events]
 
-    def run(send):
-        pipeline = ConversionPipeline(
-            settings=EventSettings(event_name="Lead"),
-            send=send,
-            batch_size=10,
-            max_concurrency=1,
-            resume=ResumeLog(store, "query-1", min_interval=0),
-            clock=lambda: 1_767_230_000,
-        )
-        return pipeline.run([frame.copy()])
-
-    first = run(flaky)
-    second = run(healthy)
+    first = run_with_resume(store, flaky, [frame.copy()])
+    second = run_with_resume(store, healthy, [frame.copy()])
 
     assert first.failure
     assert second.failure is None
@@ -345,26 +347,20 @@ def test_after_a_change_of_row_order_gravitys_earlier_messages_are_not_counted_t
     frame = pd.DataFrame({"event_id": [f"e{i}" for i in range(40)], "event_time": [1_767_225_600] * 40})
     calls = []
 
+    def refuse_all(events):
+        return [EventResult(e["event_id"], "error", "bad") for e in events]
+
     def refuse_then_fail(events):
         calls.append(len(events))
         if len(calls) > 1:
             raise GravityUnavailableError(2, 503, "HTTP 503")
         return [EventResult(e["event_id"], "error", "bad") for e in events]
 
-    def run(send, frames):
-        pipeline = ConversionPipeline(
-            settings=EventSettings(event_name="Lead"),
-            send=send,
-            batch_size=10,
-            max_concurrency=1,
-            resume=ResumeLog(store, "query-1", min_interval=0),
-            clock=lambda: 1_767_230_000,
-        )
-        return pipeline.run(frames).summary
-
-    run(refuse_then_fail, [frame.iloc[:20].reset_index(drop=True), frame.iloc[20:].reset_index(drop=True)])
+    run_with_resume(
+        store, refuse_then_fail, [frame.iloc[:20].reset_index(drop=True), frame.iloc[20:].reset_index(drop=True)]
+    )
     shuffled = frame.iloc[::-1].reset_index(drop=True)
-    second = run(lambda events: [EventResult(e["event_id"], "error", "bad") for e in events], [shuffled])
+    second = run_with_resume(store, refuse_all, [shuffled]).summary
 
     assert second["rejected"] == 40
     assert sum(second["rejected_errors"].values()) == second["rejected"]
