@@ -171,7 +171,7 @@ def _worker_env(sandbox_url: str | None, api_key: str) -> dict[str, str]:
 
 
 def run_config(config: str, rows: int, args: argparse.Namespace) -> Measurement:
-    from tests.sandbox_server import SandboxServer
+    from tests.support.sandbox_server import SandboxServer
 
     print(f"-> {CONFIG_LABELS[config]} on {rows:,} rows ...", flush=True)
     sandbox = SandboxServer(extra_args=SANDBOX_ARGS) if config != "null" else None

@@ -32,7 +32,7 @@ from airflow_provider_gravity.conversions.columns import normalize_column_names 
 from airflow_provider_gravity.conversions.events import EventSettings, build_events  # noqa: E402
 from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields  # noqa: E402
 from airflow_provider_gravity.conversions.reading import stream_query  # noqa: E402
-from tests.sandbox_server import SandboxServer  # noqa: E402
+from tests.support.sandbox_server import SandboxServer  # noqa: E402
 
 
 def timed(label: str, rows: int, function):

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.databases import POSTGRES_URL, airflow_uri, require_server
-from tests.sandbox_server import SandboxServer
-from tests.warehouse import MARIADB_URL
+from tests.support.databases import POSTGRES_URL, airflow_uri, require_server
+from tests.support.sandbox_server import SandboxServer
+from tests.support.warehouse import MARIADB_URL
 
-pytest_plugins = ["tests.airflow_fixtures"]
+pytest_plugins = ["tests.support.airflow_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,9 @@ from demo.sample_data import (
     generate,
     postgres_schema_sql,
 )
-from tests.airflow_processes import AirflowProcesses
-from tests.databases import POSTGRES_URL, airflow_uri, require_server
-from tests.sandbox_server import SandboxServer
+from tests.support.airflow_processes import AirflowProcesses
+from tests.support.databases import POSTGRES_URL, airflow_uri, require_server
+from tests.support.sandbox_server import SandboxServer
 
 pytestmark = pytest.mark.slow
 

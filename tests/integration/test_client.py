@@ -17,7 +17,7 @@ from airflow_provider_gravity.conversions.errors import (
     GravityRequestRejected,
     GravityUnavailableError,
 )
-from tests.airflow_fixtures import VENV_BIN
+from tests.support.airflow_fixtures import VENV_BIN
 
 FAST_RETRY = RetryPolicy(max_retries=5, backoff_base=0.01, backoff_max=0.05)
 

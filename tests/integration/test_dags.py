@@ -31,7 +31,7 @@ except ImportError:  # Airflow 3.1, whose task SDK does not have them yet
     from airflow.exceptions import AirflowFailException, ParamValidationError
 
 from demo.sample_data import CRM_TABLE, STORE_TABLE, TIME_COLUMNS, SampleConfig, generate, write_sqlite
-from tests.airflow_fixtures import REPO_ROOT
+from tests.support.airflow_fixtures import REPO_ROOT
 
 DAGS_FOLDER = REPO_ROOT / "dags"
 NIGHTLY = "gravity_offline_conversions"
@@ -281,7 +281,7 @@ def sql_template(dag, task_id: str) -> str:
 
 @pytest.fixture
 def mariadb_sample(mariadb):
-    from tests.warehouse import load_sample_mariadb
+    from tests.support.warehouse import load_sample_mariadb
 
     engine, database = mariadb
     load_sample_mariadb(engine, generate(SAMPLE))
@@ -319,7 +319,7 @@ def test_nightly_dag_with_its_sql_ported_sends_a_mariadb_window_once_and_logs_de
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from tests.sandbox_server import gravity_connection_json
+    from tests.support.sandbox_server import gravity_connection_json
 
     engine, _ = mariadb_sample
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, max_retries=8, timeout=5))

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions import delivery_log
 from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord, LoggedEvent
-from tests.databases import DELIVERY_LOG_COLUMNS as ALL_COLUMNS
-from tests.databases import require_server
+from tests.support.databases import DELIVERY_LOG_COLUMNS as ALL_COLUMNS
+from tests.support.databases import require_server
 
 SERVER_URLS = {
     "postgresql": os.environ.get("GRAVITY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"),

@@ -8,7 +8,7 @@ import sys
 import time
 
 from demo.run_demo import run_summaries
-from tests.airflow_fixtures import REPO_ROOT
+from tests.support.airflow_fixtures import REPO_ROOT
 
 
 def run_demo(home, *extra: str) -> tuple[str, float]:

@@ -24,7 +24,7 @@ from airflow.timetables.base import DataInterval
 from packaging.requirements import Requirement
 
 from demo.sample_data import CRM_TABLE, STORE_TABLE, SampleConfig, write_postgres_sql, write_sqlite
-from tests.airflow_fixtures import REPO_ROOT
+from tests.support.airflow_fixtures import REPO_ROOT
 from tests.integration.test_dags import NIGHTLY, SHARDED, load_dag_bag, render_sql_file, run_context
 
 DOCKER_DIR = REPO_ROOT / "docker"

@@ -9,11 +9,11 @@ import requests
 import sqlalchemy as sa
 
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
-from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
-from tests.databases import DELIVERY_LOG_COLUMNS
-from tests.messy_rows import messy_orders
-from tests.sandbox_server import gravity_connection_json
-from tests.warehouse import SCALAR_SQL, load_orders_postgres
+from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
+from tests.support.databases import DELIVERY_LOG_COLUMNS
+from tests.support.messy_rows import messy_orders
+from tests.support.sandbox_server import gravity_connection_json
+from tests.support.warehouse import SCALAR_SQL, load_orders_postgres
 
 
 class ClearFaultsOnRetry(SendConversionsOperator):

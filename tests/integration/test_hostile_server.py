@@ -1,5 +1,5 @@
 """
-The real client, pipeline and operator against a hostile Gravity (tests/hostile_server.py) over loopback HTTP:
+The real client, pipeline and operator against a hostile Gravity (tests/support/hostile_server.py) over loopback HTTP:
 redirects, stray statuses, answers that omit, invent, repeat, shuffle or strip results, HTML, huge bodies and
 API keys echoed back. The guarantees must hold anyway: every row in one bucket, nothing counted twice across a
 failed run and its retry, no redirect followed, and the key nowhere.
@@ -31,8 +31,8 @@ from airflow_provider_gravity.conversions.errors import (
 from airflow_provider_gravity.conversions.events import EventSettings
 from airflow_provider_gravity.conversions.pipeline import ConversionPipeline, RunFailure
 from airflow_provider_gravity.conversions.resume import STATE_KEY, ResumeLog
-from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
-from tests.hostile_server import (
+from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
+from tests.support.hostile_server import (
     KEY_DISGUISES,
     MIB,
     REDIRECT_STATUSES,
@@ -50,7 +50,7 @@ from tests.hostile_server import (
     status,
     strip_ids,
 )
-from tests.sandbox_server import gravity_connection_json
+from tests.support.sandbox_server import gravity_connection_json
 
 # Upper and lower case, and characters that URL-encoding changes, so that every disguise of it differs.
 API_KEY = "sk_Live-Hostile+Key/42=x"

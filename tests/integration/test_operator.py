@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
-from tests.airflow_fixtures import run_dag_test, single_task_dag, task_states
-from tests.messy_rows import expected_email, expected_event, expected_name, expected_phone, messy_orders
-from tests.sandbox_server import gravity_connection_json
-from tests.warehouse import SCALAR_SQL, load_orders_postgres, load_orders_sqlite
+from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
+from tests.support.messy_rows import expected_email, expected_event, expected_name, expected_phone, messy_orders
+from tests.support.sandbox_server import gravity_connection_json
+from tests.support.warehouse import SCALAR_SQL, load_orders_postgres, load_orders_sqlite
 
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 
@@ -556,8 +556,8 @@ def test_mariadb_and_postgres_give_the_same_sandbox_contents(
 ):
     import logging
 
-    from tests.messy_rows import sha256
-    from tests.warehouse import FOUR_BYTE_FIRST_NAME, MARIADB_SCALAR_SQL, load_orders_mariadb, with_four_byte_text
+    from tests.support.messy_rows import sha256
+    from tests.support.warehouse import FOUR_BYTE_FIRST_NAME, MARIADB_SCALAR_SQL, load_orders_mariadb, with_four_byte_text
 
     pg_engine, schema = postgres
     maria_engine, _ = mariadb
@@ -619,7 +619,7 @@ def test_10000_messy_rows_from_mariadb_arrive_exactly_as_computed_independently(
     """
     import logging
 
-    from tests.warehouse import load_orders_mariadb, with_four_byte_text
+    from tests.support.warehouse import load_orders_mariadb, with_four_byte_text
 
     engine, _ = mariadb
     sandbox = gravity_connection
@@ -729,7 +729,7 @@ def test_a_mariadb_run_stopped_in_its_first_chunk_releases_the_streaming_cursor(
 ):
     """An unknown column fails the task on the first of 20 chunks: the unread rows of the unbuffered cursor
     must not keep the connection (and its metadata lock on the table) alive after the task."""
-    from tests.warehouse import load_orders_mariadb
+    from tests.support.warehouse import load_orders_mariadb
 
     engine, database = mariadb
     load_orders_mariadb(engine, "orders", messy_orders(20_000, seed=4))

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.sandbox_server import REPO_ROOT, SandboxServer
+from tests.support.sandbox_server import REPO_ROOT, SandboxServer
 
 HOUR = 3600
 
@@ -494,7 +494,7 @@ def test_create_app_serves_in_process_on_an_injected_clock():
     import uvicorn
 
     from airflow_provider_gravity.sandbox import create_app
-    from tests.sandbox_server import free_loopback_port
+    from tests.support.sandbox_server import free_loopback_port
 
     fake_now = [1_000_000_000.0]  # September 2001
     app = create_app("in-process-key", clock=lambda: fake_now[0])

@@ -1,7 +1,7 @@
 """
 Soak test: one seeded, reproducible storm of faults, killed tries and re-runs over a real PostgreSQL table.
 
-A task run is a series of tries of ``tests/soak_task.py``, each a subprocess sharing the run's task state
+A task run is a series of tries of ``tests/support/soak_task.py``, each a subprocess sharing the run's task state
 store (a JSON file) and the delivery log (a PostgreSQL table). Before each try the sandbox gets a random
 fault schedule (5xx and 429 answers, dropped connections, slow answers past the client's timeout), and
 most tries are SIGKILLed: after a random request reached the sandbox, at a random time, or inside a
@@ -39,8 +39,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.databases import POSTGRES_URL
-from tests.sandbox_server import REPO_ROOT, SandboxServer
+from tests.support.databases import POSTGRES_URL
+from tests.support.sandbox_server import REPO_ROOT, SandboxServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -380,7 +380,7 @@ class Soak:
         command = [
             sys.executable,
             "-m",
-            "tests.soak_task",
+            "tests.support.soak_task",
             *("--db-url", POSTGRES_URL, "--sql", self.sql, "--log-table", self.log_table),
             *("--sandbox-url", self.sandbox.url, "--store", str(store), "--fingerprint", fingerprint),
             *("--run-id", run_id, "--out", str(out), "--event-name", EVENT_NAME),

@@ -28,7 +28,7 @@ import pytest
 from airflow_provider_gravity import __version__
 from demo.run_demo import run_summaries
 from demo.sample_data import CRM_TABLE, STORE_TABLE, SampleConfig, generate, write_sqlite
-from tests.sandbox_server import SandboxServer, gravity_connection_json
+from tests.support.sandbox_server import SandboxServer, gravity_connection_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "airflow_provider_gravity"

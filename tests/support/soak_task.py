@@ -1,7 +1,7 @@
 """
 One try of a send-conversions task, as a script the soak test runs (and kills) as a subprocess.
 
-``python -m tests.soak_task --db-url ... --sql ... --out summary.json`` reads the query with
+``python -m tests.support.soak_task --db-url ... --sql ... --out summary.json`` reads the query with
 :func:`~airflow_provider_gravity.conversions.reading.stream_query`, sends it with a
 :class:`~airflow_provider_gravity.conversions.pipeline.ConversionPipeline` backed by a delivery log and a
 :class:`~airflow_provider_gravity.conversions.resume.ResumeLog` over :class:`JsonFileStore` (a stand-in for

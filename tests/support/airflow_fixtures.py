@@ -15,7 +15,7 @@ import pytest
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="gravity-test-airflow-"))
 DAGS_FOLDER = AIRFLOW_HOME / "dags"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
 
 DAGS_FOLDER.mkdir()

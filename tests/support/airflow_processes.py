@@ -1,6 +1,6 @@
 """A real Airflow for tests: api-server, scheduler and dag-processor subprocesses on a fresh ``AIRFLOW_HOME``.
 
-Its own metadata database, a scratch PostgreSQL database on the server of ``tests.databases.POSTGRES_URL``
+Its own metadata database, a scratch PostgreSQL database on the server of ``tests.support.databases.POSTGRES_URL``
 (created on enter, dropped on exit), the LocalExecutor, and nothing inherited from the ``AIRFLOW_*``
 variables of the test session. Not SQLite: with several processes writing at once, SQLite answers a read
 transaction that must become a write transaction with "database is locked" at once, whatever its busy
@@ -26,11 +26,11 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from tests.databases import POSTGRES_URL, require_server
-from tests.sandbox_server import free_loopback_port
+from tests.support.databases import POSTGRES_URL, require_server
+from tests.support.sandbox_server import free_loopback_port
 
 VENV_BIN = Path(sys.executable).parent
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROCESS_COMMANDS: dict[str, list[str]] = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--workers", "1"],
     "scheduler": ["scheduler"],
