@@ -19,7 +19,7 @@ import time
 import pandas as pd
 import phonenumbers
 
-from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields
+from airflow_provider_gravity.conversions.pii.user_fields import PiiCache, hash_user_fields
 
 REGIONS = ("US", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "CA", "ES", "IT", "MX")
 FIRST_NAMES = (

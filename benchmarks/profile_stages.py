@@ -27,11 +27,11 @@ import requests  # noqa: E402
 import sqlalchemy  # noqa: E402
 import warehouse  # noqa: E402
 
-from airflow_provider_gravity.conversions.client import encode_body  # noqa: E402
-from airflow_provider_gravity.conversions.columns import normalize_column_names  # noqa: E402
-from airflow_provider_gravity.conversions.events import EventSettings, build_events  # noqa: E402
-from airflow_provider_gravity.conversions.pii import PiiCache, hash_user_fields  # noqa: E402
-from airflow_provider_gravity.conversions.reading import stream_query  # noqa: E402
+from airflow_provider_gravity.conversions.api.client import encode_body  # noqa: E402
+from airflow_provider_gravity.conversions.read.columns import normalize_column_names  # noqa: E402
+from airflow_provider_gravity.conversions.events.build import EventSettings, build_events  # noqa: E402
+from airflow_provider_gravity.conversions.pii.user_fields import PiiCache, hash_user_fields  # noqa: E402
+from airflow_provider_gravity.conversions.read.chunks import stream_query  # noqa: E402
 from tests.support.sandbox_server import SandboxServer  # noqa: E402
 
 

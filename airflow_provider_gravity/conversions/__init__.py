@@ -1,19 +1,17 @@
-"""The core of the provider: PII normalization and hashing, importable without Airflow."""
+"""
+The provider's core, importable without Airflow: rows in, one bucket per row out.
 
-from __future__ import annotations
+A run flows through the subpackages in this order:
 
-from airflow_provider_gravity.conversions.emails import normalize_email
-from airflow_provider_gravity.conversions.hashing import sha256_hex
-from airflow_provider_gravity.conversions.names import normalize_name
-from airflow_provider_gravity.conversions.phones import normalize_phone
-from airflow_provider_gravity.conversions.pii import HashedUserFields, PiiCache, hash_user_fields
+::
 
-__all__ = [
-    "HashedUserFields",
-    "PiiCache",
-    "hash_user_fields",
-    "normalize_email",
-    "normalize_name",
-    "normalize_phone",
-    "sha256_hex",
-]
+    read/     chunks of warehouse rows, columns named by the column contract
+    events/   each row validated (or given a named reason) and built into an event
+    pii/      e-mails, phones and names normalized and SHA-256 hashed, once per distinct value
+    encode    (events/encode.py) each event written as JSON, column by column
+    api/      batches sent to Gravity; each event's answer turned into an outcome
+    run/      the pipeline that drives it all and accounts for every row: tally, resume, delivery log
+
+Shared by all: :mod:`.buckets` (where a row can end) and :mod:`.errors` (what can go wrong).
+Nothing is imported here, so that importing the hook or the client does not load pandas.
+"""

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_gravity.conversions.client import (
+from airflow_provider_gravity.conversions.api.client import (
     AUTH_HEADER_STYLES,
     EventResult,
     GravityClient,

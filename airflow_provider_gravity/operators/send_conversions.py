@@ -14,14 +14,14 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.providers.common.sql.operators.sql import BaseSQLOperator
 from airflow.sdk import BaseHook
 
-from airflow_provider_gravity.conversions.client import MAX_EVENTS_PER_REQUEST
-from airflow_provider_gravity.conversions.columns import ColumnContractError
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
-from airflow_provider_gravity.conversions.events import EventSettings
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline, RunResult
-from airflow_provider_gravity.conversions.reading import STREAMING_DIALECTS, stream_query
-from airflow_provider_gravity.conversions.resume import ResumeLog
-from airflow_provider_gravity.conversions.summary import format_summary
+from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
+from airflow_provider_gravity.conversions.read.columns import ColumnContractError
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
+from airflow_provider_gravity.conversions.read.chunks import STREAMING_DIALECTS, stream_query
+from airflow_provider_gravity.conversions.run.resume import ResumeLog
+from airflow_provider_gravity.conversions.run.tally import format_summary
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 

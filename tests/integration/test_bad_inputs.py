@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_gravity.conversions.client import GravityClient
-from airflow_provider_gravity.conversions.columns import ColumnContractError
-from airflow_provider_gravity.conversions.events import EventSettings
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
+from airflow_provider_gravity.conversions.api.client import GravityClient
+from airflow_provider_gravity.conversions.read.columns import ColumnContractError
+from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 
 NOW = int(time.time())
 HOUR_AGO = NOW - 3600

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from airflow_provider_gravity.conversions import delivery_log
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord, LoggedEvent
+from airflow_provider_gravity.conversions.run import delivery_log
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, LoggedEvent
 from tests.support.databases import DELIVERY_LOG_COLUMNS as ALL_COLUMNS
 from tests.support.databases import require_server
 

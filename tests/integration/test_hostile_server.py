@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from airflow_provider_gravity.conversions.client import GravityClient, RetryPolicy
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.errors import (
     GravityAuthError,
     GravityHTTPError,
@@ -28,9 +28,9 @@ from airflow_provider_gravity.conversions.errors import (
     GravityResponseError,
     GravityUnavailableError,
 )
-from airflow_provider_gravity.conversions.events import EventSettings
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline, RunFailure
-from airflow_provider_gravity.conversions.resume import STATE_KEY, ResumeLog
+from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunFailure
+from airflow_provider_gravity.conversions.run.resume import STATE_KEY, ResumeLog
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.support.hostile_server import (
     KEY_DISGUISES,

@@ -527,7 +527,7 @@ def mariadb_reads(monkeypatch):
     """
     import sqlalchemy as sa
 
-    from airflow_provider_gravity.conversions import reading
+    from airflow_provider_gravity.conversions.read import chunks as reading
 
     seen = {"cursors": [], "chunks": []}
     original = reading.frame_of_rows

@@ -2,9 +2,9 @@
 One try of a send-conversions task, as a script the soak test runs (and kills) as a subprocess.
 
 ``python -m tests.support.soak_task --db-url ... --sql ... --out summary.json`` reads the query with
-:func:`~airflow_provider_gravity.conversions.reading.stream_query`, sends it with a
-:class:`~airflow_provider_gravity.conversions.pipeline.ConversionPipeline` backed by a delivery log and a
-:class:`~airflow_provider_gravity.conversions.resume.ResumeLog` over :class:`JsonFileStore` (a stand-in for
+:func:`~airflow_provider_gravity.conversions.read.chunks.stream_query`, sends it with a
+:class:`~airflow_provider_gravity.conversions.run.pipeline.ConversionPipeline` backed by a delivery log and a
+:class:`~airflow_provider_gravity.conversions.run.resume.ResumeLog` over :class:`JsonFileStore` (a stand-in for
 Airflow's ``task_state_store`` that survives the process), and writes what happened to ``--out``:
 
 ``{"summary": {...}, "failure": null | {"message": str, "retryable": bool}, "crash": null | str}``
@@ -29,12 +29,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airflow_provider_gravity.conversions.client import GravityClient, RetryPolicy
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
-from airflow_provider_gravity.conversions.events import EventSettings
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
-from airflow_provider_gravity.conversions.reading import stream_query
-from airflow_provider_gravity.conversions.resume import ResumeLog
+from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
+from airflow_provider_gravity.conversions.read.chunks import stream_query
+from airflow_provider_gravity.conversions.run.resume import ResumeLog
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1

@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
 
-from airflow_provider_gravity.conversions.client import GravityClient
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog
-from airflow_provider_gravity.conversions.events import EventSettings, build_events
-from airflow_provider_gravity.conversions.pii import PiiCache
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline, RunResult
-from airflow_provider_gravity.conversions.reading import frame_of_rows
-from airflow_provider_gravity.conversions.summary import BUCKETS
+from airflow_provider_gravity.conversions.api.client import GravityClient
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
+from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
+from airflow_provider_gravity.conversions.read.chunks import frame_of_rows
+from airflow_provider_gravity.conversions.run.tally import BUCKETS
 
 NOW = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
 TIMEZONES = ["UTC", "America/New_York", "Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Pago_Pago"]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_gravity.conversions.pii import HashedUserFields, PiiCache, hash_user_fields
+from airflow_provider_gravity.conversions.pii.user_fields import HashedUserFields, PiiCache, hash_user_fields
 
 
 def digest(text: str) -> str:
@@ -226,7 +226,7 @@ def test_no_plaintext_in_the_result_or_the_logs(backend: str, caplog: pytest.Log
 
 def test_conversions_import_without_airflow() -> None:
     code = (
-        "import sys, airflow_provider_gravity.conversions, airflow_provider_gravity.conversions.pii;"
+        "import sys, airflow_provider_gravity.conversions, airflow_provider_gravity.conversions.pii.user_fields;"
         "loaded = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.'));"
         "print(loaded); sys.exit(1 if loaded else 0)"
     )

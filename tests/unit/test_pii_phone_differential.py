@@ -13,8 +13,8 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat
 
-from airflow_provider_gravity.conversions import normalize_phone
-from airflow_provider_gravity.conversions.phone_metadata_path import DEFER, parse_to_e164
+from airflow_provider_gravity.conversions.pii import normalize_phone
+from airflow_provider_gravity.conversions.pii.phone_metadata_path import DEFER, parse_to_e164
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 

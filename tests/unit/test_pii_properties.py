@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from airflow_provider_gravity.conversions import normalize_email, normalize_name, normalize_phone, sha256_hex
+from airflow_provider_gravity.conversions.pii import normalize_email, normalize_name, normalize_phone, sha256_hex
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 COMMON_REGIONS = ["US", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "CA", "ES", "IT", "MX", "CN", "AR", "NL", "ZA"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airflow_provider_gravity.conversions import normalize_email, normalize_name, normalize_phone, sha256_hex
-from airflow_provider_gravity.conversions.pii import hash_user_fields
+from airflow_provider_gravity.conversions.pii import normalize_email, normalize_name, normalize_phone, sha256_hex
+from airflow_provider_gravity.conversions.pii.user_fields import hash_user_fields
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "pii_vectors.csv"
 

@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_gravity.conversions.client import EventResult, match_results
-from airflow_provider_gravity.conversions.columns import ColumnContractError, normalize_column_names
+from airflow_provider_gravity.conversions.api.client import EventResult, match_results
+from airflow_provider_gravity.conversions.read.columns import ColumnContractError, normalize_column_names
 from airflow_provider_gravity.conversions.errors import GravityRequestRejected, GravityUnavailableError
-from airflow_provider_gravity.conversions.event_times import event_time_seconds
-from airflow_provider_gravity.conversions.events import EventSettings
-from airflow_provider_gravity.conversions.pipeline import ConversionPipeline
-from airflow_provider_gravity.conversions.resume import STATE_KEY, ResumeLog, chunk_digest
-from airflow_provider_gravity.conversions.seen_keys import SeenKeys
-from airflow_provider_gravity.conversions.sending import send_with_split
-from airflow_provider_gravity.conversions.summary import Tally, build_summary, format_summary
+from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
+from airflow_provider_gravity.conversions.run.resume import STATE_KEY, ResumeLog, chunk_digest
+from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
+from airflow_provider_gravity.conversions.api.outcomes import send_with_split
+from airflow_provider_gravity.conversions.run.tally import Tally, build_summary, format_summary
 
 
 class DictStore:
@@ -369,7 +369,7 @@ def test_after_a_change_of_row_order_gravitys_earlier_messages_are_not_counted_t
 def test_a_decimal_too_small_or_large_to_write_is_unreadable_not_zero():
     from decimal import Decimal
 
-    from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text
+    from airflow_provider_gravity.conversions.events.cells import UnreadableCell, cell_text
 
     for value in (Decimal("1E-10000000"), Decimal("1E+10000000")):
         with pytest.raises(UnreadableCell):

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 
-from airflow_provider_gravity.conversions.cells import LIST_TYPES, UnreadableCell, cell_text, hashable_cell, split_cell
-from airflow_provider_gravity.conversions.emails import normalize_email_text
-from airflow_provider_gravity.conversions.hashing import hash_text
-from airflow_provider_gravity.conversions.names import normalize_name_text
-from airflow_provider_gravity.conversions.phones import PhoneNormalizer, phone_text
+from airflow_provider_gravity.conversions.events.cells import LIST_TYPES, UnreadableCell, cell_text, hashable_cell, split_cell
+from airflow_provider_gravity.conversions.pii.emails import normalize_email_text
+from airflow_provider_gravity.conversions.pii.hashing import hash_text
+from airflow_provider_gravity.conversions.pii.names import normalize_name_text
+from airflow_provider_gravity.conversions.pii.phones import PhoneNormalizer, phone_text
 
 USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
 #: The reason a value is dropped because it is not a valid email, phone, name or country, by column.

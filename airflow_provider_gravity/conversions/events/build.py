@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_provider_gravity.conversions import cells
-from airflow_provider_gravity.conversions.cells import per_cell, per_distinct_value, text_column
-from airflow_provider_gravity.conversions.columns import CUSTOM_PREFIX
-from airflow_provider_gravity.conversions.event_times import event_time_seconds
-from airflow_provider_gravity.conversions.pii import (
+from airflow_provider_gravity.conversions.events import cells
+from airflow_provider_gravity.conversions.events.cells import per_cell, per_distinct_value, text_column
+from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX
+from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.pii.user_fields import (
     UNREADABLE_DROP_REASONS,
     HashedUserFields,
     PiiCache,
     garbage_collection_paused,
     hash_user_fields,
 )
-from airflow_provider_gravity.conversions.pixel_user_data import split_pixel_pii
+from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")

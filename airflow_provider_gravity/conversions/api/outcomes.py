@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from airflow_provider_gravity.conversions.client import EventResult
+from airflow_provider_gravity.conversions.api.client import EventResult
 from airflow_provider_gravity.conversions.errors import EventEncodingError, GravityRequestRejected
 
 _BUCKET_OF_STATUS = {

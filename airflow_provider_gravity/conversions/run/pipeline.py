@@ -18,16 +18,16 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.client import EventResult
-from airflow_provider_gravity.conversions.columns import normalize_column_names
-from airflow_provider_gravity.conversions.delivery_log import DeliveryLog, DeliveryRecord, fit_key
+from airflow_provider_gravity.conversions.api.client import EventResult
+from airflow_provider_gravity.conversions.read.columns import normalize_column_names
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
-from airflow_provider_gravity.conversions.events import BuiltChunk, EventSettings, build_events, event_keys
-from airflow_provider_gravity.conversions.pii import PiiCache, garbage_collection_paused
-from airflow_provider_gravity.conversions.resume import ResumeLog, chunk_digest
-from airflow_provider_gravity.conversions.seen_keys import SeenKeys
-from airflow_provider_gravity.conversions.sending import Outcome, send_with_split
-from airflow_provider_gravity.conversions.summary import Tally, build_summary
+from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
+from airflow_provider_gravity.conversions.pii.user_fields import PiiCache, garbage_collection_paused
+from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
+from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
+from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
+from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
 
 log = logging.getLogger(__name__)
 

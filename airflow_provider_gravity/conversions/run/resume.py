@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from airflow_provider_gravity.conversions.summary import Tally
+from airflow_provider_gravity.conversions.run.tally import Tally
 
 log = logging.getLogger(__name__)
 
