@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property
 
-from airflow_provider_gravity.conversions.api.client import EventResult
+from airflow_provider_gravity.conversions.api.client import EventResult, event_key
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 
 
@@ -23,7 +23,7 @@ class NullSinkClient:
 
     def send_events(self, events: Sequence[dict]) -> list[EventResult]:
         self.requests_sent += 1
-        return [EventResult(event["event_id"], "ok") for event in events]
+        return [EventResult(event_key(event)[1], "ok") for event in events]
 
     def close(self) -> None:
         pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -15,18 +15,17 @@ from airflow.providers.common.sql.operators.sql import BaseSQLOperator
 from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
+from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.read.chunks import read_chunks
 from airflow_provider_gravity.conversions.read.columns import ColumnContractError
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
-from airflow_provider_gravity.conversions.events.build import EventSettings
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
-from airflow_provider_gravity.conversions.read.chunks import STREAMING_DIALECTS, stream_query
 from airflow_provider_gravity.conversions.run.resume import ResumeLog
 from airflow_provider_gravity.conversions.run.tally import format_summary
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 
 if TYPE_CHECKING:
-    import pandas as pd
     from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
@@ -204,16 +203,15 @@ class SendConversionsOperator(BaseSQLOperator):
         delivery_log = self._delivery_log(dry_run)
         pipeline = ConversionPipeline(
             settings=self._event_settings(dry_run),
-            send=None if dry_run else self.gravity_hook.client.send_events,  # one client for all threads
+            sender=None if dry_run else self.gravity_hook.client,  # one client for all threads
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             delivery_log=delivery_log,
             resume=ResumeLog(self._state_store(context, delivery_log is not None), self._fingerprint()),
             run_id=str(context.get("run_id") or "manual"),
-            request_counts=None if dry_run else self._request_counts,
             progress_interval=self.progress_interval,
         )
-        chunks = self._read_chunks()
+        chunks = read_chunks(self.sql_hook, self.sql, self.parameters, self.chunk_size)
         try:
             result = pipeline.run(chunks)
         except ColumnContractError as err:
@@ -307,28 +305,6 @@ class SendConversionsOperator(BaseSQLOperator):
             )
             return False
 
-    def _read_chunks(self) -> Generator[pd.DataFrame, None, None]:
-        hook = self.sql_hook
-        if hook.dialect_name not in STREAMING_DIALECTS:
-            self.log.info("Reading rows with get_df_by_chunks, %d rows at a time.", self.chunk_size)
-            # Nullable dtypes keep integer ids exact when a chunk also holds NULLs (float64 would round them).
-            yield from hook.get_df_by_chunks(
-                self.sql,
-                parameters=self.parameters,
-                chunksize=self.chunk_size,
-                df_type="pandas",
-                dtype_backend="numpy_nullable",
-            )
-            return
-        self.log.info(
-            "Streaming %s rows with a server-side cursor, %d rows at a time.", hook.dialect_name, self.chunk_size
-        )
-        engine = hook.get_sqlalchemy_engine()
-        try:
-            yield from stream_query(engine, self.sql, self.parameters, self.chunk_size)
-        finally:
-            engine.dispose()
-
     def _delivery_log(self, dry_run: bool) -> DeliveryLog | None:
         """The delivery log; a dry run only reads it (to show what would be skipped) and never creates it."""
         if not self.delivery_log_table:
@@ -339,10 +315,6 @@ class SendConversionsOperator(BaseSQLOperator):
             return delivery_log if delivery_log.table_exists() else None
         delivery_log.ensure_table()
         return delivery_log
-
-    def _request_counts(self) -> tuple[int, int]:
-        client = self.gravity_hook.client
-        return client.requests_sent, client.retries
 
     def _fingerprint(self) -> str:
         identity = json.dumps(

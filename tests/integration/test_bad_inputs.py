@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from airflow_provider_gravity.conversions.api.client import GravityClient
-from airflow_provider_gravity.conversions.read.columns import ColumnContractError
 from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.read.columns import ColumnContractError
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 
 NOW = int(time.time())
@@ -249,9 +249,8 @@ def run(sandbox, rows: list[dict], **settings) -> dict:
     client = GravityClient(sandbox.url, sandbox.api_key)
     pipeline = ConversionPipeline(
         settings=EventSettings(**settings),
-        send=client.send_events,
+        sender=client,
         clock=lambda: NOW,
-        request_counts=lambda: (client.requests_sent, client.retries),
     )
     frame = pd.DataFrame([{**GOOD_ROW, **row} for row in rows], dtype=object)
     return pipeline.run([frame]).summary

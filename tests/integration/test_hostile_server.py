@@ -19,7 +19,6 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy
-from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.errors import (
     GravityAuthError,
     GravityHTTPError,
@@ -29,6 +28,7 @@ from airflow_provider_gravity.conversions.errors import (
     GravityUnavailableError,
 )
 from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunFailure
 from airflow_provider_gravity.conversions.run.resume import STATE_KEY, ResumeLog
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
@@ -118,12 +118,11 @@ def make_frame(count: int, prefix: str = "o") -> pd.DataFrame:
 def make_pipeline(client: GravityClient, *, store=None, delivery_log=None, batch_size=10, max_concurrency=1):
     return ConversionPipeline(
         settings=EventSettings(event_name="Purchase"),
-        send=client.send_events,
+        sender=client,
         batch_size=batch_size,
         max_concurrency=max_concurrency,
         delivery_log=delivery_log,
         resume=ResumeLog(store, "fingerprint") if store is not None else None,
-        request_counts=lambda: (client.requests_sent, client.retries),
     )
 
 

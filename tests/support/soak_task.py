@@ -30,10 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy
-from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.events.build import EventSettings
-from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.read.chunks import stream_query
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.run.resume import ResumeLog
 
 EXIT_SUCCEEDED = 0
@@ -145,13 +145,12 @@ def run_try(args: argparse.Namespace) -> dict[str, Any]:
     delivery_log.ensure_table()
     pipeline = ConversionPipeline(
         settings=EventSettings(event_name=args.event_name),
-        send=client.send_events,
+        sender=client,
         batch_size=args.batch_size,
         max_concurrency=args.max_concurrency,
         delivery_log=delivery_log,
         resume=ResumeLog(JsonFileStore(Path(args.store)), args.fingerprint),
         run_id=args.run_id,
-        request_counts=lambda: (client.requests_sent, client.retries),
     )
     chunks = stream_query(engine, args.sql, None, args.chunk_size)
     try:

@@ -25,11 +25,11 @@ from hypothesis import event as label
 from hypothesis import strategies as st
 
 from airflow_provider_gravity.conversions.api.client import GravityClient
-from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
-from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
 from airflow_provider_gravity.conversions.read.chunks import frame_of_rows
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
 from airflow_provider_gravity.conversions.run.tally import BUCKETS
 
 NOW = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
@@ -431,9 +431,12 @@ def make_frame(columns: dict[str, list], how: str, coerce_float: bool) -> pd.Dat
         return pd.DataFrame(columns, dtype=object)
     if how == "rows":
         return frame_of_rows(records, names)
-    if how == "records":
-        return pd.DataFrame.from_records(records, columns=names, coerce_float=coerce_float)
-    return pd.DataFrame(columns)
+    try:
+        if how == "records":
+            return pd.DataFrame.from_records(records, columns=names, coerce_float=coerce_float)
+        return pd.DataFrame(columns)
+    except UnicodeEncodeError:  # pandas' Arrow-backed str dtype cannot hold a lone surrogate: no reader gives one
+        return pd.DataFrame(columns, dtype=object)
 
 
 @st.composite
@@ -548,7 +551,7 @@ def run_pipeline(
 ) -> RunResult:
     pipeline = ConversionPipeline(
         settings=event_settings,
-        send=gravity,
+        sender=None if gravity is None else gravity.client,
         batch_size=3,
         max_concurrency=2,
         delivery_log=delivery_log,

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 from airflow_provider_gravity.conversions.api.client import EventResult, match_results
-from airflow_provider_gravity.conversions.read.columns import ColumnContractError, normalize_column_names
+from airflow_provider_gravity.conversions.api.outcomes import send_with_split
 from airflow_provider_gravity.conversions.errors import GravityRequestRejected, GravityUnavailableError
-from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.events.build import EventSettings
+from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.read.columns import ColumnContractError, normalize_column_names
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.run.resume import STATE_KEY, ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
-from airflow_provider_gravity.conversions.api.outcomes import send_with_split
 from airflow_provider_gravity.conversions.run.tally import Tally, build_summary, format_summary
 
 
@@ -40,11 +40,28 @@ class DictStore:
         self.values.pop(key, None)
 
 
+class FunctionSender:
+    """A sender made of a function of the events as dicts, the shape these tests read most easily."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+        self.requests_sent = 0
+        self.retries = 0
+
+    def send_events(self, events):
+        self.requests_sent += 1
+        return self.function([json.loads(event.json) for event in events])
+
+
+def keys_of(events: list[dict]) -> list[tuple[str | None, str]]:
+    return [(event.get("event_name"), str(event["event_id"])) for event in events]
+
+
 def run_with_resume(store: DictStore, send, frames: list[pd.DataFrame]):
     """One try of a ``Lead`` run in batches of 10, one at a time, resuming through ``store``."""
     pipeline = ConversionPipeline(
         settings=EventSettings(event_name="Lead"),
-        send=send,
+        sender=FunctionSender(send),
         batch_size=10,
         max_concurrency=1,
         resume=ResumeLog(store, "query-1", min_interval=0),
@@ -106,7 +123,8 @@ def test_column_names_are_case_insensitive_and_typos_are_named():
 
 def test_results_are_matched_by_id_when_gravity_reorders_or_omits_them():
     events = [{"event_id": "a"}, {"event_id": "b"}, {"event_id": "c"}]
-    results = match_results(events, [{"event_id": "c", "status": "ok"}, {"event_id": "a", "status": "duplicate"}])
+    answer = [{"event_id": "c", "status": "ok"}, {"event_id": "a", "status": "duplicate"}]
+    results = match_results(keys_of(events), answer)
     assert [(r.event_id, r.status) for r in results] == [("a", "duplicate"), ("b", "missing"), ("c", "ok")]
 
 
@@ -167,7 +185,7 @@ def test_summary_table_and_invariant():
 
 def test_progress_is_logged_while_a_run_goes_on(caplog):
     caplog.set_level(logging.INFO)
-    pipeline = ConversionPipeline(settings=EventSettings(event_name="Lead"), send=None, progress_interval=0)
+    pipeline = ConversionPipeline(settings=EventSettings(event_name="Lead"), sender=None, progress_interval=0)
     frame = pd.DataFrame({"event_id": ["1", "2"], "event_time": [1_767_225_600, 1_767_225_600]})
 
     pipeline.run([frame, frame.assign(event_id=["3", "4"])])
@@ -183,7 +201,7 @@ def test_once_gravity_gives_up_the_rest_of_the_window_is_counted_not_sent():
         raise GravityUnavailableError(6, 503, "HTTP 503")
 
     pipeline = ConversionPipeline(
-        settings=EventSettings(event_name="Lead"), send=unavailable, batch_size=100, max_concurrency=1
+        settings=EventSettings(event_name="Lead"), sender=FunctionSender(unavailable), batch_size=100, max_concurrency=1
     )
     frame = pd.DataFrame({"event_id": [str(i) for i in range(5_000)], "event_time": [1_767_225_600] * 5_000})
 
@@ -268,7 +286,7 @@ def test_one_event_id_under_two_event_names_never_shares_a_request_so_outcomes_c
     def reversed_answers_without_names(events):
         requests.append([(e["event_name"], e["event_id"]) for e in events])
         return match_results(
-            events,
+            keys_of(events),
             [
                 {"event_id": e["event_id"], "status": "error" if e["event_name"] == "Lead" else "ok", "error": "no"}
                 for e in reversed(events)
@@ -283,7 +301,10 @@ def test_one_event_id_under_two_event_names_never_shares_a_request_so_outcomes_c
         }
     )
     pipeline = ConversionPipeline(
-        settings=EventSettings(), send=reversed_answers_without_names, batch_size=1_000, clock=lambda: 1_767_230_000
+        settings=EventSettings(),
+        sender=FunctionSender(reversed_answers_without_names),
+        batch_size=1_000,
+        clock=lambda: 1_767_230_000,
     )
 
     summary = pipeline.run([frame]).summary
@@ -309,7 +330,7 @@ def test_results_that_disagree_or_name_unknown_events_leave_the_event_unsettled(
         "not a result",
     ]
 
-    assert [result.status for result in match_results(events, answer)] == ["missing", "ok", "missing"]
+    assert [result.status for result in match_results(keys_of(events), answer)] == ["missing", "ok", "missing"]
 
 
 def test_resume_state_stays_small_with_thousands_of_distinct_gravity_messages():
@@ -324,7 +345,7 @@ def test_resume_state_stays_small_with_thousands_of_distinct_gravity_messages():
 
     pipeline = ConversionPipeline(
         settings=EventSettings(event_name="Lead"),
-        send=every_event_refused_differently,
+        sender=FunctionSender(every_event_refused_differently),
         max_concurrency=1,
         resume=ResumeLog(store, "query-1", min_interval=0),
         clock=lambda: 1_767_230_000,

@@ -17,9 +17,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -36,9 +37,13 @@ from airflow_provider_gravity.conversions.errors import (
     GravityResponseError,
     GravityUnavailableError,
 )
+from airflow_provider_gravity.conversions.events.encode import EncodedEvent
+from airflow_provider_gravity.version import __version__
 
 log = logging.getLogger(__name__)
 
+#: What :meth:`GravityClient.send_events` takes: events the pipeline encoded, or event dicts.
+Event = EncodedEvent | Mapping[str, Any]
 DEFAULT_BASE_URL = "https://api.trygravity.ai"
 EVENTS_PATH = "/gateway/events"
 MAX_EVENTS_PER_REQUEST = 1_000
@@ -218,11 +223,12 @@ class GravityClient:
         """Close the pooled connections."""
         self.session.close()
 
-    def send_events(self, events: Sequence[dict]) -> list[EventResult]:
+    def send_events(self, events: Sequence[Event]) -> list[EventResult]:
         """
         Send one request with up to 1,000 events and return one result per event, in the events' order.
 
-        :param events: JSON-ready event dicts, each with an ``event_id``.
+        :param events: encoded events (as the pipeline sends them), or JSON-ready event dicts, each with an
+            ``event_id``.
         :raises ValueError: for an empty request or more than 1,000 events, before anything is sent.
         :raises GravityAuthError: on 401/403, at once.
         :raises GravityRequestRejected: on 400/413/422 for the whole request; split it to isolate bad events.
@@ -232,12 +238,8 @@ class GravityClient:
             raise ValueError("send_events needs at least one event.")
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
-        try:
-            encoded = encode_body(events)
-        except (UnicodeError, msgspec.EncodeError, OverflowError, TypeError) as error:
-            raise EventEncodingError(f"An event cannot be written as JSON ({type(error).__name__}).") from None
-        body = self._post_with_retries(encoded)
-        return match_results(events, _results_of(body), self.scrub)
+        body = self._post_with_retries(encode_body(events))
+        return match_results([event_key(event) for event in events], _results_of(body), self.scrub)
 
     def check_connection(self) -> tuple[bool, str]:
         """
@@ -434,9 +436,28 @@ def _location_host(response: requests.Response) -> str:
         return "(unreadable)"
 
 
-def encode_body(events: Sequence[dict]) -> bytes:
-    """The request body ``{"data": [...]}`` as JSON bytes (msgspec, ten times faster than ``json``)."""
-    return msgspec.json.encode({"data": events})
+def encode_body(events: Sequence[Event]) -> bytes:
+    """
+    The request body ``{"data": [...]}`` as JSON bytes: encoded events are joined as they are, event dicts
+    are written with msgspec.
+
+    :raises EventEncodingError: for an event JSON cannot carry (text that is not valid Unicode).
+    """
+    try:
+        texts = [
+            event.json.encode("ascii") if isinstance(event, EncodedEvent) else msgspec.json.encode(event)
+            for event in events
+        ]
+    except (UnicodeError, msgspec.EncodeError, OverflowError, TypeError) as error:
+        raise EventEncodingError(f"An event cannot be written as JSON ({type(error).__name__}).") from None
+    return b'{"data":[' + b",".join(texts) + b"]}"
+
+
+def event_key(event: Event) -> tuple[str | None, str]:
+    """An event's ``(event_name, event_id)``, as Gravity's results name it."""
+    if isinstance(event, EncodedEvent):
+        return event.event_name, event.event_id
+    return event.get("event_name"), str(event.get("event_id"))
 
 
 def _results_of(body: bytes) -> list:
@@ -450,7 +471,7 @@ def _results_of(body: bytes) -> list:
 
 
 def match_results(
-    events: Sequence[dict], results: Sequence[object], scrub: Callable[[object], str] = str
+    keys: Sequence[tuple[str | None, str]], results: Sequence[object], scrub: Callable[[object], str] = str
 ) -> list[EventResult]:
     """
     Pair Gravity's results with the events sent: by position when the keys line up, else by
@@ -462,25 +483,24 @@ def match_results(
     ``event_id`` alone cannot swap two events' outcomes.
     """
     answers = [r for r in results if isinstance(r, dict)]
-    ids = [str(event.get("event_id")) for event in events]
-    if len(answers) == len(results) == len(ids) and all(
-        _text(r.get("event_id")) == i and _text(r.get("event_name"), e.get("event_name")) == e.get("event_name")
-        for r, i, e in zip(answers, ids, events, strict=True)
+    if len(answers) == len(results) == len(keys) and all(
+        _text(r.get("event_id")) == event_id and _text(r.get("event_name"), name) == name
+        for r, (name, event_id) in zip(answers, keys, strict=True)
     ):
-        return [_to_result(i, r, scrub) for i, r in zip(ids, answers, strict=True)]
+        return [_to_result(event_id, r, scrub) for (_, event_id), r in zip(keys, answers, strict=True)]
     by_id: dict[str, list[dict]] = {}
     for raw in answers:
         event_id = _text(raw.get("event_id"))
         if event_id is not None:
             by_id.setdefault(event_id, []).append(raw)
-    return [
-        _matched(event, event_id, by_id.get(event_id, ()), scrub) for event, event_id in zip(events, ids, strict=True)
-    ]
+    return [_matched(name, event_id, by_id.get(event_id, ()), scrub) for name, event_id in keys]
 
 
-def _matched(event: dict, event_id: str, answers: Sequence[dict], scrub: Callable[[object], str]) -> EventResult:
+def _matched(
+    event_name: str | None, event_id: str, answers: Sequence[dict], scrub: Callable[[object], str]
+) -> EventResult:
     """The result of one event among the answers naming its id: those naming another event are left out."""
-    mine = [raw for raw in answers if _text(raw.get("event_name"), event.get("event_name")) == event.get("event_name")]
+    mine = [raw for raw in answers if _text(raw.get("event_name"), event_name) == event_name]
     verdicts = {(str(raw.get("status")), str(raw.get("error")), str(raw.get("attributed"))) for raw in mine}
     if len(verdicts) != 1:  # none, or answers that disagree: neither can be trusted
         return EventResult(event_id, "missing", "no result returned" if not mine else "contradictory results")
@@ -512,6 +532,4 @@ def _to_result(event_id: str, raw: dict, scrub: Callable[[object], str]) -> Even
 
 
 def _user_agent() -> str:
-    from airflow_provider_gravity import __version__
-
     return f"airflow-provider-gravity/{__version__}"

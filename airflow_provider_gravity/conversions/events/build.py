@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from airflow_provider_gravity.conversions.events import cells
 from airflow_provider_gravity.conversions.events.cells import per_cell, per_distinct_value, text_column
-from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX
+from airflow_provider_gravity.conversions.events.encode import (
+    UNENCODABLE,
+    EncodedEvent,
+    Fragments,
+    canonical_json,
+    joined_objects,
+    object_fragments,
+    text_fragments,
+    unencodable_rows,
+    value_fragments,
+)
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (
     UNREADABLE_DROP_REASONS,
     HashedUserFields,
@@ -21,10 +33,12 @@ from airflow_provider_gravity.conversions.pii.user_fields import (
     garbage_collection_paused,
     hash_user_fields,
 )
-from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
+from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
+#: The keys behind each match key of the run's coverage, in the order of ``run.tally.MATCH_KEYS`` (bit i).
+COVERAGE_KEYS = (("em",), ("ph",), ("fn", "ln"), ("external_id",), ("click_id",))
 MAX_KEY_LENGTH = 255  # event_name and event_id; also the delivery log's key columns
 # A control character in a key cannot be stored by PostgreSQL (NUL) or shown on one log line.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -64,19 +78,30 @@ class BuiltChunk:
     """
     The events of one chunk, aligned with its rows.
 
-    :param events: the event dict of each row, ``None`` for an invalid row.
+    :param encoded: each valid row's event as canonical JSON text (:mod:`.encode`), ``None`` for an invalid row.
     :param reasons: the ``invalid`` reason of each row, ``None`` for a valid one.
     :param event_names: each row's event name (or ``None``), for keys of invalid rows.
     :param event_ids: each row's event id (or ``None``).
+    :param coverage: each row's match keys, as bits of :data:`~..run.tally.MATCH_KEYS` order (0 for invalid rows).
     :param field_drops: counts of values dropped from otherwise valid events (``invalid_email``,
         ``unreadable_click_id``, ...).
     """
 
-    events: list[dict | None]
+    encoded: list[str | None]
     reasons: list[str | None]
     event_names: list[str | None]
     event_ids: list[str | None]
+    coverage: list[int]
     field_drops: Counter = field(default_factory=Counter)
+
+    @property
+    def events(self) -> list[dict | None]:
+        """The events as dicts, parsed from their JSON: for previews and checks, not for the hot path."""
+        return [None if text is None else json.loads(text) for text in self.encoded]
+
+    def encoded_event(self, row: int) -> EncodedEvent:
+        """Row ``row``'s event, ready to send (the row must be valid)."""
+        return EncodedEvent(self.event_names[row], self.event_ids[row], self.encoded[row])  # type: ignore[arg-type]
 
 
 def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None) -> BuiltChunk:
@@ -139,11 +164,12 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         for name, (converted, _) in parts.items()
     ]
 
-    user_datas = _user_data_column(rows, user_fields, pixel_ids, pixel_objects)
-    custom_datas = _merged_column([{} for _ in range(rows)], dict(custom_parts))
+    user_data = _user_data(rows, user_fields, pixel_ids, pixel_objects)
+    custom_data = joined_objects(
+        [value_fragments(key, values, by_identity=True) for key, values in sorted(custom_parts)], rows
+    )
     oldest = None if settings.max_event_age_seconds is None else now - settings.max_event_age_seconds
     latest = now + settings.future_tolerance_seconds
-    events: list[dict | None] = [None] * rows
     reasons: list[str | None] = [None] * rows
     value_reasons = _first_reasons(rows, part_reasons)
     unreadable_ids, unreadable_names = column.unreadable.get("event_id"), column.unreadable.get("event_name")
@@ -156,30 +182,33 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
             reason = _identity_reason(event_ids[i], event_names[i], seconds[i], time_missing[i], oldest, latest)
         if reason is None:
             reason = value_reasons[i]
-        user_data = user_datas[i]
-        if reason is None and settings.require_match_key and not _has_match_key(user_data):
+        if reason is None and settings.require_match_key and not user_data.has_match_key[i]:
             reason = "no_match_keys"
+        reasons[i] = reason
+    top = [
+        text_fragments("action_source", action_sources),
+        value_fragments("client_context", client_contexts, by_identity=True),
+        object_fragments("custom_data", custom_data),
+        text_fragments("event_id", event_ids),
+        text_fragments("event_name", event_names),
+        text_fragments("event_source_url", source_urls),
+        Fragments(_event_time_fragments(seconds, reasons), []),
+        object_fragments("user_data", user_data.objects),
+    ]
+    for row in unencodable_rows([*top, *user_data.fragments]):
+        if reasons[row] is None:
+            reasons[row] = UNENCODABLE
+    encoded = joined_objects(top, rows)
+    coverage = user_data.coverage
+    for row, reason in enumerate(reasons):
         if reason is not None:
-            reasons[i] = reason
-            continue
-        event: dict[str, Any] = {"event_name": event_names[i], "event_time": int(seconds[i]), "event_id": event_ids[i]}
-        if action_sources[i] is not None:
-            event["action_source"] = action_sources[i]
-        if source_urls[i] is not None:
-            event["event_source_url"] = source_urls[i]
-        if user_data:
-            event["user_data"] = user_data
-        if client_contexts[i] is not None:
-            event["client_context"] = client_contexts[i]
-        custom_data = custom_datas[i]
-        if custom_data:
-            event["custom_data"] = custom_data
-        events[i] = event
+            encoded[row] = None
+            coverage[row] = 0
     field_drops = Counter(hashed.drops)
     for name, flags in column.unreadable.items():
         if name not in ("event_id", "event_name"):
             field_drops[f"unreadable_{name}"] += sum(flags)
-    return BuiltChunk(events, reasons, event_names, event_ids, +field_drops)
+    return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, +field_drops)
 
 
 def _add_pixel_pii(
@@ -275,10 +304,65 @@ def _identity_reason(
     return None
 
 
-def _user_data_column(rows: int, user_fields: dict, pixel_ids: dict, pixel_user_data: list) -> list[dict]:
-    """Each row's ``user_data``: the pixel's object, then its ids, then our hashed fields."""
-    user_datas = [dict(pixel) if pixel else {} for pixel in pixel_user_data]
-    return _merged_column(_merged_column(user_datas, pixel_ids), user_fields)
+class _UserData(NamedTuple):
+    """Each row's ``user_data``: its JSON object (or ``None``), and what the run counts and checks of it."""
+
+    objects: list[str | None]
+    fragments: list[Fragments]
+    has_match_key: list[bool]
+    coverage: list[int]
+
+
+def _user_data(rows: int, user_fields: dict[str, list], pixel_ids: dict[str, list], pixel_objects: list) -> _UserData:
+    """
+    Each row's ``user_data``: the pixel's object, then its ids, then our hashed fields, later keys winning.
+    Rows without a pixel object (nearly all) are written column by column; the others as one dict each.
+    """
+    columns = {**pixel_ids, **user_fields}
+    fragments = [
+        value_fragments(key, columns[key], by_identity=True)
+        if key in user_fields
+        else text_fragments(key, columns[key])
+        for key in sorted(columns)
+    ]
+    objects = joined_objects(fragments, rows)
+    present = {key: [value is not None for value in values] for key, values in columns.items()}
+    truthy = {key: [bool(value) for value in values] for key, values in columns.items()}
+    coverage = [0] * rows
+    has_match_key = [False] * rows
+    for bit, keys in enumerate(COVERAGE_KEYS):
+        if all(key in columns for key in keys):
+            flags = [all(row) for row in zip(*(present[key] for key in keys), strict=True)]
+            coverage = [mask | (flag << bit) for mask, flag in zip(coverage, flags, strict=True)]
+            matched = [all(row) for row in zip(*(truthy[key] for key in keys), strict=True)]
+            has_match_key = [any(pair) for pair in zip(has_match_key, matched, strict=True)]
+    for row, pixel in enumerate(pixel_objects):
+        if pixel:
+            merged = dict(pixel)
+            merged.update((key, values[row]) for key, values in columns.items() if values[row] is not None)
+            objects[row] = _pixel_user_data_json(merged, fragments, row)
+            coverage[row] = _coverage(merged)
+            has_match_key[row] = _has_match_key(merged)
+    return _UserData(objects, fragments, has_match_key, coverage)
+
+
+def _pixel_user_data_json(merged: dict, fragments: list[Fragments], row: int) -> str | None:
+    try:
+        return canonical_json(merged)
+    except (ValueError, TypeError):
+        fragments.append(Fragments([], [row]))  # counted as unencodable with the other fragments
+        return None
+
+
+def _coverage(user_data: dict) -> int:
+    return sum(1 << bit for bit, keys in enumerate(COVERAGE_KEYS) if all(key in user_data for key in keys))
+
+
+def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> list[str | None]:
+    return [
+        None if reason is not None else '"event_time":' + str(int(second))
+        for second, reason in zip(seconds.tolist(), reasons, strict=True)
+    ]
 
 
 def _first_reasons(rows: int, reason_columns: list[list[str | None]]) -> list[str | None]:
@@ -289,15 +373,6 @@ def _first_reasons(rows: int, reason_columns: list[list[str | None]]) -> list[st
             if reason is not None:
                 first[i] = reason
     return first
-
-
-def _merged_column(dicts: list[dict], columns: dict[str, list]) -> list[dict]:
-    """Set ``dicts[i][name] = columns[name][i]`` wherever that value is not ``None``, column by column."""
-    for name, column in columns.items():
-        for target, value in zip(dicts, column, strict=True):
-            if value is not None:
-                target[name] = value
-    return dicts
 
 
 def _has_match_key(user_data: dict) -> bool:

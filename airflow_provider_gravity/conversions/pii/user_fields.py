@@ -18,7 +18,13 @@ import numpy as np
 import pandas as pd
 import phonenumbers
 
-from airflow_provider_gravity.conversions.events.cells import LIST_TYPES, UnreadableCell, cell_text, hashable_cell, split_cell
+from airflow_provider_gravity.conversions.events.cells import (
+    LIST_TYPES,
+    UnreadableCell,
+    cell_text,
+    hashable_cell,
+    split_cell,
+)
 from airflow_provider_gravity.conversions.pii.emails import normalize_email_text
 from airflow_provider_gravity.conversions.pii.hashing import hash_text
 from airflow_provider_gravity.conversions.pii.names import normalize_name_text

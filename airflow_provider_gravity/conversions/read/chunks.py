@@ -1,12 +1,27 @@
-"""Stream a query's rows in chunks through SQLAlchemy, with a server-side cursor where the driver has one."""
+"""
+A query's rows as DataFrames of ``chunk_size`` rows, by the fastest way the warehouse offers.
+
+:func:`read_chunks` chooses, in order: Arrow record batches (:mod:`.arrow`, PostgreSQL through ADBC when
+installed and the query has no DB-API parameters); a server-side cursor through SQLAlchemy
+(:func:`stream_query`: PostgreSQL, MySQL/MariaDB, Redshift); the hook's ``get_df_by_chunks`` for any other
+common-sql hook. Memory holds a chunk or two, whatever the size of the result.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy
+
+from airflow_provider_gravity.conversions.read.arrow import UnreadableSchema, arrow_chunks, arrow_source_for
+
+if TYPE_CHECKING:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+log = logging.getLogger(__name__)
 
 MYSQL_NET_WRITE_TIMEOUT = 3_600
 STREAMING_DIALECTS = frozenset({"postgresql", "postgres", "mysql", "mariadb", "redshift"})
@@ -46,10 +61,64 @@ def frame_of_rows(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
     pandas reads a column of integers and NULLs as float64, which rounds ids beyond 2**53
     (``1152921504606846977`` would be sent as ``...976``): such columns are kept as Python objects.
     """
-    frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+    try:
+        frame = pd.DataFrame.from_records(rows, columns=columns, coerce_float=False)
+    except UnicodeEncodeError:  # text pandas' Arrow-backed str dtype cannot hold (a lone surrogate): keep objects
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)
     for position, dtype in enumerate(frame.dtypes.tolist()):
         if dtype.kind == "f":
             cells = [row[position] for row in rows]
             if any(type(cell) is int for cell in cells):
                 frame.isetitem(position, pd.Series(cells, index=frame.index, dtype=object))
     return frame
+
+
+def read_chunks(
+    hook: DbApiHook,
+    sql: str,
+    parameters: Mapping[str, Any] | Sequence[Any] | None,
+    chunk_size: int,
+) -> Iterator[pd.DataFrame]:
+    """
+    Yield the rows of ``sql`` as DataFrames of ``chunk_size`` rows (the last one shorter).
+
+    :param hook: the common-sql hook of the warehouse.
+    :param sql: the query, in the driver's parameter style.
+    :param parameters: DB-API parameters of the query; the Arrow path is used only without them.
+    :param chunk_size: rows per DataFrame.
+    """
+    if not parameters and (source := arrow_source_for(hook)) is not None:
+        batches = source.record_batches(sql)
+        try:
+            first = next(batches, None)
+        except Exception as error:  # noqa: BLE001 - nothing was read yet: the row-by-row path reads it all
+            batches.close()
+            log.info("Reading rows one by one: the Arrow path cannot read this query (%s).", _reason(error))
+        else:
+            log.info("Reading %s rows as Arrow batches, %d rows at a time.", hook.dialect_name, chunk_size)
+            yield from arrow_chunks(_prepended(first, batches), chunk_size)
+            return
+    if hook.dialect_name in STREAMING_DIALECTS:
+        log.info("Streaming %s rows with a server-side cursor, %d rows at a time.", hook.dialect_name, chunk_size)
+        engine = hook.get_sqlalchemy_engine()
+        try:
+            yield from stream_query(engine, sql, parameters, chunk_size)
+        finally:
+            engine.dispose()
+        return
+    log.info("Reading rows with get_df_by_chunks, %d rows at a time.", chunk_size)
+    # Nullable dtypes keep integer ids exact when a chunk also holds NULLs (float64 would round them).
+    yield from hook.get_df_by_chunks(
+        sql, parameters=parameters, chunksize=chunk_size, df_type="pandas", dtype_backend="numpy_nullable"
+    )
+
+
+def _prepended(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _reason(error: Exception) -> str:
+    # A driver's message can quote the query or a connection string: only our own message is shown whole.
+    return str(error) if isinstance(error, UnreadableSchema) else type(error).__name__

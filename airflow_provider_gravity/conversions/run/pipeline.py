@@ -11,27 +11,27 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.api.client import EventResult
-from airflow_provider_gravity.conversions.read.columns import normalize_column_names
-from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
+from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
+from airflow_provider_gravity.conversions.api.sender import EventSender
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
+from airflow_provider_gravity.conversions.events.encode import EncodedEvent
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache, garbage_collection_paused
+from airflow_provider_gravity.conversions.read.columns import normalize_column_names
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
 from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
-from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
 from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
 
 log = logging.getLogger(__name__)
 
-Sender = Callable[[Sequence[dict]], list[EventResult]]
 DELIVERED_LOG_STATUSES = frozenset({"delivered", "duplicate"})
 # Distinct raw values remembered per PII field: enough for the repeat customers of a night, and a bound on
 # memory (a few hundred bytes an entry) whatever the number of rows.
@@ -78,8 +78,9 @@ class RunResult:
 @dataclass
 class _Batch:
     chunk_index: int
-    events: list[dict]
+    events: list[EncodedEvent]
     rows: list[int]
+    coverage: list[int]
     payload_hashes: list[str | None]
     # Rows between the batch's first and last row that were settled locally (invalid, already delivered),
     # with their (bucket, reason): saved with the batch's acknowledgement, because a resumed try skips the
@@ -100,7 +101,8 @@ class ConversionPipeline:
     Sends the rows of a query to Gravity, chunk by chunk, and accounts for every row.
 
     :param settings: how rows become events.
-    :param send: sends one batch and returns one result per event; ``None`` for a dry run.
+    :param sender: sends batches and counts its requests and retries (the Gravity client); ``None`` for a dry
+        run.
     :param batch_size: events per request (at most 1,000).
     :param max_concurrency: requests in flight at once.
     :param delivery_log: remembers delivered events across runs; ``None`` to rely on Gravity's 48 h dedup.
@@ -108,7 +110,6 @@ class ConversionPipeline:
         update a conversion, so a changed event is counted (``changed_since_delivery``) and logged instead.
     :param resume: records and restores acknowledged progress across task retries.
     :param run_id: recorded in the delivery log.
-    :param request_counts: returns ``(requests, retries)`` made so far, for the summary.
     :param progress_interval: seconds between two progress lines in the log.
     :param preview_size: events kept for the dry-run preview.
     :param clock: the run's reference time (Unix seconds) for event-age checks.
@@ -118,13 +119,12 @@ class ConversionPipeline:
         self,
         *,
         settings: EventSettings,
-        send: Sender | None,
+        sender: EventSender | None,
         batch_size: int = 1_000,
         max_concurrency: int = 4,
         delivery_log: DeliveryLog | None = None,
         resume: ResumeLog | None = None,
         run_id: str = "manual",
-        request_counts: Callable[[], tuple[int, int]] | None = None,
         progress_interval: float = 10.0,
         preview_size: int = 5,
         clock: Callable[[], float] = time.time,
@@ -132,13 +132,12 @@ class ConversionPipeline:
         if not 1 <= batch_size <= 1_000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}.")
         self.settings = settings
-        self.send = send
+        self.sender = sender
         self.batch_size = batch_size
         self.max_concurrency = max(1, max_concurrency)
         self.delivery_log = delivery_log
         self.resume = resume or ResumeLog(None, "")
         self.run_id = run_id
-        self.request_counts = request_counts or (lambda: (0, 0))
         self.progress_interval = progress_interval
         self.preview_size = preview_size
         self.clock = clock
@@ -179,7 +178,7 @@ class ConversionPipeline:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
         undelivered = self.tally["bucket.undelivered"]
-        if self.failure is None and undelivered and self.send is not None:
+        if self.failure is None and undelivered and self.sender is not None:
             self.failure = RunFailure(
                 f"{undelivered:,} events got no result from Gravity (left out of its answer, or answered twice "
                 "with different statuses); they are not known to be delivered",
@@ -191,13 +190,12 @@ class ConversionPipeline:
             self.resume.flush(force=True)
         self._add_earlier_messages(earlier_messages)
         self._log_changed()
-        requests, retries = self.request_counts()
         summary = build_summary(
             self.tally,
-            requests=requests,
-            retries=retries,
+            requests=self.sender.requests_sent if self.sender else 0,
+            retries=self.sender.retries if self.sender else 0,
             seconds=time.monotonic() - self._started,
-            dry_run=self.send is None,
+            dry_run=self.sender is None,
         )
         if self.resume.chunks_skipped:
             summary["resumed_chunks"] = self.resume.chunks_skipped
@@ -217,10 +215,11 @@ class ConversionPipeline:
         self._add(state, _field_drops(built))
         to_send, settled = self._account_local_rows(index, built, saved.ranges if saved else [])
         for rows in _batches(to_send, built.event_ids, self.batch_size):
-            events = [built.events[row] for row in rows]
-            hashes = [_payload_hash(e) for e in events] if self.delivery_log else [None] * len(events)
+            events = [built.encoded_event(row) for row in rows]
+            coverage = [built.coverage[row] for row in rows]
+            hashes = [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
             local_rows = {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None}
-            self._submit(executor, _Batch(index, events, rows, hashes, local_rows))
+            self._submit(executor, _Batch(index, events, rows, coverage, hashes, local_rows))
         state.submitted_all = True
         self._complete_chunk_if_done(index)
 
@@ -253,11 +252,12 @@ class ConversionPipeline:
             self.tally.update(earlier)
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
-        valid_rows = [i for i, event in enumerate(built.events) if event is not None]
+        valid_rows = [i for i, text in enumerate(built.encoded) if text is not None]
         keys = [(built.event_names[i], built.event_ids[i]) for i in valid_rows]
         for row, first in zip(valid_rows, self.seen.first_occurrences(keys), strict=True):
             if not first:
-                built.events[row] = None
+                built.encoded[row] = None
+                built.coverage[row] = 0
                 built.reasons[row] = "duplicate_in_run"
 
     def _account_local_rows(
@@ -268,13 +268,13 @@ class ConversionPipeline:
         acknowledged. Return the rows left to send, and each row's local ``(bucket, reason)`` or ``None``.
         """
         state = self._chunks[index]
-        settled: list[tuple[str, str | None] | None] = [None] * len(built.events)
+        settled: list[tuple[str, str | None] | None] = [None] * len(built.encoded)
         dead_letters: list[DeliveryRecord] = []
         candidates: list[int] = []
-        for row, event in enumerate(built.events):
+        for row, text in enumerate(built.encoded):
             if acked and any(first <= row <= last for first, last in acked):
                 continue
-            if event is None:
+            if text is None:
                 reason = built.reasons[row]
                 settled[row] = ("invalid", reason)
                 if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
@@ -307,7 +307,7 @@ class ConversionPipeline:
                 to_send.append(row)
                 continue
             settled[row] = ("skipped_delivered", None)
-            if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(built.events[row]):
+            if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(built.encoded[row]):
                 self._add(state, Tally({"changed_since_delivery": 1}))
                 if len(self._changed_ids) < _CHANGED_IDS_LOGGED:
                     self._changed_ids.append(str(built.event_ids[row]))
@@ -315,10 +315,11 @@ class ConversionPipeline:
 
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
         state = self._chunks[batch.chunk_index]
-        if self.send is None:
+        if self.sender is None:
             for _ in batch.events:
                 self._count(state, "undelivered")
-            self.preview.extend(batch.events[: self.preview_size - len(self.preview)])
+            wanted = batch.events[: self.preview_size - len(self.preview)]
+            self.preview.extend(json.loads(event.json) for event in wanted)
             return
         while len(self._in_flight) >= self.max_concurrency * 2:
             self._collect(wait_for_one=True)
@@ -327,7 +328,7 @@ class ConversionPipeline:
                 self._count(state, "undelivered")
             return
         state.pending_batches += 1
-        self._in_flight[executor.submit(send_with_split, self.send, batch.events)] = batch
+        self._in_flight[executor.submit(send_with_split, self.sender.send_events, batch.events)] = batch
 
     def _collect(self, *, wait_for_one: bool) -> None:
         done, _ = wait(list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED)
@@ -356,7 +357,9 @@ class ConversionPipeline:
         batch_tally = Tally()
         for outcome in outcomes:
             batch_tally.count_row(outcome.bucket, outcome.detail)
-        batch_tally.count_sent([event for event, outcome in zip(batch.events, outcomes, strict=True) if outcome.sent])
+        batch_tally.count_sent(
+            [coverage for coverage, outcome in zip(batch.coverage, outcomes, strict=True) if outcome.sent]
+        )
         batch_tally["attributed"] += sum(1 for outcome in outcomes if outcome.attributed)
         self._add(state, batch_tally)
         state.pending_batches -= 1
@@ -368,8 +371,8 @@ class ConversionPipeline:
         if self.delivery_log is not None and answered:
             records = [
                 DeliveryRecord(
-                    fit_key(event["event_name"]),
-                    fit_key(event["event_id"]),
+                    fit_key(event.event_name),
+                    fit_key(event.event_id),
                     outcome.bucket,
                     outcome.status_text,
                     digest if outcome.bucket == "delivered" else None,  # only a payload Gravity accepted
@@ -469,8 +472,8 @@ def _acknowledged_ranges(batch: _Batch, outcomes: list[Outcome]) -> Iterator[tup
                 tally.count_row(*batch.local_rows[row])
         tally.count_sent(
             [
-                event
-                for row, event, outcome in zip(batch.rows, batch.events, outcomes, strict=True)
+                coverage
+                for row, coverage, outcome in zip(batch.rows, batch.coverage, outcomes, strict=True)
                 if first <= row <= last and outcome.sent
             ]
         )
@@ -482,5 +485,6 @@ def _field_drops(built: BuiltChunk) -> Tally:
     return Tally({f"drop.{reason}": count for reason, count in built.field_drops.items()})
 
 
-def _payload_hash(event: dict) -> str:
-    return hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def _payload_hash(event_json: str) -> str:
+    """The delivery log's hash of an event: of its canonical JSON, the very text sent."""
+    return hashlib.sha256(event_json.encode("ascii")).hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
@@ -47,20 +48,15 @@ class Tally(Counter):
         if bucket in ("invalid", "rejected") and detail:
             self[f"{bucket}.{detail}"] += 1
 
-    def count_sent(self, events: list[dict]) -> None:
-        """Count events that were sent, and the match keys they carried."""
-        self["sent"] += len(events)
-        covered = dict.fromkeys(MATCH_KEYS, 0)
-        for event in events:
-            user_data = event.get("user_data")
-            if not user_data:
-                continue
-            for key in ("em", "ph", "external_id", "click_id"):
-                if key in user_data:
-                    covered[key] += 1
-            if "fn" in user_data and "ln" in user_data:
-                covered["fn_ln"] += 1
-        for key, count in covered.items():
+    def count_sent(self, coverages: Sequence[int]) -> None:
+        """
+        Count events that were sent, and the match keys they carried.
+
+        :param coverages: each sent event's match keys, bit ``i`` for ``MATCH_KEYS[i]``.
+        """
+        self["sent"] += len(coverages)
+        for bit, key in enumerate(MATCH_KEYS):
+            count = sum((coverage >> bit) & 1 for coverage in coverages)
             if count:
                 self[f"coverage.{key}"] += count
 

@@ -1,0 +1,149 @@
+"""
+Events written as JSON column by column: no dict per event on the way to the request body.
+
+Each field of a chunk becomes a column of JSON fragments (``"em":["9f86..."]``), computed once per
+distinct value; a row's event is its fragments joined in key order. The text is canonical JSON (keys
+sorted, no spaces, ASCII with ``\\u`` escapes), the same text ``json.dumps(event, sort_keys=True,
+separators=(",", ":"))`` gives for the event as a dict: what is sent is also what the delivery log hashes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any, NamedTuple
+
+#: Top-level keys with a fragment column, in canonical (sorted) order.
+TOP_KEYS = (
+    "action_source",
+    "client_context",
+    "custom_data",
+    "event_id",
+    "event_name",
+    "event_source_url",
+    "event_time",
+    "user_data",
+)
+#: The reason of a row whose text cannot travel as UTF-8 (a lone surrogate from a hand-built frame).
+UNENCODABLE = "unencodable_text"
+
+
+class EncodedEvent(NamedTuple):
+    """
+    One event ready to send.
+
+    :param event_name: the event's name, as in its JSON.
+    :param event_id: the event's id, as in its JSON.
+    :param json: the event as canonical JSON text (ASCII).
+    """
+
+    event_name: str
+    event_id: str
+    json: str
+
+
+def canonical_json(value: Any) -> str:
+    """
+    ``value`` as canonical JSON text (sorted keys, compact, ASCII).
+
+    :raises ValueError: for text that is not valid Unicode (a lone surrogate) or a number JSON cannot hold.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    if "\\ud" in text:  # a surrogate escape: fine in a pair, refused alone (Gravity reads UTF-8)
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return text
+
+
+def json_string(text: str) -> str:
+    """One string as a JSON string literal; :func:`canonical_json` for text, faster.
+
+    :raises ValueError: for a lone surrogate.
+    """
+    if not text.isascii():
+        text.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    return encode_basestring_ascii(text)
+
+
+class Fragments(NamedTuple):
+    """
+    The JSON fragments ``"key":value`` of one field, one per row (``None`` where the field is absent).
+
+    :param fragments: each row's fragment.
+    :param unencodable: the rows whose value cannot be written (a lone surrogate, a number JSON cannot hold).
+    """
+
+    fragments: list[str | None]
+    unencodable: list[int]
+
+
+def fragments_of(
+    key: str, values: Sequence[Any], write: Callable[[Any], str], *, by_identity: bool = False
+) -> Fragments:
+    """
+    The fragments of one field, each distinct value written once.
+
+    :param key: the field's key in its object.
+    :param values: one value per row, ``None`` where absent.
+    :param write: the value's JSON text (:func:`json_string` for text, :func:`canonical_json` otherwise).
+    :param by_identity: remember texts by the value's identity: for shared objects (a customer's hashed
+        PII lists) and for unhashable ones.
+    """
+    prefix = encode_basestring_ascii(key) + ":"
+    known: dict[Any, str | None] = {}
+    fragments: list[str | None] = []
+    unencodable: list[int] = []
+    for row, value in enumerate(values):
+        if value is None:
+            fragments.append(None)
+            continue
+        memo_key = id(value) if by_identity else (type(value), value)  # the values list keeps ids unique
+        fragment = known.get(memo_key, "")
+        if fragment == "":
+            try:
+                fragment = prefix + write(value)
+            except ValueError:
+                fragment = None
+            known[memo_key] = fragment
+        if fragment is None:
+            unencodable.append(row)
+        fragments.append(fragment)
+    return Fragments(fragments, unencodable)
+
+
+def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
+    """Fragments of a text field (event ids, names, URLs)."""
+    return fragments_of(key, values, json_string)
+
+
+def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = False) -> Fragments:
+    """Fragments of a field of any JSON value (numbers, lists, objects)."""
+    return fragments_of(key, values, canonical_json, by_identity=by_identity)
+
+
+def object_fragments(key: str, objects: Sequence[str | None]) -> Fragments:
+    """Fragments of a field whose values are already JSON objects (``user_data``, ``custom_data``)."""
+    prefix = encode_basestring_ascii(key) + ":"
+    return Fragments([None if text is None else prefix + text for text in objects], [])
+
+
+def joined_objects(columns: Sequence[Fragments], rows: int) -> list[str | None]:
+    """
+    Each row's object of the given fragment columns (given in key order): ``{...}``, or ``None`` where the row
+    has none of the fields.
+    """
+    if not columns:
+        return [None] * rows
+    objects: list[str | None] = []
+    for parts in zip(*(column.fragments for column in columns), strict=True):
+        present = [part for part in parts if part is not None]
+        objects.append("{" + ",".join(present) + "}" if present else None)
+    return objects
+
+
+def unencodable_rows(columns: Sequence[Fragments]) -> set[int]:
+    """The rows of which some fragment could not be written."""
+    rows: set[int] = set()
+    for column in columns:
+        rows.update(column.unencodable)
+    return rows
