@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import threading
 import uuid
@@ -68,6 +69,8 @@ MARKER_LETTERS = "ghjkmnpqrstuvwxyz"
 PROPERTY_SETTINGS = settings(
     max_examples=300,
     deadline=None,
+    # CI runs the same examples every time; a developer's runs explore (and keep what failed in .hypothesis).
+    derandomize=os.environ.get("CI") == "true",
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
 )

@@ -23,6 +23,7 @@ from airflow_provider_gravity.conversions.events.encode import (
     text_fragments,
     unencodable_rows,
     value_fragments,
+    written_fragments,
 )
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
@@ -164,7 +165,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         for name, (converted, _) in parts.items()
     ]
 
-    user_data = _user_data(rows, user_fields, pixel_ids, pixel_objects)
+    user_data = _user_data(rows, user_fields, hashed.texts, pixel_ids, pixel_objects)
     custom_data = joined_objects(
         [value_fragments(key, values, by_identity=True) for key, values in sorted(custom_parts)], rows
     )
@@ -225,6 +226,7 @@ def _add_pixel_pii(
         if reason not in ("invalid_country", UNREADABLE_DROP_REASONS["country"]):  # counted with the columns
             hashed.drops[reason] = hashed.drops.get(reason, 0) + count
     for name, pixel_values in from_pixel.fields.items():
+        hashed.texts.pop(name, None)  # joined below: written again by the encoder
         column_values = hashed.fields.get(name)
         if column_values is None:
             hashed.fields[name] = pixel_values
@@ -313,18 +315,15 @@ class _UserData(NamedTuple):
     coverage: list[int]
 
 
-def _user_data(rows: int, user_fields: dict[str, list], pixel_ids: dict[str, list], pixel_objects: list) -> _UserData:
+def _user_data(
+    rows: int, user_fields: dict[str, list], user_texts: dict, pixel_ids: dict[str, list], pixel_objects: list
+) -> _UserData:
     """
     Each row's ``user_data``: the pixel's object, then its ids, then our hashed fields, later keys winning.
     Rows without a pixel object (nearly all) are written column by column; the others as one dict each.
     """
     columns = {**pixel_ids, **user_fields}
-    fragments = [
-        value_fragments(key, columns[key], by_identity=True)
-        if key in user_fields
-        else text_fragments(key, columns[key])
-        for key in sorted(columns)
-    ]
+    fragments = [_field_fragments(key, values, user_fields, user_texts) for key, values in sorted(columns.items())]
     objects = joined_objects(fragments, rows)
     present = {key: [value is not None for value in values] for key, values in columns.items()}
     truthy = {key: [bool(value) for value in values] for key, values in columns.items()}
@@ -344,6 +343,14 @@ def _user_data(rows: int, user_fields: dict[str, list], pixel_ids: dict[str, lis
             coverage[row] = _coverage(merged)
             has_match_key[row] = _has_match_key(merged)
     return _UserData(objects, fragments, has_match_key, coverage)
+
+
+def _field_fragments(key: str, values: list, user_fields: dict, user_texts: dict) -> Fragments:
+    if key not in user_fields:
+        return text_fragments(key, values)  # the pixel's ids, as they came
+    if key in user_texts:
+        return written_fragments(key, values, user_texts[key])
+    return value_fragments(key, values, by_identity=True)  # joined with the pixel's PII: written here
 
 
 def _pixel_user_data_json(merged: dict, fragments: list[Fragments], row: int) -> str | None:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
+import numpy as np
+
 #: Top-level keys with a fragment column, in canonical (sorted) order.
 TOP_KEYS = (
     "action_source",
@@ -65,6 +67,23 @@ def json_string(text: str) -> str:
     return encode_basestring_ascii(text)
 
 
+def json_value(value: Any) -> str:
+    """
+    Any JSON value as canonical JSON text: text, whole numbers and lists of text (the hashed match keys,
+    nearly every value of a chunk) without :func:`json.dumps`, anything else through :func:`canonical_json`.
+
+    :raises ValueError: as :func:`canonical_json`.
+    """
+    kind = type(value)
+    if kind is str:
+        return json_string(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is list and all(type(item) is str for item in value):
+        return "[" + ",".join([json_string(item) for item in value]) + "]"
+    return canonical_json(value)
+
+
 class Fragments(NamedTuple):
     """
     The JSON fragments ``"key":value`` of one field, one per row (``None`` where the field is absent).
@@ -85,7 +104,7 @@ def fragments_of(
 
     :param key: the field's key in its object.
     :param values: one value per row, ``None`` where absent.
-    :param write: the value's JSON text (:func:`json_string` for text, :func:`canonical_json` otherwise).
+    :param write: the value's JSON text (:func:`json_string` for text, :func:`json_value` otherwise).
     :param by_identity: remember texts by the value's identity: for shared objects (a customer's hashed
         PII lists) and for unhashable ones.
     """
@@ -112,13 +131,41 @@ def fragments_of(
 
 
 def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
-    """Fragments of a text field (event ids, names, URLs)."""
-    return fragments_of(key, values, json_string)
+    """Fragments of a text field (event ids, names, URLs): mostly distinct, so written without a memo."""
+    prefix = encode_basestring_ascii(key) + ":"
+    fragments: list[str | None] = []
+    unencodable: list[int] = []
+    for row, value in enumerate(values):
+        if value is None:
+            fragments.append(None)
+            continue
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate
+                unencodable.append(row)
+                fragments.append(None)
+                continue
+        fragments.append(prefix + encode_basestring_ascii(value))
+    return Fragments(fragments, unencodable)
 
 
 def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = False) -> Fragments:
     """Fragments of a field of any JSON value (numbers, lists, objects)."""
-    return fragments_of(key, values, canonical_json, by_identity=by_identity)
+    return fragments_of(key, values, json_value, by_identity=by_identity)
+
+
+def written_fragments(key: str, values: Sequence[Any], texts: np.ndarray) -> Fragments:
+    """
+    Fragments of a field whose values were written as JSON already (``texts``, ``None`` where absent), such
+    as the hashed match keys, written once per distinct value of the run: joined to the key in C.
+    """
+    present = np.not_equal(texts, None)
+    fragments = np.full(len(texts), None, dtype=object)
+    fragments[present] = encode_basestring_ascii(key) + ":" + texts[present]
+    # A value without its text could not be written (a lone surrogate in an external id).
+    unencodable = [row for row in np.flatnonzero(~present).tolist() if values[row] is not None]
+    return Fragments(fragments.tolist(), unencodable)
 
 
 def object_fragments(key: str, objects: Sequence[str | None]) -> Fragments:
@@ -136,8 +183,8 @@ def joined_objects(columns: Sequence[Fragments], rows: int) -> list[str | None]:
         return [None] * rows
     objects: list[str | None] = []
     for parts in zip(*(column.fragments for column in columns), strict=True):
-        present = [part for part in parts if part is not None]
-        objects.append("{" + ",".join(present) + "}" if present else None)
+        inner = ",".join(filter(None, parts))
+        objects.append("{" + inner + "}" if inner else None)
     return objects
 
 

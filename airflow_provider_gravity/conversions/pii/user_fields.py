@@ -25,6 +25,7 @@ from airflow_provider_gravity.conversions.events.cells import (
     hashable_cell,
     split_cell,
 )
+from airflow_provider_gravity.conversions.events.encode import json_value
 from airflow_provider_gravity.conversions.pii.emails import normalize_email_text
 from airflow_provider_gravity.conversions.pii.hashing import hash_text
 from airflow_provider_gravity.conversions.pii.names import normalize_name_text
@@ -63,10 +64,13 @@ class HashedUserFields:
         ``fn`` and ``ln`` cells are a digest or None. Rows with the same input share the same list
         object: treat the cells as read-only.
     :ivar drops: how many present values were dropped, by reason (see :data:`DROP_REASONS`).
+    :ivar texts: for each field of ``fields``, each row's value as JSON text (``None`` where absent), written
+        once per distinct value of the run: what the event encoder joins.
     """
 
     fields: dict[str, list] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    texts: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
 
 class _ResultTable:
@@ -75,6 +79,7 @@ class _ResultTable:
     def __init__(self) -> None:
         self.positions: dict[Hashable, int] = {}
         self.values = np.empty(1024, dtype=object)
+        self.texts = np.empty(1024, dtype=object)
         self.invalid = np.zeros(1024, dtype=np.int64)
         self.unreadable = np.zeros(1024, dtype=np.int64)
         self.size = 0
@@ -83,10 +88,12 @@ class _ResultTable:
         """Store a result and return its position; ``keep`` registers the key for later lookups."""
         if self.size == len(self.values):
             self.values = np.concatenate([self.values, np.empty(self.size, dtype=object)])
+            self.texts = np.concatenate([self.texts, np.empty(self.size, dtype=object)])
             self.invalid = np.concatenate([self.invalid, np.zeros(self.size, dtype=np.int64)])
             self.unreadable = np.concatenate([self.unreadable, np.zeros(self.size, dtype=np.int64)])
         position = self.size
         self.values[position], self.invalid[position], self.unreadable[position] = result
+        self.texts[position] = None if result[0] is None else _json_text(result[0])
         self.size += 1
         if keep:
             self.positions[key] = position
@@ -265,8 +272,16 @@ def _phone_result(normalizer: PhoneNormalizer, with_plus: bool, region: str) -> 
 
 class _FieldResult(NamedTuple):
     values: np.ndarray
+    texts: np.ndarray
     invalid: int
     unreadable: int
+
+
+def _json_text(value: Any) -> str | None:
+    try:
+        return json_value(value)
+    except ValueError:  # a lone surrogate in an external id: the encoder finds it again and names the row
+        return None
 
 
 def _resolve_rows(keys: list, table: _ResultTable, compute: Callable[[Any], _CellResult]) -> _FieldResult:
@@ -290,7 +305,10 @@ def _resolve_rows(keys: list, table: _ResultTable, compute: Callable[[Any], _Cel
             map(new_positions.__getitem__, missing_keys), dtype=np.int64, count=len(missing_keys)
         )
     return _FieldResult(
-        table.values[positions], int(table.invalid[positions].sum()), int(table.unreadable[positions].sum())
+        table.values[positions],
+        table.texts[positions],
+        int(table.invalid[positions].sum()),
+        int(table.unreadable[positions].sum()),
     )
 
 
@@ -307,15 +325,17 @@ def _phone_field(
     cells = frame["ph"].to_numpy(dtype=object)
     region_codes, distinct_regions = pd.factorize(regions)
     values = np.empty(len(cells), dtype=object)
+    texts = np.empty(len(cells), dtype=object)
     invalid = unreadable = 0
     for code, region in enumerate(distinct_regions.tolist()):
         rows = slice(None) if len(distinct_regions) == 1 else np.flatnonzero(region_codes == code)
         table = cache.table(("ph", normalizer.backend, with_plus, region))
         resolved = _resolve_rows(cells[rows].tolist(), table, _phone_result(normalizer, with_plus, region))
         values[rows] = resolved.values
+        texts[rows] = resolved.texts
         invalid += resolved.invalid
         unreadable += resolved.unreadable
-    return _FieldResult(values, invalid, unreadable)
+    return _FieldResult(values, texts, invalid, unreadable)
 
 
 def hash_user_fields(
@@ -357,6 +377,8 @@ def _hash_user_fields(
     columns = frame.columns
 
     def keep(column: str, resolved: _FieldResult) -> np.ndarray:
+        if column != "country":
+            result.texts[column] = resolved.texts
         if column in INVALID_DROP_REASONS:
             result.drops[INVALID_DROP_REASONS[column]] += resolved.invalid
         result.drops[UNREADABLE_DROP_REASONS[column]] += resolved.unreadable
