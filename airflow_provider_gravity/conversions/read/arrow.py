@@ -14,6 +14,7 @@ rows are read row by row instead.
 from __future__ import annotations
 
 import importlib.util
+import re
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -87,7 +88,8 @@ class PostgresAdbcSource(ArrowBatchSource):
     def record_batches(self, sql: str) -> Iterator[pa.RecordBatch]:
         import adbc_driver_postgresql.dbapi
 
-        uri = self.hook.get_uri().replace("postgresql+psycopg2://", "postgresql://", 1)
+        # libpq reads a URI without SQLAlchemy's driver suffix (postgresql+psycopg://).
+        uri = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", self.hook.get_uri())
         with adbc_driver_postgresql.dbapi.connect(uri) as connection, connection.cursor() as cursor:
             cursor.execute(sql)
             reader = cursor.fetch_record_batch()
