@@ -14,8 +14,8 @@ rows are read row by row instead.
 from __future__ import annotations
 
 import importlib.util
-import re
 import logging
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
