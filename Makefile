@@ -69,8 +69,16 @@ lint: $(STAMP)
 bench-pii: $(STAMP)
 	$(PY) benchmarks/bench_pii.py
 
+# Issue 10's figures, written to benchmarks/RESULTS.md between bench_e2e.py's markers (several minutes).
+# `make bench BENCH_ARGS=--skip-5m` leaves out the 5 M-row memory run; `--rows 100000 --skip-5m --no-write`
+# is a quick check that prints without writing.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_e2e.py
+	$(PY) benchmarks/bench_e2e.py $(BENCH_ARGS)
+
+# The fast sink's two servers (asyncio, threaded): the CPU each costs per event.
+.PHONY: bench-sink
+bench-sink: $(STAMP)
+	$(PY) benchmarks/fast_sink.py --compare
 
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
