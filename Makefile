@@ -21,12 +21,17 @@ AIRFLOW_PINS_3.2.2 := 'fastapi<0.137' 'svcs<26'
 AIRFLOW_TESTS := tests/integration/test_operator.py tests/integration/test_dags.py \
   tests/integration/test_delivery_log.py tests/integration/test_backfill.py
 
-.PHONY: install system-packages test test-pandas2 test-airflow test-airflow-versions dist lint bench bench-pii demo clean
+.PHONY: install system-packages browser-packages test test-pandas2 test-airflow test-airflow-versions dist lint bench bench-pii demo demo-view clean
 
 # mysqlclient (the MySQL provider's driver) builds against MariaDB's client headers.
 system-packages:
 	@pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config)
+
+# Headless Chromium and its driver, for the browser test of the Gravity view.
+browser-packages:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
 $(STAMP): pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +41,7 @@ $(STAMP): pyproject.toml | system-packages
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) | browser-packages
 	$(PY) -m pytest -q -p no:cacheprovider
 	$(MAKE) test-pandas2
 	$(MAKE) test-airflow-versions
@@ -80,8 +85,22 @@ bench: $(STAMP)
 bench-sink: $(STAMP)
 	$(PY) benchmarks/fast_sink.py --compare
 
+# The sharded backfill on a CeleryExecutor with a worker SIGKILLed mid-send (also part of `make test`): needs the
+# local PostgreSQL and Redis (127.0.0.1:6379, database 7).
+.PHONY: test-celery bench-celery
+test-celery: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -s tests/integration/test_celery_executor.py
+
+# The same backfill on 1 and on 2 Celery workers (Redis database 8); writes its section of benchmarks/RESULTS.md.
+bench-celery: $(STAMP)
+	$(PY) benchmarks/bench_celery.py
+
 demo: $(STAMP)
 	$(PY) demo/run_demo.py
+
+# The Gravity view of `make demo`'s Airflow: an api-server on http://127.0.0.1:8080 until Ctrl-C.
+demo-view: $(STAMP)
+	$(PY) demo/run_demo.py --serve
 
 # The sdist and the wheel in dist/, checked as PyPI reads them.
 dist: $(STAMP)

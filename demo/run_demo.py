@@ -2,9 +2,11 @@
 
 Steps: a throwaway ``AIRFLOW_HOME`` in ``.airflow-demo/`` (kept between runs, ``--fresh`` wipes it),
 ``airflow db migrate``, a seeded SQLite warehouse, the Gravity sandbox on a free loopback port,
-``airflow dags test gravity_offline_conversions`` for one seeded day, then the run summaries
-(the tasks' XCom return values) and the sandbox's statistics. Run it twice: the second run reads the
-same rows and delivers none of them again, because the delivery log remembers them.
+``airflow dags test gravity_offline_conversions`` for four seeded nights (each also adds its rows to the
+run history table), then the last night's run summaries (the tasks' XCom return values), the sandbox's
+statistics and the run history per day, and the URL of the Gravity view, which ``--serve``
+(``make demo-view``) serves. Run it twice: the second run reads the same rows and delivers none of them
+again, because the delivery log remembers them.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a script (`python demo/run_demo.py`), so `demo` is not importable
 
 from demo.sample_data import SampleConfig, write_sqlite  # noqa: E402
+from demo.view import history_days, install_history_policy, serve, view_settings, view_url  # noqa: E402
 
 DAG_ID = "gravity_offline_conversions"
 TASK_IDS = ("send_crm_conversions", "send_store_purchases")
 DEMO_API_KEY = "demo-key"
+#: Nights sent, from the first seeded day: each interval ends before the last seeded day begins.
+NIGHTS = 4
 VENV_BIN = Path(sys.executable).parent
 SUMMARY_ROWS = (
     ("rows read", "rows_read"),
@@ -66,6 +71,7 @@ def airflow_env(home: Path) -> dict[str, str]:
         PATH=str(VENV_BIN) + os.pathsep + env.get("PATH", ""),
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
     )
+    env.update(view_settings(home))
     return env
 
 
@@ -193,12 +199,28 @@ def delivery_log_count(home: Path) -> int:
             return 0
 
 
+def print_history(home: Path) -> None:
+    days = history_days(home)
+    rows = [list(day) for day in days]
+    print(f"\nRun history: {len(days)} days in gravity_run_history (in {home / 'warehouse.db'})\n")
+    print(format_table(["day", "task runs", "rows read", "delivered", "rejected", "invalid"], rows))
+    print(f"\nGravity view: {view_url()}  (Browse > Gravity in the Airflow UI). Serve it with `make demo-view`, "
+          "log in as admin / admin.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, default=REPO_ROOT / ".airflow-demo", help="AIRFLOW_HOME to use")
     parser.add_argument("--fresh", action="store_true", help="wipe the home first (new warehouse and log)")
+    parser.add_argument("--serve", action="store_true", help="serve the Gravity view of an earlier run, until Ctrl-C")
+    parser.add_argument("--port", type=int, default=8080, help="port of the api-server that --serve starts")
     args = parser.parse_args(argv)
     home: Path = args.home.resolve()
+    if args.serve:
+        if not (home / "warehouse.db").exists():
+            print("Run `make demo` first: there is no run history to show yet.", file=sys.stderr)
+            return 1
+        return serve(home, airflow_env(home), VENV_BIN / "airflow", args.port)
     if args.fresh and home.exists():
         shutil.rmtree(home)
     (home / "demo-logs").mkdir(parents=True, exist_ok=True)
@@ -212,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed_warehouse(home)
         print(f"Warehouse: {home / 'warehouse.db'}  rows {seeded['rows']}, {seeded['days']} days "
               f"from {seeded['start']} (UTC)")
-        # The demo sends the second seeded day: the interval that ends at 03:00 UTC the day after it.
-        day = dt.date.fromisoformat(seeded["start"]) + dt.timedelta(days=1)
-        logical_date = f"{day + dt.timedelta(days=1)}T03:00:00+00:00"
+        install_history_policy(home)
+        # Each night sends the interval from 03:00 UTC of its day to 03:00 UTC the day after.
+        first_day = dt.date.fromisoformat(seeded["start"])
+        nights = [first_day + dt.timedelta(days=number) for number in range(NIGHTS)]
 
         with Sandbox(home / "demo-logs" / "sandbox.log") as sandbox:
             env["AIRFLOW_CONN_GRAVITY_DEFAULT"] = json.dumps(
@@ -224,11 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                 {"conn_type": "sqlite", "host": str(home / "warehouse.db")}
             )
             print(f"Gravity target: the LOCAL SANDBOX at {sandbox.url} (pid {sandbox.process.pid}), not the real API")
-            print(f"Running: airflow dags test {DAG_ID} {logical_date}  (window {day} 03:00 -> next day 03:00 UTC)")
-            run_logged(
-                [str(VENV_BIN / "airflow"), "dags", "test", DAG_ID, logical_date],
-                env, home / "demo-logs" / "dags-test.log", 600,
-            )
+            for day in nights:
+                logical_date = f"{day + dt.timedelta(days=1)}T03:00:00+00:00"
+                print(f"Running: airflow dags test {DAG_ID} {logical_date}  (window {day} 03:00 -> next day 03:00 UTC)")
+                run_logged(
+                    [str(VENV_BIN / "airflow"), "dags", "test", DAG_ID, logical_date],
+                    env, home / "demo-logs" / "dags-test.log", 600,
+                )
             stats = sandbox.stats()
 
         run_id, summaries = run_summaries(home)
@@ -248,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("Run `make demo` again: the delivery log will skip every event delivered now "
                   "(`--fresh` starts over).")
+        print_history(home)
         print(
             "\nThe target was the local sandbox (python -m airflow_provider_gravity.sandbox), stopped now.\n"
             "To send to Gravity for real, set the connection to the real API instead, e.g.\n"

@@ -23,6 +23,7 @@ from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.run.resume import ResumeLog
 from airflow_provider_gravity.conversions.run.tally import format_summary
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
+from airflow_provider_gravity.history.recording import record_run_history
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class SendConversionsOperator(BaseSQLOperator):
     :param delivery_log_table: table remembering delivered events across runs, created if missing; ``None``
         to rely on Gravity's 48-hour dedup only (templated).
     :param delivery_log_conn_id: SQL connection of the delivery log; defaults to ``conn_id`` (templated).
+    :param run_history_table: table that gets one row per try with its run summary (no PII), created if
+        missing, read by the Gravity view of the Airflow UI; ``None`` for none. A dry run writes no row
+        (templated).
+    :param run_history_conn_id: SQL connection of the run history; defaults to the delivery log's
+        (``delivery_log_conn_id``, else ``conn_id``) (templated).
     :param hash_phone_with_plus: hash phones as ``+E.164``; ``None`` reads the Gravity connection's extra.
     :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional, faster).
     :param progress_interval: seconds between two progress lines in the task log.
@@ -115,6 +121,8 @@ class SendConversionsOperator(BaseSQLOperator):
         "event_source_url",
         "delivery_log_table",
         "delivery_log_conn_id",
+        "run_history_table",
+        "run_history_conn_id",
         "dry_run",
     )
     template_ext: Sequence[str] = (".sql",)
@@ -144,6 +152,8 @@ class SendConversionsOperator(BaseSQLOperator):
         dry_run: bool | str = False,
         delivery_log_table: str | None = None,
         delivery_log_conn_id: str | None = None,
+        run_history_table: str | None = None,
+        run_history_conn_id: str | None = None,
         hash_phone_with_plus: bool | None = None,
         phone_backend: str = "phonenumbers",
         progress_interval: float = 10.0,
@@ -176,6 +186,8 @@ class SendConversionsOperator(BaseSQLOperator):
         self.dry_run = dry_run
         self.delivery_log_table = delivery_log_table
         self.delivery_log_conn_id = delivery_log_conn_id
+        self.run_history_table = run_history_table
+        self.run_history_conn_id = run_history_conn_id
         self.hash_phone_with_plus = hash_phone_with_plus
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
@@ -234,6 +246,7 @@ class SendConversionsOperator(BaseSQLOperator):
                 self.log.info("Dry-run preview (PII hashed): %s", json.dumps(event, sort_keys=True))
         failure = result.failure
         too_many_errors = summary["error_rate"] > self.max_error_rate
+        record_run_history(self, context, summary, dry_run=dry_run, failure=failure, too_many_errors=too_many_errors)
         if failure or too_many_errors:
             # A failed task returns nothing: keep its summary where the UI and downstream tasks can read it.
             context["ti"].xcom_push(key="gravity_summary", value=summary)
