@@ -15,6 +15,7 @@ import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pendulum
 import psycopg2
@@ -24,8 +25,8 @@ from airflow.timetables.base import DataInterval
 from packaging.requirements import Requirement
 
 from demo.sample_data import CRM_TABLE, STORE_TABLE, SampleConfig, write_postgres_sql, write_sqlite
-from tests.support.airflow_fixtures import REPO_ROOT
 from tests.integration.test_dags import NIGHTLY, SHARDED, load_dag_bag, render_sql_file, run_context
+from tests.support.airflow_fixtures import REPO_ROOT
 
 DOCKER_DIR = REPO_ROOT / "docker"
 COMPOSE_FILE = DOCKER_DIR / "docker-compose.yaml"
@@ -57,6 +58,8 @@ def test_compose_file_references_files_that_exist(compose):
         "airflow-scheduler",
         "airflow-dag-processor",
         "airflow-triggerer",
+        "redis",
+        "airflow-worker",
     } <= set(compose["services"])
     for name, service in compose["services"].items():
         build = service.get("build")
@@ -92,16 +95,45 @@ def test_preset_connections_are_the_ones_the_dags_use(compose, dag_bag):
 
     gravity = json.loads(with_compose_defaults(environment["AIRFLOW_CONN_GRAVITY_DEFAULT"]))
     assert gravity["conn_type"] == "gravity"
-    assert gravity["host"] == "http://127.0.0.1:8085"  # loopback: the sandbox shares the scheduler's network
+    assert gravity["host"] == "http://127.0.0.1:8085"  # loopback: the workers share the sandbox's network
     sandbox = compose["services"]["sandbox"]
-    assert sandbox["network_mode"] == "service:airflow-scheduler"
+    assert compose["services"]["airflow-worker"]["network_mode"] == "service:sandbox"
     assert "8085" in sandbox["command"]
+    assert sandbox["ports"] == ["127.0.0.1:8085:8085"]
     assert with_compose_defaults(sandbox["environment"]["GRAVITY_SANDBOX_API_KEY"]) == gravity["password"]
     warehouse = compose["services"]["warehouse"]["environment"]
     assert environment["AIRFLOW_CONN_GRAVITY_WAREHOUSE"] == (
         f"postgres://{warehouse['POSTGRES_USER']}:{warehouse['POSTGRES_PASSWORD']}@warehouse:5432/"
         f"{warehouse['POSTGRES_DB']}"
     )
+
+
+def test_celery_executor_with_redis_and_scalable_workers(compose):
+    """What the Celery test runs: Redis broker, results in the metadata database, workers that ``--scale``."""
+    services = compose["services"]
+    environment = services["airflow-scheduler"]["environment"]
+    assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    broker = urlsplit(environment["AIRFLOW__CELERY__BROKER_URL"])
+    assert broker.scheme == "redis" and broker.hostname in services
+    assert services[broker.hostname]["image"].startswith("redis:")
+    assert "redis-cli" in services[broker.hostname]["healthcheck"]["test"]
+    results = urlsplit(environment["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+"))
+    metadata = urlsplit(environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert environment["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert (results.hostname, results.username, results.path) == (metadata.hostname, metadata.username, metadata.path)
+
+    worker = services["airflow-worker"]
+    assert worker["image"] == services["airflow-scheduler"]["image"]
+    assert worker["environment"]["AIRFLOW__CELERY__BROKER_URL"] == environment["AIRFLOW__CELERY__BROKER_URL"]
+    command = " ".join(worker["command"])
+    assert "airflow celery worker" in command
+    # Scaled copies share the sandbox's network: a fixed name or host port would collide, so would a log server.
+    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+    assert "--skip-serve-logs" in command and "--celery-hostname" in command
+    assert worker["depends_on"][broker.hostname]["condition"] == "service_healthy"
+    logs = next(volume for volume in worker["volumes"] if volume.endswith(":/opt/airflow/logs"))
+    assert logs in services["airflow-apiserver"]["volumes"], "the api-server must read the workers' task logs"
+    assert logs.split(":")[0] in compose["volumes"]
 
 
 def test_committed_seed_is_what_the_generator_writes(tmp_path):

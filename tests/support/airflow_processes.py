@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,20 +163,51 @@ class AirflowProcesses:
     def start(self) -> None:
         """Start the processes and wait until the api-server reports all of them healthy."""
         for name, arguments in PROCESS_COMMANDS.items():
-            command = [str(VENV_BIN / "airflow"), *arguments]
             if name == "api-server":
-                command += ["--port", str(self.port)]
-            with open(self.process_logs[name], "ab") as log_file:
-                self._processes[name] = subprocess.Popen(
-                    command,
-                    cwd=self.home,
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                arguments = [*arguments, "--port", str(self.port)]
+            self.start_process(name, arguments)
         self.wait_until(self._healthy, self.startup_timeout, "the api-server to report every component healthy")
+
+    def start_process(
+        self, name: str, arguments: Sequence[str], extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
+        """
+        Start ``airflow ARGUMENTS`` as one more process of this deployment, logging to ``<home>/<name>.log``;
+        ``stop`` stops it with the others.
+
+        :param name: unique among this deployment's processes (``celery-worker-a``).
+        :param extra_env: environment variables of this process only, over the deployment's.
+        """
+        if name in self._processes:
+            raise AirflowProcessError(f"a process named {name} is already running")
+        self.process_logs.setdefault(name, self.home / f"{name}.log")
+        with open(self.process_logs[name], "ab") as log_file:
+            self._processes[name] = subprocess.Popen(
+                [str(VENV_BIN / "airflow"), *arguments],
+                cwd=self.home,
+                env={**self.env, **(extra_env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self._processes[name]
+
+    def kill_process(self, name: str) -> list[int]:
+        """
+        SIGKILL one process of this deployment and its children, as a crashed machine would end them, and
+        forget it (its exit is then no failure of the deployment). Return the ids of the processes killed.
+        """
+        process = self._processes.pop(name)
+        descendants = _descendants(process.pid)
+        _signal_group(process.pid, signal.SIGKILL)
+        for child in descendants:  # a child that started a session of its own left the group
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        process.wait(timeout=30)
+        return [process.pid, *(child.pid for child in descendants)]
 
     def _healthy(self) -> bool:
         try:
@@ -315,8 +346,17 @@ class AirflowProcesses:
             (backfill_id,),
         )
 
-    def wait_for_backfill_runs(self, backfill_id: int, expected_runs: int, timeout: float) -> list[RowMapping]:
-        """Wait until the backfill's runs have all finished; fail at once when a task fails or must retry."""
+    def wait_for_backfill_runs(
+        self,
+        backfill_id: int,
+        expected_runs: int,
+        timeout: float,
+        failed_states: Collection[str] = FAILED_TASK_STATES,
+    ) -> list[RowMapping]:
+        """
+        Wait until the backfill's runs have all finished; fail at once when a task reaches one of
+        ``failed_states`` (by default: fails or must retry).
+        """
 
         def finished() -> list[RowMapping] | None:
             runs = self.backfill_runs(backfill_id)
@@ -324,7 +364,7 @@ class AirflowProcesses:
                 "SELECT ti.run_id, ti.task_id, ti.state FROM task_instance ti JOIN dag_run dr "
                 "ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id WHERE dr.backfill_id = %s "
                 "AND ti.state = ANY(%s)",
-                (backfill_id, sorted(FAILED_TASK_STATES)),
+                (backfill_id, sorted(failed_states)),
             )
             if troubled:
                 listed = ", ".join(f"{row['run_id']}/{row['task_id']}: {row['state']}" for row in troubled)
