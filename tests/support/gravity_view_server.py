@@ -1,0 +1,215 @@
+"""A real ``airflow api-server`` serving the Gravity view, over a seeded run history and delivery log.
+
+One api-server for the test session (no scheduler, no dag-processor: the view needs neither), with
+SimpleAuthManager and a known password, reading its tables from a scratch PostgreSQL schema through the
+``[gravity]`` settings. The history is written by the provider's own writer; two weeks of nights of a DAG
+with two tasks, one of them retried once, and a second DAG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from airflow_provider_gravity.history.table import delivery_log_table
+from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
+from tests.support.airflow_processes import VENV_BIN, AirflowProcesses
+from tests.support.databases import POSTGRES_URL, airflow_uri, require_server
+
+USERNAME = "admin"
+PASSWORD = "gravity-view-test"
+DAG_ID = "gravity_offline_conversions"
+OTHER_DAG_ID = "gravity_other_dag"
+TASK_IDS = ("send_crm_conversions", "send_store_purchases")
+NIGHTS = 14
+INVALID_REASONS = ("bad_currency", "bad_event_time", "bad_value", "missing_event_id")
+REJECTED_ERRORS = ("error: event_time is more than 7 days old", "error: invalid currency")
+
+
+class ApiServerOnly(AirflowProcesses):
+    """:class:`AirflowProcesses` with the api-server alone, healthy once it reaches its metadata database."""
+
+    def start(self) -> None:
+        command = [str(VENV_BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--workers", "1"]
+        with open(self.process_logs["api-server"], "ab") as log_file:
+            self._processes["api-server"] = subprocess.Popen(
+                [*command, "--port", str(self.port)],
+                cwd=self.home,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_until(self._healthy, self.startup_timeout, "the api-server to answer")
+
+    def _healthy(self) -> bool:
+        try:
+            health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            return False
+        return (health.get("metadatabase") or {}).get("status") == "healthy"
+
+
+@dataclass
+class GravityView:
+    """The running view: its base URL, the database of its tables, and their names."""
+
+    airflow: AirflowProcesses
+    engine: sa.Engine
+    history_table: str
+    delivery_log_table: str
+    first_day: dt.date
+    last_day: dt.date
+
+    @property
+    def url(self) -> str:
+        return f"{self.airflow.url}/gravity"
+
+    def token(self) -> str:
+        response = requests.post(
+            f"{self.airflow.url}/auth/token", json={"username": USERNAME, "password": PASSWORD}, timeout=30
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def get(self, path: str, token: str | None = None, **parameters: object) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.get(f"{self.url}/{path}", params=parameters, headers=headers, timeout=60, allow_redirects=False)
+
+    def history_rows(self) -> list[dict]:
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.exec_driver_sql(f"SELECT * FROM {self.history_table}").mappings()]
+
+    def delivery_log_rows(self) -> list[dict]:
+        with self.engine.connect() as connection:
+            statement = f"SELECT * FROM {self.delivery_log_table}"
+            return [dict(row) for row in connection.exec_driver_sql(statement).mappings()]
+
+
+def _summary(rng: random.Random, night: int, rows: int) -> dict:
+    invalid = {reason: rng.randint(0, 6) for reason in rng.sample(INVALID_REASONS, 2)}
+    rejected = {REJECTED_ERRORS[0]: rng.randint(0, 4)} if night % 3 else {}
+    buckets = {"invalid": sum(invalid.values()), "rejected": sum(rejected.values())}
+    buckets["duplicate"] = rng.randint(0, 20)
+    buckets["delivered"] = rows - sum(buckets.values())
+    sent = buckets["delivered"] + buckets["duplicate"] + buckets["rejected"]
+    drift = 0.1 if night in (9, 10) else 0.0  # two nights of weaker e-mail match keys
+    return {
+        "rows_read": rows,
+        **buckets,
+        "skipped_delivered": 0,
+        "undelivered": 0,
+        "invalid_reasons": {reason: count for reason, count in invalid.items() if count},
+        "rejected_errors": {reason: count for reason, count in rejected.items() if count},
+        "field_drops": {"invalid_phone": rng.randint(5, 20)},
+        "changed_since_delivery": 0,
+        "events_sent": sent,
+        "attributed": rng.randint(100, 400),
+        "match_key_coverage": {
+            "em": round(0.88 - drift + rng.uniform(-0.02, 0.02), 4),
+            "ph": round(0.8 + rng.uniform(-0.03, 0.03), 4),
+            "fn_ln": round(0.93 + rng.uniform(-0.01, 0.01), 4),
+            "external_id": round(0.62 + rng.uniform(-0.02, 0.02), 4),
+            "click_id": round(0.24 + rng.uniform(-0.02, 0.02), 4),
+        },
+        "error_rate": round((buckets["invalid"] + buckets["rejected"]) / rows, 6),
+        "requests": sent // 1000 + 1,
+        "retries": rng.randint(0, 2),
+        "seconds": round(rng.uniform(0.8, 3.0), 3),
+        "rows_per_second": 0.0,
+        "dry_run": False,
+    }
+
+
+def seed(engine: sa.Engine, history_table: str, log_table: str, last_day: dt.date) -> dt.date:
+    """Two weeks of nights ending ``last_day``; the dead letter of their rejected and invalid rows."""
+    rng = random.Random(13)
+    history = RunHistory(engine, history_table)
+    history.ensure_table()
+    dead_letter = delivery_log_table(log_table)
+    dead_letter.create(engine)
+    first_day = last_day - dt.timedelta(days=NIGHTS - 1)
+    log_rows = []
+    for night in range(NIGHTS):
+        start = dt.datetime.combine(first_day + dt.timedelta(days=night), dt.time(3), tzinfo=dt.UTC)
+        run_id = f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}"
+        for task_id, rows in zip(TASK_IDS, (1500, 2500), strict=True):
+            summary = _summary(rng, night, rows + rng.randint(-60, 60))
+            summary["rows_per_second"] = round(summary["rows_read"] / summary["seconds"], 1)
+            identity = RunIdentity(DAG_ID, task_id, -1, run_id, 1, start, start + dt.timedelta(days=1))
+            if night == 5 and task_id == TASK_IDS[0]:  # a first try that left events undelivered, then a retry
+                failed = {**summary, "delivered": 400, "undelivered": summary["delivered"] - 400}
+                history.record(identity, failed, "incomplete", "Gravity answered 503 five times")
+                identity = RunIdentity(DAG_ID, task_id, -1, run_id, 2, start, start + dt.timedelta(days=1))
+            history.record(identity, summary, "success", None)
+            prefix = "crm" if task_id == TASK_IDS[0] else "pos"
+            details = [*summary["invalid_reasons"].items(), *summary["rejected_errors"].items()]
+            for detail, count in details:
+                status = "rejected" if detail.startswith("error:") else "invalid"
+                for _ in range(count):
+                    log_rows.append(_logged(rng, prefix, status, detail, run_id, start + dt.timedelta(hours=24)))
+            log_rows.append(_logged(rng, prefix, "delivered", "ok", run_id, start + dt.timedelta(hours=24)))
+    other = RunIdentity(OTHER_DAG_ID, "send", 0, "manual__other", 1, None, None)
+    history.record(other, _summary(rng, 0, 300), "success", None)
+    with engine.begin() as connection:
+        connection.execute(sa.insert(dead_letter), log_rows)
+    history.engine.dispose()
+    return first_day
+
+
+def _logged(rng: random.Random, prefix: str, status: str, detail: str, run_id: str, at: dt.datetime) -> dict:
+    return {
+        "event_name": "Lead" if prefix == "crm" else "Purchase",
+        "event_id": f"{prefix}-{rng.randrange(10**6):06d}-{uuid.uuid4().hex[:4]}",
+        "status": status,
+        "detail": detail,
+        "payload_sha256": uuid.uuid4().hex * 2 if status == "delivered" else None,
+        "attempts": 1,
+        "first_run_id": run_id,
+        "last_run_id": run_id,
+        "first_recorded_at": at,
+        "last_recorded_at": at,
+    }
+
+
+@pytest.fixture(scope="session")
+def gravity_view() -> Iterator[GravityView]:
+    """The api-server with the Gravity view over two weeks of seeded history, for the whole session."""
+    engine = require_server(POSTGRES_URL)
+    schema = f"gravity_view_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    history_table, log_table = f"{schema}.run_history", f"{schema}.delivery_log"
+    last_day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    home = Path(tempfile.mkdtemp(prefix="gravity-view-airflow-"))
+    (home / "dags").mkdir()
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps({USERNAME: PASSWORD}))
+    env = {
+        "AIRFLOW_CONN_GRAVITY_HISTORY": airflow_uri(POSTGRES_URL),
+        "AIRFLOW__GRAVITY__RUN_HISTORY_CONN_ID": "gravity_history",
+        "AIRFLOW__GRAVITY__RUN_HISTORY_TABLE": history_table,
+        "AIRFLOW__GRAVITY__DELIVERY_LOG_TABLE": log_table,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
+    try:
+        first_day = seed(engine, history_table, log_table, last_day)
+        with ApiServerOnly(home, home / "dags", env, startup_timeout=180) as airflow:
+            yield GravityView(airflow, engine, history_table, log_table, first_day, last_day)
+    finally:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
