@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -166,15 +167,20 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     ]
 
     user_data = _user_data(rows, user_fields, hashed.texts, pixel_ids, pixel_objects)
-    custom_data = joined_objects(
-        [value_fragments(key, values, by_identity=True) for key, values in sorted(custom_parts)], rows
-    )
+    custom_data = joined_objects([value_fragments(key, values) for key, values in sorted(custom_parts)], rows)
     oldest = None if settings.max_event_age_seconds is None else now - settings.max_event_age_seconds
     latest = now + settings.future_tolerance_seconds
     reasons: list[str | None] = [None] * rows
     value_reasons = _first_reasons(rows, part_reasons)
     unreadable_ids, unreadable_names = column.unreadable.get("event_id"), column.unreadable.get("event_name")
-    for i in range(rows):
+    suspects = _suspect_rows(event_ids, event_names, seconds, time_missing, oldest, latest)
+    suspects |= np.not_equal(np.asarray(value_reasons, dtype=object), None)
+    if settings.require_match_key:
+        suspects |= ~np.asarray(user_data.has_match_key, dtype=bool)
+    for flags in (unreadable_ids, unreadable_names):
+        if flags is not None:
+            suspects |= np.asarray(flags, dtype=bool)
+    for i in np.flatnonzero(suspects).tolist():  # every other row passes each check below
         if unreadable_ids is not None and unreadable_ids[i]:
             reason = "bad_event_id"
         elif unreadable_names is not None and unreadable_names[i]:
@@ -275,6 +281,39 @@ class _ColumnReader:
         return how(self.frame[name], convert)
 
 
+def _suspect_rows(
+    event_ids: list[str | None],
+    event_names: list[str | None],
+    seconds: np.ndarray,
+    time_missing: np.ndarray,
+    oldest: float | None,
+    latest: float,
+) -> np.ndarray:
+    """
+    The rows :func:`_identity_reason` might refuse, found with whole-column checks; a clean chunk has none,
+    and costs no call per row.
+    """
+    with np.errstate(invalid="ignore"):
+        suspects = np.asarray(time_missing, dtype=bool) | np.isnan(seconds) | (seconds > latest)
+        if oldest is not None:
+            suspects |= seconds < oldest
+    for texts in (event_ids, event_names):
+        if not _keys_fine(texts):
+            suspects |= np.fromiter(
+                (text is None or len(text) > MAX_KEY_LENGTH or bool(_CONTROL_CHARACTER.search(text)) for text in texts),
+                dtype=bool,
+                count=len(texts),
+            )
+    return suspects
+
+
+def _keys_fine(texts: list[str | None]) -> bool:
+    """Whether every key is present, at most :data:`MAX_KEY_LENGTH` long and free of control characters."""
+    if None in texts:
+        return False
+    return max(map(len, texts), default=0) <= MAX_KEY_LENGTH and not _CONTROL_CHARACTER.search("".join(texts))
+
+
 def _identity_reason(
     event_id: str | None,
     event_name: str | None,
@@ -325,16 +364,14 @@ def _user_data(
     columns = {**pixel_ids, **user_fields}
     fragments = [_field_fragments(key, values, user_fields, user_texts) for key, values in sorted(columns.items())]
     objects = joined_objects(fragments, rows)
-    present = {key: [value is not None for value in values] for key, values in columns.items()}
-    truthy = {key: [bool(value) for value in values] for key, values in columns.items()}
-    coverage = [0] * rows
-    has_match_key = [False] * rows
+    coverage_bits = np.zeros(rows, dtype=np.int64)
+    matched = np.zeros(rows, dtype=bool)
     for bit, keys in enumerate(COVERAGE_KEYS):
         if all(key in columns for key in keys):
-            flags = [all(row) for row in zip(*(present[key] for key in keys), strict=True)]
-            coverage = [mask | (flag << bit) for mask, flag in zip(coverage, flags, strict=True)]
-            matched = [all(row) for row in zip(*(truthy[key] for key in keys), strict=True)]
-            has_match_key = [any(pair) for pair in zip(has_match_key, matched, strict=True)]
+            present = np.logical_and.reduce([_flags(columns[key], _is_present, rows) for key in keys])
+            coverage_bits |= present.astype(np.int64) << bit
+            matched |= np.logical_and.reduce([_flags(columns[key], bool, rows) for key in keys])
+    coverage, has_match_key = coverage_bits.tolist(), matched.tolist()
     for row, pixel in enumerate(pixel_objects):
         if pixel:
             merged = dict(pixel)
@@ -343,6 +380,14 @@ def _user_data(
             coverage[row] = _coverage(merged)
             has_match_key[row] = _has_match_key(merged)
     return _UserData(objects, fragments, has_match_key, coverage)
+
+
+def _is_present(value: object) -> bool:
+    return value is not None
+
+
+def _flags(values: list, test: Callable[[object], bool], rows: int) -> np.ndarray:
+    return np.fromiter(map(test, values), dtype=bool, count=rows)
 
 
 def _field_fragments(key: str, values: list, user_fields: dict, user_texts: dict) -> Fragments:

@@ -243,6 +243,11 @@ def map_distinct(values: pd.Series, function: Callable[[Any], str | None]) -> pd
 # -- numbers and codes ---------------------------------------------------------------------------------
 
 
+_PLAIN_NUMBER_TYPES = frozenset({int, float, decimal.Decimal})
+#: A number written plainly (as NUMERIC reads through Arrow): read as a float by numpy, like a ``Decimal``.
+_DECIMAL_TEXT = r"-?[0-9]{1,300}(?:\.[0-9]{1,300})?"
+
+
 def money(value: Any) -> float | int | None:
     """
     A finite, non-negative amount as a JSON number.
@@ -449,22 +454,25 @@ def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
 def money_column(series: pd.Series) -> Converted:
     """
     ``value`` cells as JSON numbers (``None`` where missing) and the ``bad_value`` reason where a cell is
-    negative, infinite or not a number. Plain numbers (also ``Decimal`` from NUMERIC columns) are checked
-    with numpy; other cells one by one.
+    negative, infinite or not a number. Plain numbers (also ``Decimal`` from NUMERIC columns, and the plain
+    decimal texts Arrow gives for them) are checked with numpy; other cells one by one.
     """
     dtype = series.dtype
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         return _json_numbers(series.to_numpy(dtype="float64", na_value=np.nan))
-    if dtype != np.dtype(object):
-        return per_distinct_value(series, money)
-    plain = series.map(type).isin((int, float, decimal.Decimal)).to_numpy(dtype=bool)
+    kinds = np.fromiter(map(type, series.to_numpy(dtype=object)), dtype=object, count=len(series))
+    plain = np.fromiter(map(_PLAIN_NUMBER_TYPES.__contains__, kinds), dtype=bool, count=len(kinds))
+    texts = np.equal(kinds, str)  # elementwise over the cells' types
+    if texts.any():
+        decimal_texts = series.where(texts, "").astype(object).str.fullmatch(_DECIMAL_TEXT)
+        plain = plain | decimal_texts.fillna(False).to_numpy(dtype=bool)
     try:
         numbers = pd.to_numeric(series.where(plain), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     except (TypeError, ValueError, OverflowError, ArithmeticError):
         return per_distinct_value(series, money)
     if plain.all():
         return _json_numbers(numbers)
-    converted, reasons = per_distinct_value(series, money)  # strings, booleans: the careful way
+    converted, reasons = per_distinct_value(series.where(~plain), money)  # the rest: the careful way
     plain_converted, plain_reasons = _json_numbers(numbers)
     for i in np.flatnonzero(plain).tolist():
         converted[i], reasons[i] = plain_converted[i], plain_reasons[i]

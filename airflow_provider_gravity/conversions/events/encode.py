@@ -10,6 +10,7 @@ separators=(",", ":"))`` gives for the event as a dict: what is sent is also wha
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
@@ -79,6 +80,8 @@ def json_value(value: Any) -> str:
         return json_string(value)
     if kind is int:
         return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
     if kind is list and all(type(item) is str for item in value):
         return "[" + ",".join([json_string(item) for item in value]) + "]"
     return canonical_json(value)
@@ -116,8 +119,14 @@ def fragments_of(
         if value is None:
             fragments.append(None)
             continue
-        memo_key = id(value) if by_identity else (type(value), value)  # the values list keeps ids unique
-        fragment = known.get(memo_key, "")
+        # By value, except floats (0.0 and -0.0 are equal keys) and shared objects; ids stay unique while
+        # the values list holds them.
+        memo_key: Any = id(value) if by_identity or type(value) is float else (type(value), value)
+        try:
+            fragment = known.get(memo_key, "")
+        except TypeError:  # an unhashable value (a list, an object): by identity
+            memo_key = id(value)
+            fragment = known.get(memo_key, "")
         if fragment == "":
             try:
                 fragment = prefix + write(value)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
+from functools import cache
 
 import pandas as pd
 
@@ -17,6 +19,15 @@ _EMAIL = re.compile(
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@cache
+def _format_characters() -> dict[int, None]:
+    """A ``str.translate`` table deleting every format character (Unicode category Cf); built once."""
+    return {code: None for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cf"}
+
+
 def normalize_email_text(text: str) -> str | None:
     """
     Normalize one stripped, non-empty email; None when it is not an address.
@@ -28,8 +39,8 @@ def normalize_email_text(text: str) -> str | None:
         return text.lower()
     if not text.isascii():
         # Format characters go; a lone surrogate (from a hand-built or \ud800-escaped JSON cell) is no address.
-        text = "".join(character for character in text if unicodedata.category(character) != "Cf").strip()
-        if any(unicodedata.category(character) == "Cs" for character in text):
+        text = text.translate(_format_characters()).strip()
+        if _SURROGATE.search(text):
             return None
     email = text.lower()
     return email if _EMAIL.fullmatch(email) else None
