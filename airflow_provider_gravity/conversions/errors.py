@@ -1,8 +1,9 @@
 """
-Typed errors of the Gravity client: each tells the caller what to do next.
+Every error of the provider's core, in one tree: each tells the caller what to do next.
 
 ::
 
+    ColumnContractError                the query's columns break the column contract: fix the query
     GravityError
     ├── GravityHTTPError               an HTTP status retrying cannot fix: fail the task
     │   ├── GravityAuthError           401/403: the key is wrong
@@ -14,6 +15,10 @@ Typed errors of the Gravity client: each tells the caller what to do next.
 """
 
 from __future__ import annotations
+
+
+class ColumnContractError(ValueError):
+    """The query's columns do not follow the column contract; raised before anything is sent."""
 
 
 class GravityError(Exception):

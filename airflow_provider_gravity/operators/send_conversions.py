@@ -15,9 +15,9 @@ from airflow.providers.common.sql.operators.sql import BaseSQLOperator
 from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
+from airflow_provider_gravity.conversions.errors import ColumnContractError
 from airflow_provider_gravity.conversions.events.build import EventSettings
 from airflow_provider_gravity.conversions.read.chunks import read_chunks
-from airflow_provider_gravity.conversions.read.columns import ColumnContractError
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
 from airflow_provider_gravity.conversions.run.resume import ResumeLog

@@ -28,6 +28,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from airflow_provider_gravity.conversions.buckets import DELIVERED_STATUSES
 from airflow_provider_gravity.conversions.errors import (
     EventEncodingError,
     GravityAuthError,
@@ -47,7 +48,6 @@ Event = EncodedEvent | Mapping[str, Any]
 DEFAULT_BASE_URL = "https://api.trygravity.ai"
 EVENTS_PATH = "/gateway/events"
 MAX_EVENTS_PER_REQUEST = 1_000
-DELIVERED_STATUSES = frozenset({"ok", "duplicate", "test_ok", "skipped"})
 _KNOWN_STATUSES = DELIVERED_STATUSES | {"error"}
 #: 408 and 429, and every 5xx (including the 52x a CDN in front of Gravity answers).
 RETRYABLE_STATUSES = frozenset({408, 429, *range(500, 600)})

@@ -6,14 +6,9 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from airflow_provider_gravity.conversions.api.client import EventResult
+from airflow_provider_gravity.conversions.buckets import Bucket, bucket_of_status
 from airflow_provider_gravity.conversions.errors import EventEncodingError, GravityRequestRejected
-
-_BUCKET_OF_STATUS = {
-    "ok": "delivered",
-    "test_ok": "delivered",
-    "skipped": "delivered",
-    "duplicate": "duplicate",
-}
+from airflow_provider_gravity.conversions.events.encode import UNENCODABLE
 
 
 class Outcome(NamedTuple):
@@ -27,7 +22,7 @@ class Outcome(NamedTuple):
     :param sent: the event was in a request Gravity answered (``False`` when no answer came).
     """
 
-    bucket: str
+    bucket: Bucket
     detail: str | None
     status_text: str | None
     attributed: bool = False
@@ -37,15 +32,15 @@ class Outcome(NamedTuple):
 def outcome_of(result: EventResult) -> Outcome:
     """Map one :class:`EventResult` to its bucket."""
     if result.status == "missing":
-        return Outcome("undelivered", None, None)  # sent, but Gravity's answer did not settle it
-    bucket = _BUCKET_OF_STATUS.get(result.status, "rejected")
-    if bucket != "rejected":
+        return Outcome(Bucket.UNDELIVERED, None, None)  # sent, but Gravity's answer did not settle it
+    bucket = bucket_of_status(result.status)
+    if bucket != Bucket.REJECTED:
         return Outcome(bucket, None, result.status, bool(result.attributed))
     detail = result.error or f"status {result.status}"
-    return Outcome("rejected", detail, f"{result.status}: {detail}")
+    return Outcome(Bucket.REJECTED, detail, f"{result.status}: {detail}")
 
 
-_UNSENT = Outcome("undelivered", None, None, sent=False)
+_UNSENT = Outcome(Bucket.UNDELIVERED, None, None, sent=False)
 
 
 def send_with_split(
@@ -68,10 +63,10 @@ def send_with_split(
     except GravityRequestRejected as refused:
         if len(events) == 1:
             detail = f"HTTP {refused.status}: {refused.message or 'refused'}"
-            return [Outcome("rejected", detail, detail)], None
+            return [Outcome(Bucket.REJECTED, detail, detail)], None
     except EventEncodingError:
         if len(events) == 1:
-            return [Outcome("invalid", "unencodable_text", "unencodable_text", sent=False)], None
+            return [Outcome(Bucket.INVALID, UNENCODABLE, UNENCODABLE, sent=False)], None
     except Exception as error:  # noqa: BLE001 - returned to the pipeline, which stops the run with it
         return [_UNSENT] * len(events), error
     middle = len(events) // 2

@@ -30,18 +30,17 @@ from airflow_provider_gravity.conversions.events.event_times import event_time_s
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (
     UNREADABLE_DROP_REASONS,
+    USER_FIELDS,
     HashedUserFields,
     PiiCache,
     garbage_collection_paused,
     hash_user_fields,
 )
-from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX
+from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX, MAX_KEY_LENGTH
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
-HASHED_USER_FIELDS = ("em", "ph", "fn", "ln", "external_id")
 #: The keys behind each match key of the run's coverage, in the order of ``run.tally.MATCH_KEYS`` (bit i).
 COVERAGE_KEYS = (("em",), ("ph",), ("fn", "ln"), ("external_id",), ("click_id",))
-MAX_KEY_LENGTH = 255  # event_name and event_id; also the delivery log's key columns
 # A control character in a key cannot be stored by PostgreSQL (NUL) or shown on one log line.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -159,7 +158,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     pixel_objects, pixel_pii = split_pixel_pii(parts.pop("user_data", ([None] * rows, None))[0])
     if pixel_pii is not None:
         _add_pixel_pii(hashed, pixel_pii, frame, settings, cache)
-    user_fields = {name: hashed.fields[name] for name in HASHED_USER_FIELDS if name in hashed.fields}
+    user_fields = {name: hashed.fields[name] for name in USER_FIELDS if name in hashed.fields}
     client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
     custom_parts = [
         (name[len(CUSTOM_PREFIX) :] if name.startswith(CUSTOM_PREFIX) else name, converted)

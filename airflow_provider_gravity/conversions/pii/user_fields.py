@@ -365,9 +365,9 @@ def hash_user_fields(
         raise ValueError(
             f"default_region must be an ISO 3166 alpha-2 region phonenumbers knows, got {default_region!r}."
         )
-    cache = cache if cache is not None else PiiCache()
-    with garbage_collection_paused():
-        return _hash_user_fields(frame, default_region, phone_with_plus, phone_backend, cache)
+    return _hash_user_fields(
+        frame, default_region, phone_with_plus, phone_backend, cache if cache is not None else PiiCache()
+    )
 
 
 def _hash_user_fields(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from airflow_provider_gravity.conversions.errors import ColumnContractError
+
+__all__ = ["ColumnContractError", "normalize_column_names"]
+
 REQUIRED_COLUMNS = ("event_id", "event_time")
 EVENT_COLUMNS = ("event_name", "action_source", "event_source_url")
 USER_COLUMNS = ("em", "ph", "fn", "ln", "external_id", "country")
@@ -11,12 +15,10 @@ PIXEL_COLUMNS = ("click_id", "visitor_id", "session_id", "client_user_agent", "u
 CONTEXT_COLUMNS = ("client_context",)
 CUSTOM_DATA_COLUMNS = ("value", "currency", "order_id", "contents")
 CUSTOM_PREFIX = "custom_"
+#: Longest ``event_name`` and ``event_id``: longer ones are refused (``*_too_long``); the delivery log's keys.
+MAX_KEY_LENGTH = 255
 
 KNOWN_COLUMNS = REQUIRED_COLUMNS + EVENT_COLUMNS + USER_COLUMNS + PIXEL_COLUMNS + CONTEXT_COLUMNS + CUSTOM_DATA_COLUMNS
-
-
-class ColumnContractError(ValueError):
-    """The query's columns do not follow the column contract; raised before anything is sent."""
 
 
 def normalize_column_names(columns: Iterable[object]) -> list[str]:

@@ -32,20 +32,21 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, DELIVERED_BUCKETS, Bucket
+
+# The key columns are VARCHAR(MAX_KEY_LENGTH): two of 255 in utf8mb4 take 2,040 bytes, inside MySQL/MariaDB's
+# 3,072-byte index limit.
+from airflow_provider_gravity.conversions.read.columns import MAX_KEY_LENGTH
+
 log = logging.getLogger(__name__)
 
-DELIVERED = "delivered"
-DUPLICATE = "duplicate"
-REJECTED = "rejected"
-INVALID = "invalid"
-STATUSES = frozenset({DELIVERED, DUPLICATE, REJECTED, INVALID})
+DELIVERED, DUPLICATE, REJECTED, INVALID = Bucket.DELIVERED, Bucket.DUPLICATE, Bucket.REJECTED, Bucket.INVALID
+#: The buckets a row of the log can hold (``skipped_delivered`` and ``undelivered`` are never written).
+STATUSES = frozenset({*DELIVERED_BUCKETS, *DEAD_LETTER_BUCKETS})
 #: Statuses meaning Gravity holds the event; a later failure never replaces them.
-_HELD_BY_GRAVITY = (DELIVERED, DUPLICATE)
-_FAILED = (REJECTED, INVALID)
+_HELD_BY_GRAVITY = tuple(DELIVERED_BUCKETS)
+_FAILED = DEAD_LETTER_BUCKETS
 
-#: Longest ``event_name`` / ``event_id`` the table holds. Two VARCHAR(255) in utf8mb4 take 2,040 bytes,
-#: inside MySQL/MariaDB's 3,072-byte index limit.
-MAX_KEY_LENGTH = 255
 #: Longest run id; Airflow's own ``run_id`` column is 250 characters.
 MAX_RUN_ID_LENGTH = 250
 #: ``detail`` is cut to this many characters.

@@ -20,10 +20,11 @@ import pandas as pd
 
 from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
 from airflow_provider_gravity.conversions.api.sender import EventSender
+from airflow_provider_gravity.conversions.buckets import DELIVERED_BUCKETS, Bucket
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
 from airflow_provider_gravity.conversions.events.encode import EncodedEvent
-from airflow_provider_gravity.conversions.pii.user_fields import PiiCache, garbage_collection_paused
+from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
 from airflow_provider_gravity.conversions.read.columns import normalize_column_names
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
 from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
@@ -32,7 +33,6 @@ from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
 
 log = logging.getLogger(__name__)
 
-DELIVERED_LOG_STATUSES = frozenset({"delivered", "duplicate"})
 # Distinct raw values remembered per PII field: enough for the repeat customers of a night, and a bound on
 # memory (a few hundred bytes an entry) whatever the number of rows.
 PII_CACHE_ENTRIES = 250_000
@@ -129,8 +129,6 @@ class ConversionPipeline:
         preview_size: int = 5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not 1 <= batch_size <= 1_000:
-            raise ValueError(f"batch_size must be between 1 and 1000, got {batch_size}.")
         self.settings = settings
         self.sender = sender
         self.batch_size = batch_size
@@ -167,8 +165,7 @@ class ConversionPipeline:
                 if self.failure:  # nothing more is sent, but every row read still ends in a bucket
                     self._account_unsent_chunk(index, frame)
                     continue
-                with garbage_collection_paused():  # see pii.garbage_collection_paused
-                    self._process_chunk(index, frame, now, executor)
+                self._process_chunk(index, frame, now, executor)
                 self._log_progress()
             while self._in_flight:
                 self._collect(wait_for_one=True)
@@ -276,10 +273,10 @@ class ConversionPipeline:
                 continue
             if text is None:
                 reason = built.reasons[row]
-                settled[row] = ("invalid", reason)
+                settled[row] = (Bucket.INVALID, reason)
                 if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
                     key = (fit_key(built.event_names[row]), fit_key(built.event_ids[row]))
-                    dead_letters.append(DeliveryRecord(*key, "invalid", reason, None))
+                    dead_letters.append(DeliveryRecord(*key, Bucket.INVALID, reason, None))
             else:
                 candidates.append(row)
         to_send = candidates
@@ -303,10 +300,10 @@ class ConversionPipeline:
         to_send = []
         for row in candidates:
             entry = logged.get((built.event_names[row], built.event_ids[row]))
-            if entry is None or entry.status not in DELIVERED_LOG_STATUSES:
+            if entry is None or entry.status not in DELIVERED_BUCKETS:
                 to_send.append(row)
                 continue
-            settled[row] = ("skipped_delivered", None)
+            settled[row] = (Bucket.SKIPPED_DELIVERED, None)
             if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(built.encoded[row]):
                 self._add(state, Tally({"changed_since_delivery": 1}))
                 if len(self._changed_ids) < _CHANGED_IDS_LOGGED:
@@ -317,7 +314,7 @@ class ConversionPipeline:
         state = self._chunks[batch.chunk_index]
         if self.sender is None:
             for _ in batch.events:
-                self._count(state, "undelivered")
+                self._count(state, Bucket.UNDELIVERED)
             wanted = batch.events[: self.preview_size - len(self.preview)]
             self.preview.extend(json.loads(event.json) for event in wanted)
             return
@@ -325,7 +322,7 @@ class ConversionPipeline:
             self._collect(wait_for_one=True)
         if self.failure:  # Gravity is down or refuses us: count the rest of the chunk instead of sending it
             for _ in batch.events:
-                self._count(state, "undelivered")
+                self._count(state, Bucket.UNDELIVERED)
             return
         state.pending_batches += 1
         self._in_flight[executor.submit(send_with_split, self.sender.send_events, batch.events)] = batch
@@ -366,7 +363,7 @@ class ConversionPipeline:
         answered = [
             (event, outcome, digest)
             for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
-            if outcome.bucket != "undelivered"
+            if outcome.bucket != Bucket.UNDELIVERED
         ]
         if self.delivery_log is not None and answered:
             records = [
@@ -375,7 +372,7 @@ class ConversionPipeline:
                     fit_key(event.event_id),
                     outcome.bucket,
                     outcome.status_text,
-                    digest if outcome.bucket == "delivered" else None,  # only a payload Gravity accepted
+                    digest if outcome.bucket == Bucket.DELIVERED else None,  # only a payload Gravity accepted
                 )
                 for event, outcome, digest in answered
             ]
@@ -456,7 +453,7 @@ def _acknowledged_ranges(batch: _Batch, outcomes: list[Outcome]) -> Iterator[tup
     only those.
     """
     rows_outcome = dict(zip(batch.rows, outcomes, strict=True))
-    unsettled = [row for row, outcome in rows_outcome.items() if outcome.bucket == "undelivered"]
+    unsettled = [row for row, outcome in rows_outcome.items() if outcome.bucket == Bucket.UNDELIVERED]
     bounds = [batch.rows[0] - 1, *unsettled, batch.rows[-1] + 1]
     for before, after in itertools.pairwise(bounds):
         first, last = before + 1, after - 1

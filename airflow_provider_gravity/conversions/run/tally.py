@@ -6,7 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
+from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, Bucket
+
+BUCKETS = tuple(Bucket)
 MATCH_KEYS = ("em", "ph", "fn_ln", "external_id", "click_id")
 #: Gravity's messages counted one by one; the rest are summed under :data:`OTHER_MESSAGES`, so a run with
 #: thousands of distinct messages keeps a small summary and resume state.
@@ -45,7 +47,7 @@ class Tally(Counter):
     def count_row(self, bucket: str, detail: str | None = None) -> None:
         """Put one row in ``bucket``, with its reason for ``invalid`` and Gravity's message for ``rejected``."""
         self[f"bucket.{bucket}"] += 1
-        if bucket in ("invalid", "rejected") and detail:
+        if bucket in DEAD_LETTER_BUCKETS and detail:
             self[f"{bucket}.{detail}"] += 1
 
     def count_sent(self, coverages: Sequence[int]) -> None:
