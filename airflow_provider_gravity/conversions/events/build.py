@@ -131,13 +131,46 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     column = _ColumnReader(frame)
     event_ids = column.texts("event_id", None)
     event_names = column.texts("event_name", settings.event_name)
-    action_sources = column.texts("action_source", settings.action_source)
-    source_urls = column.texts("event_source_url", settings.event_source_url)
     seconds, time_missing = event_time_seconds(frame["event_time"], settings.timezone)
     cache = cache if cache is not None else PiiCache()
     hashed = _hashed_user_fields(frame, settings, cache)
+    parts = _optional_parts(column, frame)
+    part_reasons = [reasons for _, reasons in parts.values() if any(reasons)]
+    pixel_objects, pixel_pii = split_pixel_pii(parts.pop("user_data", ([None] * rows, None))[0])
+    if pixel_pii is not None:
+        _add_pixel_pii(hashed, pixel_pii, frame, settings, cache)
+    user_fields = {name: hashed.fields[name] for name in USER_FIELDS if name in hashed.fields}
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
-    # Each optional part: (converted cells, reasons), for the columns present.
+    user_data = _user_data(rows, user_fields, hashed.texts, pixel_ids, pixel_objects)
+    client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
+    custom_data = joined_objects(
+        [value_fragments(name.removeprefix(CUSTOM_PREFIX), values) for name, (values, _) in sorted(parts.items())],
+        rows,
+    )
+    reasons = _row_reasons(column, event_ids, event_names, seconds, time_missing, settings, now)
+    _add_value_reasons(reasons, part_reasons, user_data, settings.require_match_key)
+    top = [
+        text_fragments("action_source", column.texts("action_source", settings.action_source)),
+        value_fragments("client_context", client_contexts, by_identity=True),
+        object_fragments("custom_data", custom_data),
+        text_fragments("event_id", event_ids),
+        text_fragments("event_name", event_names),
+        text_fragments("event_source_url", column.texts("event_source_url", settings.event_source_url)),
+        Fragments(_event_time_fragments(seconds, reasons), []),
+        object_fragments("user_data", user_data.objects),
+    ]
+    for row in unencodable_rows([*top, *user_data.fragments]):
+        if reasons[row] is None:
+            reasons[row] = UNENCODABLE
+    encoded, coverage = joined_objects(top, rows), user_data.coverage
+    for row in (row for row, reason in enumerate(reasons) if reason is not None):
+        encoded[row], coverage[row] = None, 0
+    return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed, column))
+
+
+def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tuple[list, list]]:
+    """Each optional column present, converted: ``(cells, reasons)``; custom_data keys keep their column names."""
+    rows = len(frame)
     parts = {
         "user_data": column.converted("user_data", per_cell, lambda v: cells.json_object(v, "bad_user_data")),
         "client_context": column.converted(
@@ -152,69 +185,58 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     }
     for name in frame.columns:
         if name.startswith(CUSTOM_PREFIX):
-            parts[name] = column.converted(name, per_cell, lambda v: cells.json_safe(v, "bad_custom_data"))
-    parts = {name: part for name, part in parts.items() if part is not None}
-    part_reasons = [reasons for _, reasons in parts.values() if any(reasons)]
-    pixel_objects, pixel_pii = split_pixel_pii(parts.pop("user_data", ([None] * rows, None))[0])
-    if pixel_pii is not None:
-        _add_pixel_pii(hashed, pixel_pii, frame, settings, cache)
-    user_fields = {name: hashed.fields[name] for name in USER_FIELDS if name in hashed.fields}
-    client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
-    custom_parts = [
-        (name[len(CUSTOM_PREFIX) :] if name.startswith(CUSTOM_PREFIX) else name, converted)
-        for name, (converted, _) in parts.items()
-    ]
+            parts[name] = column.converted(name, per_cell, cells.custom_value)
+    return {name: part for name, part in parts.items() if part is not None}
 
-    user_data = _user_data(rows, user_fields, hashed.texts, pixel_ids, pixel_objects)
-    custom_data = joined_objects([value_fragments(key, values) for key, values in sorted(custom_parts)], rows)
+
+def _row_reasons(
+    column: _ColumnReader,
+    event_ids: list[str | None],
+    event_names: list[str | None],
+    seconds: np.ndarray,
+    time_missing: np.ndarray,
+    settings: EventSettings,
+    now: float,
+) -> list[str | None]:
+    """Each row's reason to be refused for its identity (id, name, time), ``None`` for a row that passes."""
     oldest = None if settings.max_event_age_seconds is None else now - settings.max_event_age_seconds
     latest = now + settings.future_tolerance_seconds
-    reasons: list[str | None] = [None] * rows
-    value_reasons = _first_reasons(rows, part_reasons)
     unreadable_ids, unreadable_names = column.unreadable.get("event_id"), column.unreadable.get("event_name")
     suspects = _suspect_rows(event_ids, event_names, seconds, time_missing, oldest, latest)
-    suspects |= np.not_equal(np.asarray(value_reasons, dtype=object), None)
-    if settings.require_match_key:
-        suspects |= ~np.asarray(user_data.has_match_key, dtype=bool)
     for flags in (unreadable_ids, unreadable_names):
         if flags is not None:
             suspects |= np.asarray(flags, dtype=bool)
-    for i in np.flatnonzero(suspects).tolist():  # every other row passes each check below
+    reasons: list[str | None] = [None] * len(event_ids)
+    for i in np.flatnonzero(suspects).tolist():  # every other row passes each check
         if unreadable_ids is not None and unreadable_ids[i]:
-            reason = "bad_event_id"
+            reasons[i] = "bad_event_id"
         elif unreadable_names is not None and unreadable_names[i]:
-            reason = "bad_event_name"
+            reasons[i] = "bad_event_name"
         else:
-            reason = _identity_reason(event_ids[i], event_names[i], seconds[i], time_missing[i], oldest, latest)
-        if reason is None:
-            reason = value_reasons[i]
-        if reason is None and settings.require_match_key and not user_data.has_match_key[i]:
-            reason = "no_match_keys"
-        reasons[i] = reason
-    top = [
-        text_fragments("action_source", action_sources),
-        value_fragments("client_context", client_contexts, by_identity=True),
-        object_fragments("custom_data", custom_data),
-        text_fragments("event_id", event_ids),
-        text_fragments("event_name", event_names),
-        text_fragments("event_source_url", source_urls),
-        Fragments(_event_time_fragments(seconds, reasons), []),
-        object_fragments("user_data", user_data.objects),
-    ]
-    for row in unencodable_rows([*top, *user_data.fragments]):
-        if reasons[row] is None:
-            reasons[row] = UNENCODABLE
-    encoded = joined_objects(top, rows)
-    coverage = user_data.coverage
-    for row, reason in enumerate(reasons):
-        if reason is not None:
-            encoded[row] = None
-            coverage[row] = 0
-    field_drops = Counter(hashed.drops)
+            reasons[i] = _identity_reason(event_ids[i], event_names[i], seconds[i], time_missing[i], oldest, latest)
+    return reasons
+
+
+def _add_value_reasons(
+    reasons: list[str | None], part_reasons: list[list[str | None]], user_data: _UserData, require_match_key: bool
+) -> None:
+    """Give rows that passed the identity checks the first reason of their values, then ``no_match_keys``."""
+    value_reasons = _first_reasons(len(reasons), part_reasons)
+    for i, reason in enumerate(value_reasons):
+        if reason is not None and reasons[i] is None:
+            reasons[i] = reason
+    if require_match_key:
+        for i, matched in enumerate(user_data.has_match_key):
+            if not matched and reasons[i] is None:
+                reasons[i] = "no_match_keys"
+
+
+def _field_drops(hashed: HashedUserFields, column: _ColumnReader) -> Counter:
+    drops = Counter(hashed.drops)
     for name, flags in column.unreadable.items():
         if name not in ("event_id", "event_name"):
-            field_drops[f"unreadable_{name}"] += sum(flags)
-    return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, +field_drops)
+            drops[f"unreadable_{name}"] += sum(flags)
+    return +drops
 
 
 def _add_pixel_pii(

@@ -416,6 +416,17 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
     raise BadCell(reason)
 
 
+def custom_value(value: Any) -> Any:
+    """
+    One ``custom_<key>`` cell as sent: text trimmed, as every column's text is; anything else made JSON-safe
+    (:func:`json_safe`), its inner texts kept as they are.
+
+    :raises BadCell: ``bad_custom_data`` where :func:`json_safe` refuses the value.
+    """
+    converted = json_safe(value, "bad_custom_data")
+    return converted.strip() if isinstance(converted, str) else converted
+
+
 def _json_key(key: Any, reason: str) -> str:
     try:
         text = cell_text(key)
