@@ -52,9 +52,11 @@ WORKERS = (CeleryWorker("worker-a", concurrency=2), CeleryWorker("worker-b", con
 #: Every request to the sandbox takes this long, so that a shard sends for several seconds: long enough to be
 #: killed mid-send, whatever the machine's load.
 SLOW_RESPONSE_SECONDS = 1.0
-#: What one try of a shard can have in flight: the operator's defaults, which the DAG keeps.
+#: What one try of a shard can have sent without recording it, with the operator's defaults (which the DAG
+#: keeps): ``2 × max_concurrency`` batches handed to its sending threads, ``max_concurrency`` of them on the
+#: wire and as many queued or answered, waiting for the task's main thread to record them in the delivery log.
 _OPERATOR_DEFAULTS = inspect.signature(SendConversionsOperator.__init__).parameters
-EVENTS_IN_FLIGHT_PER_TASK = _OPERATOR_DEFAULTS["max_concurrency"].default * _OPERATOR_DEFAULTS["batch_size"].default
+EVENTS_IN_FLIGHT_PER_TASK = 2 * _OPERATOR_DEFAULTS["max_concurrency"].default * _OPERATOR_DEFAULTS["batch_size"].default
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 STARTUP_TIMEOUT = 240.0
 KILL_TIMEOUT = 180.0
@@ -133,7 +135,7 @@ def shard_mid_send(airflow: CeleryDeployment, warehouse: sa.Engine, backfill_id:
     for shard in store_shards(airflow, backfill_id, "running"):
         _, _, rows = shard_ids(day_index(shard), shard["map_index"])
         logged = logged_rows_of_shard(warehouse, day_index(shard), shard["map_index"])
-        if 0 < logged < rows - 2 * EVENTS_IN_FLIGHT_PER_TASK:
+        if 0 < logged < rows - EVENTS_IN_FLIGHT_PER_TASK:
             return shard
     return None
 
