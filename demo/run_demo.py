@@ -247,13 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                 {"conn_type": "sqlite", "host": str(home / "warehouse.db")}
             )
             print(f"Gravity target: the LOCAL SANDBOX at {sandbox.url} (pid {sandbox.process.pid}), not the real API")
-            for day in nights:
-                logical_date = f"{day + dt.timedelta(days=1)}T03:00:00+00:00"
+            logical_dates = [f"{day + dt.timedelta(days=1)}T03:00:00+00:00" for day in nights]
+            for day, logical_date in zip(nights, logical_dates, strict=True):
                 print(f"Running: airflow dags test {DAG_ID} {logical_date}  (window {day} 03:00 -> next day 03:00 UTC)")
-                run_logged(
-                    [str(VENV_BIN / "airflow"), "dags", "test", DAG_ID, logical_date],
-                    env, home / "demo-logs" / "dags-test.log", 600,
-                )
+            run_logged(  # every night in one process (demo/run_nights.py): Airflow starts once
+                [sys.executable, str(REPO_ROOT / "demo" / "run_nights.py"), DAG_ID, *logical_dates],
+                env, home / "demo-logs" / "dags-test.log", 600,
+            )
             stats = sandbox.stats()
 
         run_id, summaries = run_summaries(home)
