@@ -397,6 +397,7 @@ def _hash_user_fields(
         if name in columns:
             result.fields[name] = keep(name, _field(frame, name, cache.table("names"), _name_result)).tolist()
     if "external_id" in columns:
-        external_ids = _field(frame, "external_id", cache.table("external_id"), _external_id_result)
+        # Not kept for the run: an id costs less to write again than to remember, and ids rarely repeat.
+        external_ids = _field(frame, "external_id", _ResultTable(), _external_id_result)
         result.fields["external_id"] = keep("external_id", external_ids).tolist()
     return result
