@@ -31,6 +31,34 @@ def get_provider_info() -> dict:
                 "tags": ["service"],
             }
         ],
+        "config": {
+            "gravity": {
+                "description": "Where the Gravity view of the Airflow UI (Browse > Gravity) finds its tables.",
+                "options": {
+                    "run_history_conn_id": {
+                        "description": "SQL connection holding the run history table and the delivery log.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "gravity_warehouse",
+                        "default": None,
+                    },
+                    "run_history_table": {
+                        "description": "The operators' run_history_table, as table or schema.table.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "analytics.gravity_run_history",
+                        "default": "gravity_run_history",
+                    },
+                    "delivery_log_table": {
+                        "description": "The delivery log whose dead letter the view shows; empty for none.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "analytics.gravity_delivery_log",
+                        "default": "gravity_delivery_log",
+                    },
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_gravity.hooks.gravity.GravityHook",

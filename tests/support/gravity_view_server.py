@@ -1,6 +1,6 @@
 """A real ``airflow api-server`` serving the Gravity view, over a seeded run history and delivery log.
 
-One api-server for the test session (no scheduler, no dag-processor: the view needs neither), with
+One api-server per test module (no scheduler, no dag-processor: the view needs neither), with
 SimpleAuthManager and a known password, reading its tables from a scratch PostgreSQL schema through the
 ``[gravity]`` settings. The history is written by the provider's own writer; two weeks of nights of a DAG
 with two tasks, one of them retried once, and a second DAG.
@@ -184,9 +184,9 @@ def _logged(rng: random.Random, prefix: str, status: str, detail: str, run_id: s
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gravity_view() -> Iterator[GravityView]:
-    """The api-server with the Gravity view over two weeks of seeded history, for the whole session."""
+    """The api-server with the Gravity view over two weeks of seeded history, for one test module."""
     engine = require_server(POSTGRES_URL)
     schema = f"gravity_view_{uuid.uuid4().hex[:8]}"
     with engine.begin() as connection:
