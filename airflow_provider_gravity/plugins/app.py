@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
@@ -186,7 +187,10 @@ def create_app() -> FastAPI:
     async def http_error(request: Request, error: HTTPException) -> Response:
         if error.status_code == 401 and request.method == "GET" and not _is_api(request):
             # A person opening the page: to the login page, and back here after it.
-            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+            login = get_auth_manager().get_url_login(next_url=str(request.url))
+            if "next=" not in login:  # Airflow before 3.3 leaves it out; its login page reads it all the same
+                login += ("&" if "?" in login else "?") + urlencode({"next": str(request.url)})
+            return RedirectResponse(login, status_code=303)
         return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
