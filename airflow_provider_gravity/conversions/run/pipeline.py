@@ -11,7 +11,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,6 +199,8 @@ class ConversionPipeline:
         return RunResult(summary, self.failure, self.preview)
 
     def _process_chunk(self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor) -> None:
+        if self._in_flight:
+            self._collect(wait_for_one=False)
         built = build_events(frame, self.settings, now, self.pii_cache)
         digest = chunk_digest(built.event_names, built.event_ids)
         self._drop_in_run_duplicates(built)
@@ -318,6 +320,10 @@ class ConversionPipeline:
             wanted = batch.events[: self.preview_size - len(self.preview)]
             self.preview.extend(json.loads(event.json) for event in wanted)
             return
+        if self._in_flight:
+            # Record what Gravity answered as soon as the answer is here: a try killed now re-sends only
+            # the batches still on the wire, not those answered while this thread was building events.
+            self._collect(wait_for_one=False)
         while len(self._in_flight) >= self.max_concurrency * 2:
             self._collect(wait_for_one=True)
         if self.failure:  # Gravity is down or refuses us: count the rest of the chunk instead of sending it
@@ -351,13 +357,7 @@ class ConversionPipeline:
 
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
         state = self._chunks[batch.chunk_index]
-        batch_tally = Tally()
-        for outcome in outcomes:
-            batch_tally.count_row(outcome.bucket, outcome.detail)
-        batch_tally.count_sent(
-            [coverage for coverage, outcome in zip(batch.coverage, outcomes, strict=True) if outcome.sent]
-        )
-        batch_tally["attributed"] += sum(1 for outcome in outcomes if outcome.attributed)
+        batch_tally = _outcome_tally(outcomes, batch.coverage)
         self._add(state, batch_tally)
         state.pending_batches -= 1
         answered = [
@@ -377,7 +377,7 @@ class ConversionPipeline:
                 for event, outcome, digest in answered
             ]
             self.delivery_log.record(records, run_id=self.run_id)
-        for first, last, tally in _acknowledged_ranges(batch, outcomes):
+        for first, last, tally in _acknowledged_ranges(batch, outcomes, batch_tally):
             self.resume.batch_acknowledged(batch.chunk_index, state.digest, first, last, tally)
         self._complete_chunk_if_done(batch.chunk_index)
 
@@ -446,14 +446,30 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
         yield batch
 
 
-def _acknowledged_ranges(batch: _Batch, outcomes: list[Outcome]) -> Iterator[tuple[int, int, Tally]]:
+def _outcome_tally(outcomes: Sequence[Outcome], coverages: Sequence[int]) -> Tally:
+    """The counters of sent events: their buckets and reasons, attributions, and the match keys of those sent."""
+    tally = Tally()
+    tally.count_outcomes((outcome.bucket, outcome.detail) for outcome in outcomes)
+    tally["attributed"] += sum(1 for outcome in outcomes if outcome.attributed)
+    tally.count_sent([coverage for coverage, outcome in zip(coverages, outcomes, strict=True) if outcome.sent])
+    return tally
+
+
+def _acknowledged_ranges(
+    batch: _Batch, outcomes: list[Outcome], batch_tally: Tally
+) -> Iterator[tuple[int, int, Tally]]:
     """
     The row ranges of a batch that are settled, each with its counters: the whole batch when every event
-    got an answer, else the stretches between the events left ``undelivered``, so that a resumed try sends
-    only those.
+    got an answer (``batch_tally`` and the rows settled here), else the stretches between the events left
+    ``undelivered``, so that a resumed try sends only those.
     """
+    unsettled = [row for row, outcome in zip(batch.rows, outcomes, strict=True) if outcome.bucket == Bucket.UNDELIVERED]
+    if not unsettled:
+        tally = Tally(batch_tally)
+        tally.count_outcomes(batch.local_rows.values())
+        yield batch.rows[0], batch.rows[-1], tally
+        return
     rows_outcome = dict(zip(batch.rows, outcomes, strict=True))
-    unsettled = [row for row, outcome in rows_outcome.items() if outcome.bucket == Bucket.UNDELIVERED]
     bounds = [batch.rows[0] - 1, *unsettled, batch.rows[-1] + 1]
     for before, after in itertools.pairwise(bounds):
         first, last = before + 1, after - 1

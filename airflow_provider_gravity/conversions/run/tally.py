@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+import numpy as np
 
 from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, Bucket
 
@@ -44,11 +46,16 @@ class Tally(Counter):
             self[other] += count
             del self[key]
 
-    def count_row(self, bucket: str, detail: str | None = None) -> None:
-        """Put one row in ``bucket``, with its reason for ``invalid`` and Gravity's message for ``rejected``."""
-        self[f"bucket.{bucket}"] += 1
+    def count_row(self, bucket: str, detail: str | None = None, rows: int = 1) -> None:
+        """Put ``rows`` rows in ``bucket``, with their reason for ``invalid`` or Gravity's message for ``rejected``."""
+        self[f"bucket.{bucket}"] += rows
         if bucket in DEAD_LETTER_BUCKETS and detail:
-            self[f"{bucket}.{detail}"] += 1
+            self[f"{bucket}.{detail}"] += rows
+
+    def count_outcomes(self, outcomes: Iterable[tuple[str, str | None]]) -> None:
+        """Count rows given as ``(bucket, detail)`` pairs, each distinct pair once."""
+        for (bucket, detail), rows in Counter(outcomes).items():
+            self.count_row(bucket, detail, rows)
 
     def count_sent(self, coverages: Sequence[int]) -> None:
         """
@@ -57,8 +64,9 @@ class Tally(Counter):
         :param coverages: each sent event's match keys, bit ``i`` for ``MATCH_KEYS[i]``.
         """
         self["sent"] += len(coverages)
+        bits = np.fromiter(coverages, dtype=np.int64, count=len(coverages))
         for bit, key in enumerate(MATCH_KEYS):
-            count = sum((coverage >> bit) & 1 for coverage in coverages)
+            count = int(np.count_nonzero(bits & (1 << bit)))
             if count:
                 self[f"coverage.{key}"] += count
 
