@@ -18,22 +18,23 @@ NOW = 1_800_000_000  # 2027-01-15
 EDGE_ROWS = """
 CREATE TABLE {schema}.edge (
     seq int PRIMARY KEY, id bigint, name text, created timestamptz, local_time timestamp, amount numeric(20, 4),
-    ratio double precision, paid boolean, day date, email text, phone text, country text
+    ratio double precision, paid boolean, num numeric, email text, phone text, country text
 );
 INSERT INTO {schema}.edge VALUES
     (1, 1152921504606846977, 'Zoë 🎉', '2026-01-01 10:00:00+00', '2026-01-01 10:00:00', 50.20, 1.5, true,
-     '2026-01-01', ' José.Smith@Example.COM ', '+33 6 12 34 56 78', 'FR'),
-    (2, NULL, '', '0001-01-01 00:00:00+00', '0001-01-01 00:00:00', 'NaN', 'NaN', NULL, NULL, 'not-an-email',
+     42.0, ' José.Smith@Example.COM ', '+33 6 12 34 56 78', 'FR'),
+    (2, NULL, '', '0001-01-01 00:00:00+00', '0001-01-01 00:00:00', 'NaN', 'NaN', NULL, 'NaN', 'not-an-email',
      '12', 'us'),
     (3, 9223372036854775807, NULL, '9999-12-31 23:59:59+00', '9999-12-31 23:59:59', 12345678901234.5678,
-     'Infinity', false, '9999-12-31', NULL, NULL, NULL),
-    (4, -1, 'tab	and "quotes" \\ slash', NULL, NULL, -3, -0.0, true, '1970-01-01', 'a@b.co', '2025550123', 'US'),
-    (5, 7, 'x', '2026-03-08 02:30:00+00', '2026-03-08 02:30:00', 0, 0, false, '2026-03-08', 'A@B.CO',
+     'Infinity', false, 19.90, NULL, NULL, NULL),
+    (4, -1, 'tab	and "quotes" \\ slash', NULL, NULL, -3, -0.0, true, 0.000, 'a@b.co', '2025550123', 'US'),
+    (5, 7, 'x', '2026-03-08 02:30:00+00', '2026-03-08 02:30:00', 0, 0, false, 1E+3, 'A@B.CO',
      '(202) 555-0123', 'CA')
 """
 SQL = """
 SELECT CAST(id AS text) AS event_id, id AS external_id, name AS custom_name, created AS event_time,
-       local_time AS custom_local, amount AS value, ratio AS custom_ratio, paid AS custom_paid, day AS custom_day,
+       local_time AS custom_local, amount AS value, ratio AS custom_ratio, paid AS custom_paid, num AS custom_num,
+       num AS order_id, CASE WHEN seq = 3 THEN 'infinity'::timestamptz END AS custom_forever,
        email AS em, phone AS ph, country
 FROM {schema}.edge ORDER BY seq
 """
@@ -81,6 +82,8 @@ def test_arrow_batches_build_the_same_events_as_the_cursor_for_edge_values(edge_
     # The big ids beside a NULL keep every digit on the Arrow path too.
     assert '"external_id":["1152921504606846977"]' in arrow_built[0][0]
     assert arrow_built[2][1] == "event_time_in_future"
+    # NUMERIC reads as the cursor's Decimal: 42.0 is the text "42", NaN a missing cell.
+    assert '"order_id":"42"' in arrow_built[0][0] and '"num":42.0' in arrow_built[0][0]
 
 
 def test_read_chunks_takes_the_arrow_path_for_postgres_without_parameters(edge_table, caplog):
@@ -93,22 +96,31 @@ def test_read_chunks_takes_the_arrow_path_for_postgres_without_parameters(edge_t
     assert [len(frame) for frame in frames] == [2, 2, 1]
 
 
-def test_a_column_arrow_cannot_read_exactly_falls_back_to_the_cursor_before_any_row(postgres, caplog):
+@pytest.mark.parametrize(
+    ("column_type", "cell"),
+    [
+        ("text[]", "'{x,y}'"),  # a list
+        ("jsonb", "'{\"k\": 1}'"),  # parsed by the cursor's driver
+        ("money", "12.5"),  # integer cents through Arrow
+        ("real", "0.1"),  # a float32 that widens to 0.10000000149011612
+        ("date", "'2026-01-01'"),  # read by the cursor: Arrow's dates can hold 'infinity', pandas' cannot
+    ],
+)
+def test_a_column_arrow_cannot_read_exactly_falls_back_to_the_cursor_before_any_row(
+    postgres, caplog, column_type, cell
+):
     engine, schema = postgres
     with engine.begin() as connection:
-        connection.exec_driver_sql(f"CREATE TABLE {schema}.items (id text, at timestamptz, tags text[], extra jsonb)")
-        connection.exec_driver_sql(
-            f"""INSERT INTO {schema}.items VALUES ('a', '2026-01-01 00:00:00+00', '{{x,y}}', '{{"k": 1}}')"""
-        )
-    sql = f"SELECT id AS event_id, at AS event_time, tags AS custom_tags, extra AS custom_extra FROM {schema}.items"
+        connection.exec_driver_sql(f"CREATE TABLE {schema}.items (id text, at timestamptz, extra {column_type})")
+        connection.exec_driver_sql(f"INSERT INTO {schema}.items VALUES ('a', '2026-01-01 00:00:00+00', {cell})")
+    sql = f"SELECT id AS event_id, at AS event_time, extra AS custom_extra FROM {schema}.items"
 
     with caplog.at_level(logging.INFO, logger="airflow_provider_gravity.conversions.read.chunks"):
         frames = list(read_chunks(_postgres_hook(), sql, None, 100))
 
-    assert "cannot read this query" in caplog.text and "custom_tags" in caplog.text
+    assert "cannot read this query" in caplog.text and "custom_extra" in caplog.text
     assert "server-side cursor" in caplog.text
-    (event,) = [text for text, *_ in _built(frames)]
-    assert '"tags":["x","y"]' in event and '"extra":{"k":1}' in event
+    assert [reason for _, reason, *_ in _built(frames)] == [None]
 
 
 def test_a_query_with_parameters_is_read_by_the_cursor(postgres, caplog):

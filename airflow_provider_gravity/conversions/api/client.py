@@ -514,9 +514,11 @@ def _text(value: object, default: object = None) -> str | None:
 
 
 def _to_result(event_id: str, raw: dict, scrub: Callable[[object], str]) -> EventResult:
+    status = raw.get("status")
+    if status == "ok" and "error" not in raw and "attributed" not in raw:  # nearly every answer: nothing to read
+        return EventResult(event_id, "ok")
     error = raw.get("error")
     attributed = raw.get("attributed")
-    status = raw.get("status")
     if isinstance(status, str):
         status = status.strip().lower()
     if not isinstance(status, str) or not status:

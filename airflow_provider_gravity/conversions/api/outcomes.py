@@ -31,6 +31,8 @@ class Outcome(NamedTuple):
 
 def outcome_of(result: EventResult) -> Outcome:
     """Map one :class:`EventResult` to its bucket."""
+    if result.status == "ok" and result.attributed is None:
+        return _DELIVERED_OK
     if result.status == "missing":
         return Outcome(Bucket.UNDELIVERED, None, None)  # sent, but Gravity's answer did not settle it
     bucket = bucket_of_status(result.status)
@@ -40,6 +42,7 @@ def outcome_of(result: EventResult) -> Outcome:
     return Outcome(Bucket.REJECTED, detail, f"{result.status}: {detail}")
 
 
+_DELIVERED_OK = Outcome(Bucket.DELIVERED, None, "ok", False)
 _UNSENT = Outcome(Bucket.UNDELIVERED, None, None, sent=False)
 
 

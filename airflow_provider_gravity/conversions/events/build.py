@@ -100,6 +100,13 @@ class BuiltChunk:
         """The events as dicts, parsed from their JSON: for previews and checks, not for the hot path."""
         return [None if text is None else json.loads(text) for text in self.encoded]
 
+    def encoded_events(self, rows: list[int]) -> list[EncodedEvent]:
+        """The events of valid rows ``rows``, ready to send."""
+        names, ids, texts = self.event_names, self.event_ids, self.encoded
+        return list(
+            map(EncodedEvent, map(names.__getitem__, rows), map(ids.__getitem__, rows), map(texts.__getitem__, rows))
+        )
+
     def encoded_event(self, row: int) -> EncodedEvent:
         """Row ``row``'s event, ready to send (the row must be valid)."""
         return EncodedEvent(self.event_names[row], self.event_ids[row], self.encoded[row])  # type: ignore[arg-type]
@@ -143,10 +150,12 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
     user_data = _user_data(rows, user_fields, hashed.texts, pixel_ids, pixel_objects)
     client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
-    custom_data = joined_objects(
-        [value_fragments(name.removeprefix(CUSTOM_PREFIX), values) for name, (values, _) in sorted(parts.items())],
-        rows,
-    )
+    # Keys in canonical order: by the key sent, custom_ prefix removed (custom_store_id goes after order_id).
+    custom_fragments = [
+        value_fragments(key, values)
+        for key, values in sorted((name.removeprefix(CUSTOM_PREFIX), values) for name, (values, _) in parts.items())
+    ]
+    custom_data = joined_objects(custom_fragments, rows)
     reasons = _row_reasons(column, event_ids, event_names, seconds, time_missing, settings, now)
     _add_value_reasons(reasons, part_reasons, user_data, settings.require_match_key)
     top = [
@@ -159,7 +168,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         Fragments(_event_time_fragments(seconds, reasons), []),
         object_fragments("user_data", user_data.objects),
     ]
-    for row in unencodable_rows([*top, *user_data.fragments]):
+    for row in unencodable_rows([*top, *user_data.fragments, *custom_fragments]):
         if reasons[row] is None:
             reasons[row] = UNENCODABLE
     encoded, coverage = joined_objects(top, rows), user_data.coverage

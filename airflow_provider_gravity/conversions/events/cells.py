@@ -244,8 +244,6 @@ def map_distinct(values: pd.Series, function: Callable[[Any], str | None]) -> pd
 
 
 _PLAIN_NUMBER_TYPES = frozenset({int, float, decimal.Decimal})
-#: A number written plainly (as NUMERIC reads through Arrow): read as a float by numpy, like a ``Decimal``.
-_DECIMAL_TEXT = r"-?[0-9]{1,300}(?:\.[0-9]{1,300})?"
 
 
 def money(value: Any) -> float | int | None:
@@ -465,18 +463,16 @@ def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
 def money_column(series: pd.Series) -> Converted:
     """
     ``value`` cells as JSON numbers (``None`` where missing) and the ``bad_value`` reason where a cell is
-    negative, infinite or not a number. Plain numbers (also ``Decimal`` from NUMERIC columns, and the plain
-    decimal texts Arrow gives for them) are checked with numpy; other cells one by one.
+    negative, infinite or not a number. Plain numbers (also the ``Decimal`` of NUMERIC columns, as the cursor
+    and the Arrow reader give them) are checked with numpy; other cells one by one.
     """
     dtype = series.dtype
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         return _json_numbers(series.to_numpy(dtype="float64", na_value=np.nan))
+    if dtype != np.dtype(object):
+        return per_distinct_value(series, money)
     kinds = np.fromiter(map(type, series.to_numpy(dtype=object)), dtype=object, count=len(series))
     plain = np.fromiter(map(_PLAIN_NUMBER_TYPES.__contains__, kinds), dtype=bool, count=len(kinds))
-    texts = np.equal(kinds, str)  # elementwise over the cells' types
-    if texts.any():
-        decimal_texts = series.where(texts, "").astype(object).str.fullmatch(_DECIMAL_TEXT)
-        plain = plain | decimal_texts.fillna(False).to_numpy(dtype=bool)
     try:
         numbers = pd.to_numeric(series.where(plain), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     except (TypeError, ValueError, OverflowError, ArithmeticError):
@@ -495,11 +491,11 @@ def _json_numbers(numbers: np.ndarray) -> Converted:
     with np.errstate(invalid="ignore"):
         bad = np.isinf(numbers) | (numbers < 0)
     whole = ~missing & ~bad & (np.abs(numbers) < 2**53) & (np.floor(numbers) == numbers)
-    with np.errstate(over="ignore", invalid="ignore"):  # np.round overflows past 1.8e302: keep those as they are
-        rounded = np.where(np.abs(numbers) < 1e15, np.round(numbers, 6), numbers).tolist()
+    # As money() does one by one: whole numbers exact, others rounded to 6 places by Python (numpy's round
+    # multiplies first, and 913123182072546 came back as ...545).
     converted = [
-        None if skip else int(number) if is_whole else number
-        for number, skip, is_whole in zip(rounded, (missing | bad).tolist(), whole.tolist(), strict=True)
+        None if skip else int(number) if is_whole else round(number, 6)
+        for number, skip, is_whole in zip(numbers.tolist(), (missing | bad).tolist(), whole.tolist(), strict=True)
     ]
     return converted, np.where(bad, "bad_value", None).tolist()
 

@@ -13,12 +13,13 @@ rows are read row by row instead.
 
 from __future__ import annotations
 
+import decimal
 import importlib.util
 import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,21 +29,40 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _readable(data_type: pa.DataType) -> bool:
+#: PostgreSQL types whose Arrow form would read differently from the cursor's: ``money`` arrives as integer
+#: cents, ``real`` as a float32 that widens to 0.10000000149011612, ``date`` can hold ``infinity``, which
+#: pandas cannot. Queries with such columns are read by the cursor.
+_UNEXACT_POSTGRES_TYPES = frozenset({b"money", b"float4", b"date"})
+
+
+def _readable(field: pa.Field) -> bool:
+    """Whether a column of this Arrow field becomes the same cells as the cursor gives."""
     import pyarrow as pa
 
+    data_type = field.type
+    if (field.metadata or {}).get(b"POSTGRESQL:type") in _UNEXACT_POSTGRES_TYPES:
+        return False
     if isinstance(data_type, pa.BaseExtensionType):
-        # ADBC hands NUMERIC over as its text ("50.20", "NaN"), which the money reader parses like a Decimal.
-        return _readable(data_type.storage_type)
+        return _is_numeric_text(field)  # turned into Decimals, as the cursor gives them
     return bool(
         pa.types.is_string(data_type)
         or pa.types.is_large_string(data_type)
         or pa.types.is_integer(data_type)
-        or pa.types.is_floating(data_type)
+        or pa.types.is_float64(data_type)
         or pa.types.is_boolean(data_type)
         or pa.types.is_timestamp(data_type)
-        or pa.types.is_date(data_type)
         or pa.types.is_null(data_type)
+    )
+
+
+def _is_numeric_text(field: pa.Field) -> bool:
+    """ADBC's NUMERIC: an opaque extension over the value's text (``"19.90"``, ``"NaN"``)."""
+    import pyarrow as pa
+
+    return (
+        isinstance(field.type, pa.BaseExtensionType)
+        and pa.types.is_string(field.type.storage_type)
+        and (field.metadata or {}).get(b"POSTGRESQL:type") == b"numeric"
     )
 
 
@@ -93,7 +113,7 @@ class PostgresAdbcSource(ArrowBatchSource):
         with adbc_driver_postgresql.dbapi.connect(uri) as connection, connection.cursor() as cursor:
             cursor.execute(sql)
             reader = cursor.fetch_record_batch()
-            unreadable = [field.name for field in reader.schema if not _readable(field.type)]
+            unreadable = [field.name for field in reader.schema if not _readable(field)]
             if unreadable:
                 raise UnreadableSchema(f"columns {', '.join(unreadable)} have types the Arrow path does not read")
             yield from reader
@@ -135,6 +155,43 @@ def arrow_chunks(batches: Iterator[pa.RecordBatch], chunk_size: int) -> Iterator
         yield _frame(pa.Table.from_batches(pending))
 
 
+#: Python's datetime range in microseconds from the epoch: years 1 to 9999.
+_EARLIEST_US = -62_135_596_800_000_000
+_LATEST_US = 253_402_300_799_999_999
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
+
+
 def _frame(table: pa.Table) -> pd.DataFrame:
-    options: dict[str, Any] = {"integer_object_nulls": True, "date_as_object": True}
-    return table.to_pandas(**options)
+    """
+    The rows of ``table`` as the cursor gives them: NUMERIC as ``Decimal`` (``NaN`` a missing cell), integers
+    beside NULLs as Python integers, timestamps beyond Python's years 1 to 9999 (``infinity``) held at those
+    ends, as psycopg holds them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    numeric_texts: dict[int, list[str | None]] = {}
+    for i, field in enumerate(table.schema):
+        if _is_numeric_text(field):
+            storage = pa.chunked_array([chunk.storage for chunk in table.column(i).chunks], type=pa.string())
+            numeric_texts[i] = storage.to_pylist()
+            table = table.set_column(i, pa.field(field.name, pa.null()), pa.nulls(table.num_rows))
+        elif pa.types.is_timestamp(field.type) and field.type.unit in _PER_SECOND:
+            table = table.set_column(i, field, _held_in_python_range(table.column(i), field.type))
+    frame = table.to_pandas(integer_object_nulls=True, date_as_object=True)
+    for i, texts in numeric_texts.items():
+        decimals = [None if text is None else decimal.Decimal(text) for text in texts]
+        frame.isetitem(i, pd.Series(decimals, index=frame.index, dtype=object))
+    return frame
+
+
+def _held_in_python_range(column: pa.ChunkedArray, data_type: pa.TimestampType) -> pa.ChunkedArray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    scale = 1_000_000 // _PER_SECOND[data_type.unit]
+    ticks = column.cast(pa.int64())
+    # skip_nulls=False: a NULL stays NULL (with the default, the other operand would take its place).
+    at_most = pc.min_element_wise(ticks, _LATEST_US // scale, skip_nulls=False)
+    held = pc.max_element_wise(at_most, _EARLIEST_US // scale, skip_nulls=False)
+    return held.cast(data_type)

@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
@@ -214,7 +215,7 @@ class ConversionPipeline:
         self._add(state, _field_drops(built))
         to_send, settled = self._account_local_rows(index, built, saved.ranges if saved else [])
         for rows in _batches(to_send, built.event_ids, self.batch_size):
-            events = [built.encoded_event(row) for row in rows]
+            events = built.encoded_events(rows)
             coverage = [built.coverage[row] for row in rows]
             hashes = [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
             local_rows = {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None}
@@ -251,8 +252,9 @@ class ConversionPipeline:
             self.tally.update(earlier)
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
-        valid_rows = [i for i, text in enumerate(built.encoded) if text is not None]
-        keys = [(built.event_names[i], built.event_ids[i]) for i in valid_rows]
+        valid_rows = np.flatnonzero(np.not_equal(np.asarray(built.encoded, dtype=object), None)).tolist()
+        names = map(built.event_names.__getitem__, valid_rows)
+        keys = list(zip(names, map(built.event_ids.__getitem__, valid_rows), strict=True))
         for row, first in zip(valid_rows, self.seen.first_occurrences(keys), strict=True):
             if not first:
                 built.encoded[row] = None

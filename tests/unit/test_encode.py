@@ -1,0 +1,66 @@
+"""Events written as canonical JSON (events/encode.py), checked against json.dumps; regressions an adversary found."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+
+from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
+from airflow_provider_gravity.conversions.events.cells import money, money_column
+
+NOW = 1_767_230_000
+
+
+def canonical(text: str) -> str:
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def test_custom_keys_sort_by_the_key_sent_so_the_delivery_log_hash_keeps_its_formula():
+    frame = pd.DataFrame(
+        {
+            "event_id": ["1"],
+            "event_time": [NOW - 100],
+            "order_id": ["A1"],
+            "custom_store_id": ["s1"],
+            "custom_zz": ["z"],
+            "value": [5],
+            "currency": ["usd"],
+        }
+    )
+
+    (text,) = build_events(frame, EventSettings(event_name="Purchase"), NOW).encoded
+
+    assert text == canonical(text)
+    event = json.loads(text)
+    expected_hash = hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert hashlib.sha256(text.encode("ascii")).hexdigest() == expected_hash
+
+
+@pytest.mark.parametrize("column", ["custom_note", "order_id", "contents"])
+def test_a_lone_surrogate_in_custom_data_refuses_the_row_instead_of_dropping_the_field(column):
+    cells = {
+        "custom_note": {"k": "ok\ud800"},
+        "order_id": "B\udc00",
+        "contents": '[{"id": "x\\ud800", "quantity": 1}]',
+    }
+    frame = pd.DataFrame(
+        {"event_id": ["1", "2"], "event_time": [NOW - 100] * 2, column: [cells[column], None]}, dtype=object
+    )
+
+    built = build_events(frame, EventSettings(event_name="Purchase"), NOW)
+
+    assert built.reasons == ["unencodable_text", None]
+    assert built.encoded[0] is None and built.encoded[1] is not None
+
+
+def test_amounts_keep_every_digit_of_whole_numbers_and_round_others_as_money_does():
+    cells = [913123182072546, 913123182072546.0, 7.0932005, 0.1 + 0.2, 1e300, 19.9]
+
+    converted, reasons = money_column(pd.Series(cells, dtype=object))
+
+    assert converted == [money(cell) for cell in cells]
+    assert converted[0] == converted[1] == 913123182072546
+    assert reasons == [None] * len(cells)
