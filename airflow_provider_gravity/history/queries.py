@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from airflow_provider_gravity.conversions.run.delivery_log import DELIVERY_LOG_COLUMNS
 from airflow_provider_gravity.history.table import (
     COUNT_COLUMNS,
     COVERAGE_COLUMNS,
@@ -171,7 +172,7 @@ class HistoryReader:
             conditions.append(log_table.c.event_name == event_name)
         if where.dag_id or where.task_id or where.permitted_dag_ids is not None:
             conditions.append(log_table.c.last_run_id.in_(self._run_ids(where)))
-        columns = [log_table.c[name] for name in _DEAD_LETTER_COLUMNS]
+        columns = [log_table.c[name] for name in DELIVERY_LOG_COLUMNS]
         with self._connect(log_table) as connection:
             total = connection.scalar(sa.select(sa.func.count()).select_from(log_table).where(*conditions))
             rows = connection.execute(
@@ -240,20 +241,6 @@ class _CheckedConnection:
             self.connection.close()
 
 
-_DEAD_LETTER_COLUMNS = (
-    "event_name",
-    "event_id",
-    "status",
-    "detail",
-    "payload_sha256",
-    "attempts",
-    "first_run_id",
-    "last_run_id",
-    "first_recorded_at",
-    "last_recorded_at",
-)
-
-
 def _run_entry(row: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": int(row["id"]),
@@ -283,7 +270,7 @@ def _run_entry(row: Any) -> dict[str, Any]:
 
 
 def _dead_letter_entry(row: Any) -> dict[str, Any]:
-    entry = {name: row[name] for name in _DEAD_LETTER_COLUMNS}
+    entry = {name: row[name] for name in DELIVERY_LOG_COLUMNS}
     entry["attempts"] = int(entry["attempts"] or 0)
     entry["first_recorded_at"] = _moment_text(entry["first_recorded_at"])
     entry["last_recorded_at"] = _moment_text(entry["last_recorded_at"])

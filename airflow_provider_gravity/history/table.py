@@ -11,12 +11,10 @@ This module does not import Airflow.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.engine import Dialect
+
+from airflow_provider_gravity.conversions.run.sql_types import UtcTimestamp
 
 #: Airflow's own ``dag_id``, ``task_id`` and ``run_id`` columns hold 250 characters.
 MAX_ID_LENGTH = 250
@@ -53,31 +51,6 @@ def parse_table_name(table_name: str) -> tuple[str | None, str]:
             "only, not starting with a digit, at most 63 characters a part."
         )
     return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
-
-
-class UtcTimestamp(sa.types.TypeDecorator):
-    """Timestamp stored in UTC: ``timestamptz`` where the database has one, naive UTC on MySQL and SQLite."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql_dialect.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        if dialect.name in ("mysql", "mariadb", "sqlite"):
-            value = value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
 
 
 def run_history_table(table_name: str) -> sa.Table:

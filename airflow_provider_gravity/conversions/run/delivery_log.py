@@ -37,6 +37,7 @@ from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, DE
 # The key columns are VARCHAR(MAX_KEY_LENGTH): two of 255 in utf8mb4 take 2,040 bytes, inside MySQL/MariaDB's
 # 3,072-byte index limit.
 from airflow_provider_gravity.conversions.read.columns import MAX_KEY_LENGTH
+from airflow_provider_gravity.conversions.run.sql_types import UtcTimestamp
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ _FITTED_PREFIX_LENGTH = MAX_KEY_LENGTH - len("~sha256:") - 64 - 2
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_REQUIRED_COLUMNS = (
+#: The delivery log's columns, in order; an existing table must have them all.
+DELIVERY_LOG_COLUMNS = (
     "event_name",
     "event_id",
     "status",
@@ -176,31 +178,6 @@ def _mysql_binary_collation(dialect: Dialect) -> str:
     return "utf8mb4_bin"
 
 
-class _UtcTimestamp(sa.types.TypeDecorator):
-    """Timestamp stored in UTC: ``timestamptz`` where the database has one, naive UTC on MySQL/SQLite."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
-            return dialect.type_descriptor(mysql_dialect.DATETIME(fsp=6))
-        return dialect.type_descriptor(sa.DateTime(timezone=True))
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.astimezone(UTC)
-        if dialect.name in ("mysql", "mariadb", "sqlite"):
-            value = value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
-
-
 def parse_table_name(table_name: str, schema: str | None = None) -> tuple[str | None, str]:
     """
     Validate a delivery log table name and split it into ``(schema, table)``.
@@ -248,8 +225,8 @@ def _build_table(table: str, schema: str | None) -> sa.Table:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("first_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
         sa.Column("last_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
-        sa.Column("first_recorded_at", _UtcTimestamp(), nullable=False),
-        sa.Column("last_recorded_at", _UtcTimestamp(), nullable=False),
+        sa.Column("first_recorded_at", UtcTimestamp(), nullable=False),
+        sa.Column("last_recorded_at", UtcTimestamp(), nullable=False),
         schema=schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
@@ -477,7 +454,7 @@ class DeliveryLog:
                 column["name"].lower()
                 for column in sa.inspect(connection).get_columns(self.table_name, schema=self.schema)
             }
-        missing = [name for name in _REQUIRED_COLUMNS if name not in present]
+        missing = [name for name in DELIVERY_LOG_COLUMNS if name not in present]
         if missing:
             raise ValueError(
                 f"Table {self.qualified_name} exists but is not a delivery log: missing columns {missing}. "
