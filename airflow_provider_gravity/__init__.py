@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow_provider_gravity.version import __version__
 
 
-def get_provider_info() -> dict:
+def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata read by Airflow's ``ProvidersManager``."""
     return {
         "package-name": "airflow-provider-gravity",

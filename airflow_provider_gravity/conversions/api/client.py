@@ -460,7 +460,7 @@ def event_key(event: Event) -> tuple[str | None, str]:
     return event.get("event_name"), str(event.get("event_id"))
 
 
-def _results_of(body: bytes) -> list:
+def _results_of(body: bytes) -> list[Any]:
     try:
         results = msgspec.json.decode(body)["results"]
     except (msgspec.DecodeError, KeyError, TypeError, IndexError) as err:
@@ -488,7 +488,7 @@ def match_results(
         for r, (name, event_id) in zip(answers, keys, strict=True)
     ):
         return [_to_result(event_id, r, scrub) for (_, event_id), r in zip(keys, answers, strict=True)]
-    by_id: dict[str, list[dict]] = {}
+    by_id: dict[str, list[dict[str, Any]]] = {}
     for raw in answers:
         event_id = _text(raw.get("event_id"))
         if event_id is not None:
@@ -497,7 +497,7 @@ def match_results(
 
 
 def _matched(
-    event_name: str | None, event_id: str, answers: Sequence[dict], scrub: Callable[[object], str]
+    event_name: str | None, event_id: str, answers: Sequence[dict[str, Any]], scrub: Callable[[object], str]
 ) -> EventResult:
     """The result of one event among the answers naming its id: those naming another event are left out."""
     mine = [raw for raw in answers if _text(raw.get("event_name"), event_name) == event_name]
@@ -513,7 +513,7 @@ def _text(value: object, default: object = None) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _to_result(event_id: str, raw: dict, scrub: Callable[[object], str]) -> EventResult:
+def _to_result(event_id: str, raw: dict[str, Any], scrub: Callable[[object], str]) -> EventResult:
     status = raw.get("status")
     if status == "ok" and "error" not in raw and "attributed" not in raw:  # nearly every answer: nothing to read
         return EventResult(event_id, "ok")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from airflow_provider_gravity.conversions.api.client import EventResult
 from airflow_provider_gravity.conversions.buckets import Bucket, bucket_of_status
 from airflow_provider_gravity.conversions.errors import EventEncodingError, GravityRequestRejected
 from airflow_provider_gravity.conversions.events.encode import UNENCODABLE
+
+_Event = TypeVar("_Event")
 
 
 class Outcome(NamedTuple):
@@ -47,7 +49,7 @@ _UNSENT = Outcome(Bucket.UNDELIVERED, None, None, sent=False)
 
 
 def send_with_split(
-    send: Callable[[Sequence[dict]], list[EventResult]], events: Sequence[dict]
+    send: Callable[[Sequence[_Event]], list[EventResult]], events: Sequence[_Event]
 ) -> tuple[list[Outcome], Exception | None]:
     """
     Send ``events`` and return one :class:`Outcome` per event, and the error that stopped sending, if any.
@@ -70,8 +72,8 @@ def send_with_split(
     except EventEncodingError:
         if len(events) == 1:
             return [Outcome(Bucket.INVALID, UNENCODABLE, UNENCODABLE, sent=False)], None
-    except Exception as error:  # noqa: BLE001 - returned to the pipeline, which stops the run with it
-        return [_UNSENT] * len(events), error
+    except Exception as failure:  # noqa: BLE001 - returned to the pipeline, which stops the run with it
+        return [_UNSENT] * len(events), failure
     middle = len(events) // 2
     first, error = send_with_split(send, events[:middle])
     if error is not None:

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -93,16 +93,19 @@ class BuiltChunk:
     event_names: list[str | None]
     event_ids: list[str | None]
     coverage: list[int]
-    field_drops: Counter = field(default_factory=Counter)
+    field_drops: Counter[str] = field(default_factory=Counter)
 
     @property
-    def events(self) -> list[dict | None]:
+    def events(self) -> list[dict[str, Any] | None]:
         """The events as dicts, parsed from their JSON: for previews and checks, not for the hot path."""
         return [None if text is None else json.loads(text) for text in self.encoded]
 
     def encoded_events(self, rows: list[int]) -> list[EncodedEvent]:
         """The events of valid rows ``rows``, ready to send."""
-        names, ids, texts = self.event_names, self.event_ids, self.encoded
+        # A valid row has its name, its id and its text.
+        names, ids, texts = cast(
+            "tuple[list[str], list[str], list[str]]", (self.event_names, self.event_ids, self.encoded)
+        )
         return list(
             map(EncodedEvent, map(names.__getitem__, rows), map(ids.__getitem__, rows), map(texts.__getitem__, rows))
         )
@@ -177,7 +180,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed, column))
 
 
-def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tuple[list, list]]:
+def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tuple[list[Any], list[Any]]]:
     """Each optional column present, converted: ``(cells, reasons)``; custom_data keys keep their column names."""
     rows = len(frame)
     parts = {
@@ -240,7 +243,7 @@ def _add_value_reasons(
                 reasons[i] = "no_match_keys"
 
 
-def _field_drops(hashed: HashedUserFields, column: _ColumnReader) -> Counter:
+def _field_drops(hashed: HashedUserFields, column: _ColumnReader) -> Counter[str]:
     drops = Counter(hashed.drops)
     for name, flags in column.unreadable.items():
         if name not in ("event_id", "event_name"):
@@ -305,7 +308,9 @@ class _ColumnReader:
             return texts
         return [default if t is None else t for t in texts]
 
-    def converted(self, name: str, how, convert) -> tuple[list, list] | None:
+    def converted(
+        self, name: str, how: Callable[[pd.Series, Any], tuple[list[Any], list[Any]]], convert: Any
+    ) -> tuple[list[Any], list[Any]] | None:
         if name not in self.frame.columns:
             return None
         return how(self.frame[name], convert)
@@ -324,7 +329,7 @@ def _suspect_rows(
     and costs no call per row.
     """
     with np.errstate(invalid="ignore"):
-        suspects = np.asarray(time_missing, dtype=bool) | np.isnan(seconds) | (seconds > latest)
+        suspects: np.ndarray = np.asarray(time_missing, dtype=bool) | np.isnan(seconds) | (seconds > latest)
         if oldest is not None:
             suspects |= seconds < oldest
     for texts in (event_ids, event_names):
@@ -341,7 +346,8 @@ def _keys_fine(texts: list[str | None]) -> bool:
     """Whether every key is present, at most :data:`MAX_KEY_LENGTH` long and free of control characters."""
     if None in texts:
         return False
-    return max(map(len, texts), default=0) <= MAX_KEY_LENGTH and not _CONTROL_CHARACTER.search("".join(texts))
+    present = cast("list[str]", texts)
+    return max(map(len, present), default=0) <= MAX_KEY_LENGTH and not _CONTROL_CHARACTER.search("".join(present))
 
 
 def _identity_reason(
@@ -385,7 +391,11 @@ class _UserData(NamedTuple):
 
 
 def _user_data(
-    rows: int, user_fields: dict[str, list], user_texts: dict, pixel_ids: dict[str, list], pixel_objects: list
+    rows: int,
+    user_fields: dict[str, list[Any]],
+    user_texts: dict[str, np.ndarray],
+    pixel_ids: dict[str, list[Any]],
+    pixel_objects: list[dict[Any, Any] | None],
 ) -> _UserData:
     """
     Each row's ``user_data``: the pixel's object, then its ids, then our hashed fields, later keys winning.
@@ -416,11 +426,13 @@ def _is_present(value: object) -> bool:
     return value is not None
 
 
-def _flags(values: list, test: Callable[[object], bool], rows: int) -> np.ndarray:
+def _flags(values: list[Any], test: Callable[[object], bool], rows: int) -> np.ndarray:
     return np.fromiter(map(test, values), dtype=bool, count=rows)
 
 
-def _field_fragments(key: str, values: list, user_fields: dict, user_texts: dict) -> Fragments:
+def _field_fragments(
+    key: str, values: list[Any], user_fields: dict[str, list[Any]], user_texts: dict[str, np.ndarray]
+) -> Fragments:
     if key not in user_fields:
         return text_fragments(key, values)  # the pixel's ids, as they came
     if key in user_texts:
@@ -428,7 +440,7 @@ def _field_fragments(key: str, values: list, user_fields: dict, user_texts: dict
     return value_fragments(key, values, by_identity=True)  # joined with the pixel's PII: written here
 
 
-def _pixel_user_data_json(merged: dict, fragments: list[Fragments], row: int) -> str | None:
+def _pixel_user_data_json(merged: dict[Any, Any], fragments: list[Fragments], row: int) -> str | None:
     try:
         return canonical_json(merged)
     except (ValueError, TypeError):
@@ -436,7 +448,7 @@ def _pixel_user_data_json(merged: dict, fragments: list[Fragments], row: int) ->
         return None
 
 
-def _coverage(user_data: dict) -> int:
+def _coverage(user_data: dict[Any, Any]) -> int:
     return sum(1 << bit for bit, keys in enumerate(COVERAGE_KEYS) if all(key in user_data for key in keys))
 
 
@@ -457,7 +469,7 @@ def _first_reasons(rows: int, reason_columns: list[list[str | None]]) -> list[st
     return first
 
 
-def _has_match_key(user_data: dict) -> bool:
+def _has_match_key(user_data: dict[Any, Any]) -> bool:
     if any(user_data.get(key) for key in ("em", "ph", "external_id", "click_id")):
         return True
     return bool(user_data.get("fn") and user_data.get("ln"))

@@ -14,7 +14,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -180,7 +180,7 @@ def split_cell(value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
-def factorize_cells(values: pd.Series | np.ndarray | list) -> tuple[np.ndarray, list[Hashable]]:
+def factorize_cells(values: pd.Series | np.ndarray | list[Any]) -> tuple[np.ndarray, list[Hashable]]:
     """
     Factorize cells that may hold lists: codes per row (-1 for missing) and the distinct cells.
 
@@ -208,7 +208,7 @@ def hashable_cell(value: Any) -> Hashable:
         hash(value)
     except TypeError:
         return OpaqueCell(value)
-    return value
+    return cast(Hashable, value)
 
 
 class OpaqueCell:
@@ -292,7 +292,7 @@ def currency_code(value: Any) -> str | None:
 # -- JSON cells ----------------------------------------------------------------------------------------
 
 
-def json_object(value: Any, reason: str) -> dict | None:
+def json_object(value: Any, reason: str) -> dict[str, Any] | None:
     """
     A JSON object given as a dict or as JSON text, passed through unchanged.
 
@@ -303,10 +303,10 @@ def json_object(value: Any, reason: str) -> dict | None:
     value = _decoded(value, reason)
     if not isinstance(value, dict):
         raise BadCell(reason)
-    return json_safe(value, reason)
+    return cast("dict[str, Any]", json_safe(value, reason))
 
 
-def contents(value: Any) -> list[dict] | None:
+def contents(value: Any) -> list[dict[str, Any]] | None:
     """
     Line items: a JSON array of objects (list or JSON text), each with an ``id``.
 
@@ -379,7 +379,7 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
     if isinstance(value, np.timedelta64):
         raise BadCell(reason)
     if isinstance(value, int | np.integer) and not isinstance(value, np.bool_):
-        number = int(value)
+        number: int | float = int(value)
         if not _JSON_INT_RANGE[0] <= number <= _JSON_INT_RANGE[1]:
             raise BadCell(reason)
         return number
@@ -497,7 +497,7 @@ def _json_numbers(numbers: np.ndarray) -> Converted:
         None if skip else int(number) if is_whole else round(number, 6)
         for number, skip, is_whole in zip(numbers.tolist(), (missing | bad).tolist(), whole.tolist(), strict=True)
     ]
-    return converted, np.where(bad, "bad_value", None).tolist()
+    return converted, np.where(bad, "bad_value", None).tolist()  # type: ignore[call-overload]  # None: object
 
 
 def per_distinct_value(series: pd.Series, convert: Callable[[Any], Any]) -> Converted:

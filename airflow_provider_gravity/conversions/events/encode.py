@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -169,7 +169,7 @@ def written_fragments(key: str, values: Sequence[Any], texts: np.ndarray) -> Fra
     Fragments of a field whose values were written as JSON already (``texts``, ``None`` where absent), such
     as the hashed match keys, written once per distinct value of the run: joined to the key in C.
     """
-    present = np.not_equal(texts, None)
+    present = np.not_equal(texts, None)  # type: ignore[call-overload]  # numpy's stubs leave out None
     fragments = np.full(len(texts), None, dtype=object)
     fragments[present] = encode_basestring_ascii(key) + ":" + texts[present]
     # A value without its text could not be written (a lone surrogate in an external id).

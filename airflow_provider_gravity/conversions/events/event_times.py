@@ -64,7 +64,7 @@ def _per_value_seconds(values: pd.Series, zone: ZoneInfo) -> np.ndarray:
 
 
 def _missing_mask(values: pd.Series) -> np.ndarray:
-    missing = values.isna().to_numpy(dtype=bool, na_value=True).copy()
+    missing: np.ndarray = values.isna().to_numpy(dtype=bool, na_value=True).copy()
     if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
         blank = values.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
         missing |= blank.to_numpy(dtype=bool, na_value=False)
@@ -72,7 +72,10 @@ def _missing_mask(values: pd.Series) -> np.ndarray:
 
 
 def _datetimes_to_seconds(values: pd.Series) -> np.ndarray:
-    return (values.dt.tz_convert("UTC") - _EPOCH_UTC).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
+    seconds: np.ndarray = (
+        (values.dt.tz_convert("UTC") - _EPOCH_UTC).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
+    )
+    return seconds
 
 
 def _plausible_epochs(numbers: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from typing import Any, cast
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
@@ -39,7 +40,7 @@ class _Desc:
     pattern: re.Pattern[str] | None
 
     @classmethod
-    def of(cls, desc) -> _Desc | None:
+    def of(cls, desc: Any) -> _Desc | None:
         if desc is None:
             return None
         pattern = desc.national_number_pattern
@@ -72,7 +73,7 @@ class _Plan:
     leading_digits: re.Pattern[str] | None
 
     @classmethod
-    def of(cls, metadata) -> _Plan:
+    def of(cls, metadata: Any) -> _Plan:
         general = metadata.general_desc
         # The order and the mobile exclusion follow phonenumbers' number type lookup.
         type_descs = [
@@ -97,7 +98,7 @@ class _Plan:
                 re.compile(metadata.national_prefix_for_parsing) if metadata.national_prefix_for_parsing else None
             ),
             transform_rule=metadata.national_prefix_transform_rule or None,
-            general=_Desc.of(general),
+            general=cast(_Desc, _Desc.of(general)),  # general.possible_length below fails first if None
             possible_lengths=tuple(general.possible_length),
             local_only_lengths=frozenset(general.possible_length_local_only or ()),
             valid_number=_valid_number_regex(_Desc.of(general), [_Desc.of(desc) for desc in type_descs]),
@@ -161,7 +162,7 @@ def _plan_for_region(region: str) -> _Plan | None:
         if region in phonenumbers.SUPPORTED_REGIONS:
             metadata = PhoneMetadata.metadata_for_region(region, None)
         plan = _REGION_PLANS[region] = None if metadata is None else _Plan.of(metadata)
-    return plan
+    return cast("_Plan | None", plan)
 
 
 @cache
@@ -250,6 +251,7 @@ def parse_to_e164(raw: str, region: str) -> str | None | object:
             without_code = region_plan.strip_national_prefix(digits[len(code_text) :])
             if without_code is DEFER:
                 return DEFER
+            without_code = cast(str, without_code)
             general = region_plan.general
             if (
                 not general.matches_pattern(digits) and general.matches_pattern(without_code)
@@ -264,6 +266,7 @@ def parse_to_e164(raw: str, region: str) -> str | None | object:
     without_prefix = plan.strip_national_prefix(national_number)
     if without_prefix is DEFER:
         return DEFER
+    without_prefix = cast(str, without_prefix)
     if plan.length_result(without_prefix) not in (_TOO_SHORT, _LOCAL_ONLY, _INVALID_LENGTH):
         national_number = without_prefix
     if not _MIN_NSN_LENGTH <= len(national_number) <= _MAX_NSN_LENGTH:

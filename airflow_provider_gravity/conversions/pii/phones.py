@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ def _library_parser(library: ModuleType) -> Callable[[str, str | None], str | No
             return None
         if not library.is_valid_number(number):
             return None
-        return library.format_number(number, e164)
+        return cast(str, library.format_number(number, e164))
 
     return parse
 
@@ -93,7 +94,7 @@ class PhoneNormalizer:
         if self._use_metadata_path and region is not None:
             result = parse_to_e164(text, region)
             if result is not DEFER:
-                return result
+                return cast("str | None", result)
         return self._library_parse(text, region)
 
 
@@ -138,7 +139,7 @@ def normalize_phone(
     pair_codes = value_codes.astype(np.int64) * len(regions) + region_codes
     pair_codes[value_codes < 0] = -1
     codes, pair_uniques = pd.factorize(pair_codes, use_na_sentinel=True)
-    pairs = []
+    pairs: list[tuple[str, str | None] | None] = []
     for pair in pair_uniques:
         if pair < 0:  # the rows whose number is missing
             pairs.append(None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -13,7 +14,9 @@ from airflow_provider_gravity.conversions.events.cells import LIST_TYPES
 PII_KEYS = ("em", "ph", "fn", "ln")
 
 
-def split_pixel_pii(objects: list[dict | None]) -> tuple[list[dict | None], pd.DataFrame | None]:
+def split_pixel_pii(
+    objects: Sequence[dict[Any, Any] | None],
+) -> tuple[list[dict[Any, Any] | None], pd.DataFrame | None]:
     """
     Take the PII keys out of each row's pixel object.
 
@@ -23,12 +26,12 @@ def split_pixel_pii(objects: list[dict | None]) -> tuple[list[dict | None], pd.D
         when no object holds a PII key. Neither is ever logged: the frame holds plaintext.
     """
     found: dict[str, list[Any]] = {}
-    rest: list[dict | None] = []
+    rest: list[dict[Any, Any] | None] = []
     for row, pixel in enumerate(objects):
         if not pixel:
             rest.append(pixel)
             continue
-        kept: dict = {}
+        kept: dict[Any, Any] = {}
         for key, value in pixel.items():
             name = _key_name(key)
             if name not in PII_KEYS:
@@ -52,5 +55,5 @@ def _key_name(key: Any) -> Any:
     return "".join(c for c in key if unicodedata.category(c) != "Cf" and not c.isspace()).lower()
 
 
-def _as_list(value: Any) -> list:
+def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, LIST_TYPES) else [value]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -68,7 +68,7 @@ class HashedUserFields:
         once per distinct value of the run: what the event encoder joins.
     """
 
-    fields: dict[str, list] = field(default_factory=dict)
+    fields: dict[str, list[Any]] = field(default_factory=dict)
     drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     texts: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
@@ -151,7 +151,7 @@ def _is_cacheable(cell: Hashable) -> bool:
     if kind is int or kind is float:
         return cell != 0 and cell != 1
     if kind is tuple:
-        return all(map(_is_cacheable, cell))
+        return all(map(_is_cacheable, cast("tuple[Hashable, ...]", cell)))
     return False
 
 
@@ -197,7 +197,7 @@ def _email_value(element: Any) -> str | None | bool | object:
     text = _element_text(element)
     if text is None or text is _UNREADABLE_ELEMENT:
         return text
-    normalized = normalize_email_text(text)
+    normalized = normalize_email_text(cast(str, text))
     return False if normalized is None else hash_text(normalized)
 
 
@@ -223,7 +223,7 @@ def _name_result(cell: Any) -> _CellResult:
         return _MISSING
     if text is _UNREADABLE_ELEMENT:
         return _UNREADABLE
-    normalized = normalize_name_text(text)
+    normalized = normalize_name_text(cast(str, text))
     return _DROPPED if normalized is None else (hash_text(normalized), 0, 0)
 
 
@@ -234,7 +234,7 @@ def _country_result(cell: Any) -> _CellResult:
         return _MISSING
     if text is _UNREADABLE_ELEMENT:
         return _UNREADABLE
-    country = text.upper()
+    country = cast(str, text).upper()
     if country in phonenumbers.SUPPORTED_REGIONS:
         return country, 0, 0
     return _DROPPED
@@ -245,6 +245,7 @@ def _phone_result(normalizer: PhoneNormalizer, with_plus: bool, region: str) -> 
     skip = 0 if with_plus else 1
 
     def value(element: Any) -> str | None | bool | object:
+        text: str | None
         if type(element) is str:
             text = element
         else:
@@ -284,7 +285,7 @@ def _json_text(value: Any) -> str | None:
         return None
 
 
-def _resolve_rows(keys: list, table: _ResultTable, compute: Callable[[Any], _CellResult]) -> _FieldResult:
+def _resolve_rows(keys: list[Any], table: _ResultTable, compute: Callable[[Any], _CellResult]) -> _FieldResult:
     """Each row's value (object array) and the dropped counts over all rows.
 
     Known keys are found in C; each key not yet in the table is computed once.
@@ -389,7 +390,7 @@ def _hash_user_fields(
     regions = np.full(len(frame), default_region, dtype=object)
     if "country" in columns:
         known = keep("country", _field(frame, "country", cache.table("country"), _country_result))
-        regions = np.where(np.equal(known, None), default_region, known)
+        regions = np.where(np.equal(known, None), default_region, known)  # type: ignore[call-overload]  # None: object
     if "ph" in columns:
         phones = _phone_field(frame, regions, cache, PhoneNormalizer(phone_backend), phone_with_plus)
         result.fields["ph"] = keep("ph", phones).tolist()

@@ -18,7 +18,7 @@ import importlib.util
 import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class ArrowBatchSource(ABC):
         return hook.dialect_name in cls.dialects and importlib.util.find_spec(cls.driver_module) is not None
 
     @abstractmethod
-    def record_batches(self, sql: str) -> Iterator[pa.RecordBatch]:
+    def record_batches(self, sql: str) -> Generator[pa.RecordBatch, None, None]:
         """
         Run ``sql`` and yield its rows as record batches, holding only a batch or two at a time.
 
@@ -105,7 +105,7 @@ class PostgresAdbcSource(ArrowBatchSource):
     dialects = frozenset({"postgresql", "postgres"})
     driver_module = "adbc_driver_postgresql"
 
-    def record_batches(self, sql: str) -> Iterator[pa.RecordBatch]:
+    def record_batches(self, sql: str) -> Generator[pa.RecordBatch, None, None]:
         import adbc_driver_postgresql.dbapi
 
         # libpq reads a URI without SQLAlchemy's driver suffix (postgresql+psycopg://).

@@ -10,8 +10,8 @@ common-sql hook. Memory holds a chunk or two, whatever the size of the result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 import sqlalchemy
@@ -54,7 +54,7 @@ def stream_query(
             yield frame_of_rows([tuple(row) for row in rows], columns)
 
 
-def frame_of_rows(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+def frame_of_rows(rows: list[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
     """
     A DataFrame of driver rows in which every value keeps its Python type and every digit.
 
@@ -78,7 +78,7 @@ def read_chunks(
     sql: str,
     parameters: Mapping[str, Any] | Sequence[Any] | None,
     chunk_size: int,
-) -> Iterator[pd.DataFrame]:
+) -> Generator[pd.DataFrame, None, None]:
     """
     Yield the rows of ``sql`` as DataFrames of ``chunk_size`` rows (the last one shorter).
 
@@ -109,7 +109,11 @@ def read_chunks(
     log.info("Reading rows with get_df_by_chunks, %d rows at a time.", chunk_size)
     # Nullable dtypes keep integer ids exact when a chunk also holds NULLs (float64 would round them).
     yield from hook.get_df_by_chunks(
-        sql, parameters=parameters, chunksize=chunk_size, df_type="pandas", dtype_backend="numpy_nullable"
+        sql,
+        parameters=cast("list[Any] | tuple[Any, ...] | Mapping[str, Any] | None", parameters),
+        chunksize=chunk_size,
+        df_type="pandas",
+        dtype_backend="numpy_nullable",
     )
 
 

@@ -143,7 +143,7 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-class _KeyString(sa.types.TypeDecorator):
+class _KeyString(sa.types.TypeDecorator[str]):
     """VARCHAR for key columns; on MySQL/MariaDB a binary no-pad collation, so ``AB1``, ``ab1`` and
     ``ab1 `` stay three different events instead of colliding under the default case-insensitive one."""
 

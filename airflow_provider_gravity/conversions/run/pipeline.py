@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,7 @@ class RunResult:
 
     summary: dict[str, Any]
     failure: RunFailure | None = None
-    preview: list[dict] = field(default_factory=list)
+    preview: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -143,12 +143,12 @@ class ConversionPipeline:
         self.tally = Tally()
         self.seen = SeenKeys()
         self.pii_cache = PiiCache(max_entries=PII_CACHE_ENTRIES)
-        self.preview: list[dict] = []
+        self.preview: list[dict[str, Any]] = []
         self.failure: RunFailure | None = None
         self._counting_unsent = False
         self._changed_ids: list[str] = []
         self._chunks: dict[int, _ChunkState] = {}
-        self._in_flight: dict[Future, _Batch] = {}
+        self._in_flight: dict[Future[tuple[list[Outcome], Exception | None]], _Batch] = {}
         self._rows_read = 0
         self._started = 0.0
         self._last_progress = 0.0
@@ -217,8 +217,13 @@ class ConversionPipeline:
         for rows in _batches(to_send, built.event_ids, self.batch_size):
             events = built.encoded_events(rows)
             coverage = [built.coverage[row] for row in rows]
-            hashes = [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
-            local_rows = {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None}
+            hashes: list[str | None] = (
+                [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
+            )
+            local_rows = cast(
+                "dict[int, tuple[str, str | None]]",
+                {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None},
+            )
             self._submit(executor, _Batch(index, events, rows, coverage, hashes, local_rows))
         state.submitted_all = True
         self._complete_chunk_if_done(index)
@@ -252,7 +257,7 @@ class ConversionPipeline:
             self.tally.update(earlier)
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
-        valid_rows = np.flatnonzero(np.not_equal(np.asarray(built.encoded, dtype=object), None)).tolist()
+        valid_rows = np.flatnonzero(np.not_equal(np.asarray(built.encoded, dtype=object), None)).tolist()  # type: ignore[call-overload]
         names = map(built.event_names.__getitem__, valid_rows)
         keys = list(zip(names, map(built.event_ids.__getitem__, valid_rows), strict=True))
         for row, first in zip(valid_rows, self.seen.first_occurrences(keys), strict=True):
@@ -279,7 +284,7 @@ class ConversionPipeline:
                 reason = built.reasons[row]
                 settled[row] = (Bucket.INVALID, reason)
                 if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
-                    key = (fit_key(built.event_names[row]), fit_key(built.event_ids[row]))
+                    key = (fit_key(cast(str, built.event_names[row])), fit_key(cast(str, built.event_ids[row])))
                     dead_letters.append(DeliveryRecord(*key, Bucket.INVALID, reason, None))
             else:
                 candidates.append(row)
@@ -293,22 +298,32 @@ class ConversionPipeline:
                 self._count(state, *outcome)
         return to_send, settled
 
-    def _skip_delivered(self, built: BuiltChunk, candidates: list[int], settled: list, state: _ChunkState) -> list[int]:
+    def _skip_delivered(
+        self,
+        built: BuiltChunk,
+        candidates: list[int],
+        settled: list[tuple[str, str | None] | None],
+        state: _ChunkState,
+    ) -> list[int]:
         """
         The candidates the delivery log does not hold as delivered. A delivered event whose payload changed
         since is not sent again (it would be a second conversion, or a ``duplicate`` Gravity ignores): it is
         counted as ``changed_since_delivery`` and named in the log.
         """
         assert self.delivery_log is not None
-        logged = self.delivery_log.lookup([(built.event_names[r], built.event_ids[r]) for r in candidates])
+        # Candidates are valid rows: each has its name, its id and its JSON text.
+        names, ids, texts = cast(
+            "tuple[list[str], list[str], list[str]]", (built.event_names, built.event_ids, built.encoded)
+        )
+        logged = self.delivery_log.lookup([(names[r], ids[r]) for r in candidates])
         to_send = []
         for row in candidates:
-            entry = logged.get((built.event_names[row], built.event_ids[row]))
+            entry = logged.get((names[row], ids[row]))
             if entry is None or entry.status not in DELIVERED_BUCKETS:
                 to_send.append(row)
                 continue
             settled[row] = (Bucket.SKIPPED_DELIVERED, None)
-            if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(built.encoded[row]):
+            if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(texts[row]):
                 self._add(state, Tally({"changed_since_delivery": 1}))
                 if len(self._changed_ids) < _CHANGED_IDS_LOGGED:
                     self._changed_ids.append(str(built.event_ids[row]))

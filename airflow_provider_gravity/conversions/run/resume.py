@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,8 +70,8 @@ class ResumeLog:
         self.store = store
         self.fingerprint = fingerprint
         self.min_interval = min_interval
-        self._saved: dict[str, dict] = {}
-        self._chunks: dict[str, dict] = {}
+        self._saved: dict[str, dict[str, Any]] = {}
+        self._chunks: dict[str, dict[str, Any]] = {}
         # Gravity's messages of every acknowledged part, top ones only: kept once for the run, not per chunk,
         # so the state stays small however many distinct messages Gravity sends.
         self.messages = Tally()
@@ -160,7 +160,7 @@ class ResumeLog:
         if self.store is not None:
             self._call_store("clear", self.store.delete, STATE_KEY)
 
-    def _call_store(self, action: str, method, *args: Any) -> Any:
+    def _call_store(self, action: str, method: Callable[..., Any], *args: Any) -> Any:
         """Resuming is an optimisation: a store that fails is switched off with a warning, never fails the run."""
         try:
             return method(*args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ class SeenKeys:
     def __len__(self) -> int:
         return len(self._sorted)
 
-    def first_occurrences(self, keys: Sequence[tuple]) -> list[bool]:
+    def first_occurrences(self, keys: Sequence[tuple[Any, ...]]) -> list[bool]:
         """
         For each key, whether it is seen here for the first time in the run (and remember it).
         Within ``keys`` only the first of equal keys is new.

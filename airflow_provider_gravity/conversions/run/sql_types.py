@@ -10,7 +10,7 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.engine import Dialect
 
 
-class UtcTimestamp(sa.types.TypeDecorator):
+class UtcTimestamp(sa.types.TypeDecorator[datetime]):
     """Timestamp stored in UTC: ``timestamptz`` where the database has one, naive UTC on MySQL and SQLite."""
 
     impl = sa.DateTime(timezone=True)

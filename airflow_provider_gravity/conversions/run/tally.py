@@ -19,7 +19,7 @@ OTHER_MESSAGES = "(other messages)"
 _MESSAGE_PREFIX = "rejected."
 
 
-class Tally(Counter):
+class Tally(Counter[str]):
     """
     Flat counters of a run or of a part of it, JSON-ready so that progress can be saved and restored.
 
@@ -79,7 +79,7 @@ def build_summary(tally: Tally, *, requests: int, retries: int, seconds: float, 
     """
     The summary a user reads: buckets, reasons, drops, coverage and speed. Small enough for XCom and free of PII.
     """
-    buckets = {name: int(tally[f"bucket.{name}"]) for name in BUCKETS}
+    buckets: dict[str, int] = {name: int(tally[f"bucket.{name}"]) for name in BUCKETS}
     rows_read = sum(buckets.values())
     sent = int(tally["sent"])
     errors = buckets["rejected"] + buckets["invalid"]
