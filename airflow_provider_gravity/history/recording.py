@@ -32,8 +32,11 @@ class _HistoryOperator(Protocol):
 
 
 class _Failure(Protocol):
-    message: str
-    retryable: bool
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def retryable(self) -> bool: ...
 
 
 def record_run_history(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -85,7 +85,7 @@ class RunHistory:
             "table",
         )
         self._check_columns()
-        for index in sorted(self.table.indexes, key=lambda index: index.name):
+        for index in sorted(self.table.indexes, key=lambda index: cast(str, index.name)):  # every index is named
             self._create(
                 lambda connection, index=index: self._create_index(connection, index),
                 lambda index=index: self._index_exists(index.name),
@@ -132,7 +132,7 @@ class RunHistory:
         with self.engine.connect() as connection:
             return name in self._index_names(connection)
 
-    def _index_names(self, connection: sa.Connection) -> set[str]:
+    def _index_names(self, connection: sa.Connection) -> set[str | None]:
         return {index["name"] for index in sa.inspect(connection).get_indexes(self.table.name, self.table.schema)}
 
     def _check_columns(self) -> None:

@@ -183,7 +183,8 @@ class SendConversionsOperator(BaseSQLOperator):
         self.max_error_rate = max_error_rate
         self.require_match_key = require_match_key
         self.max_event_age = max_event_age
-        self.dry_run = dry_run
+        # Shadows BaseOperator.dry_run(), a method Airflow 3 itself no longer calls.
+        self.dry_run = dry_run  # type: ignore[method-assign, assignment]
         self.delivery_log_table = delivery_log_table
         self.delivery_log_conn_id = delivery_log_conn_id
         self.run_history_table = run_history_table

@@ -51,7 +51,7 @@ class ViewSettings:
 
         conn_id = (conf.get(SECTION, "run_history_conn_id", fallback="") or "").strip()
         history = (conf.get(SECTION, "run_history_table", fallback="") or "").strip() or DEFAULT_RUN_HISTORY_TABLE
-        delivery_log = conf.get(SECTION, "delivery_log_table", fallback=DEFAULT_DELIVERY_LOG_TABLE)
+        delivery_log: str | None = conf.get(SECTION, "delivery_log_table", fallback=DEFAULT_DELIVERY_LOG_TABLE)
         delivery_log = (delivery_log or "").strip() or None
         if not conn_id:
             raise ViewNotConfigured(

@@ -75,7 +75,7 @@ class SandboxState:
         with self.lock:
             self.clock_offset += seconds
 
-    def count_response(self, status: int) -> None:
+    def count_response(self, status: int | str) -> None:
         with self.lock:
             key = str(status)
             self.http_statuses[key] = self.http_statuses.get(key, 0) + 1

@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import unicodedata
+from typing import cast
 
 #: Largest ``event_time`` accepted as seconds; anything above looks like milliseconds
 #: (10**11 seconds is the year 5138, 10**11 milliseconds is March 1973).
@@ -72,7 +73,7 @@ def stored_pii(key: str, value: str) -> tuple[str, bool]:
 
 def _is_number(value: object) -> bool:
     kind = type(value)
-    return kind is int or (kind is float and math.isfinite(value))
+    return kind is int or (kind is float and math.isfinite(cast(float, value)))
 
 
 def _is_string_array(values: object) -> bool:
