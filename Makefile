@@ -70,6 +70,9 @@ test-airflow: | system-packages
 lint: $(STAMP)
 	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo
 	$(VENV)/bin/ruff check --preview --select AIR airflow_provider_gravity dags
+	$(VENV)/bin/ruff format --check airflow_provider_gravity dags tests benchmarks demo
+	$(VENV)/bin/mypy --strict airflow_provider_gravity/conversions
+	$(VENV)/bin/mypy
 
 bench-pii: $(STAMP)
 	$(PY) benchmarks/bench_pii.py
