@@ -106,8 +106,17 @@ class Sandbox:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Sandbox:
-        command = [sys.executable, "-m", "airflow_provider_gravity.sandbox", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--api-key", DEMO_API_KEY]
+        command = [
+            sys.executable,
+            "-m",
+            "airflow_provider_gravity.sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--api-key",
+            DEMO_API_KEY,
+        ]
         with open(self.log_path, "w", encoding="utf-8") as log:
             self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -169,14 +178,20 @@ def summary_table(summaries: dict[str, dict[str, Any]]) -> str:
     header = ["", *(task_id.removeprefix("send_") for task_id in TASK_IDS)]
     rows = [[label, *(summaries.get(t, {}).get(key, "-") for t in TASK_IDS)] for label, key in SUMMARY_ROWS]
     reasons = sorted({r for s in summaries.values() for r in s.get("invalid_reasons", {})})
-    rows += [[f"  invalid: {r}", *(summaries.get(t, {}).get("invalid_reasons", {}).get(r, 0) for t in TASK_IDS)]
-             for r in reasons]
+    rows += [
+        [f"  invalid: {r}", *(summaries.get(t, {}).get("invalid_reasons", {}).get(r, 0) for t in TASK_IDS)]
+        for r in reasons
+    ]
     drops = sorted({r for s in summaries.values() for r in s.get("field_drops", {})})
-    rows += [[f"  field dropped: {r}", *(summaries.get(t, {}).get("field_drops", {}).get(r, 0) for t in TASK_IDS)]
-             for r in drops]
+    rows += [
+        [f"  field dropped: {r}", *(summaries.get(t, {}).get("field_drops", {}).get(r, 0) for t in TASK_IDS)]
+        for r in drops
+    ]
     keys = sorted({k for s in summaries.values() for k in s.get("match_key_coverage", {})})
-    rows += [[f"  match key {k}", *(f"{summaries.get(t, {}).get('match_key_coverage', {}).get(k, 0):.0%}"
-                                    for t in TASK_IDS)] for k in keys]
+    rows += [
+        [f"  match key {k}", *(f"{summaries.get(t, {}).get('match_key_coverage', {}).get(k, 0):.0%}" for t in TASK_IDS)]
+        for k in keys
+    ]
     return format_table(header, rows)
 
 
@@ -204,8 +219,10 @@ def print_history(home: Path) -> None:
     rows = [list(day) for day in days]
     print(f"\nRun history: {len(days)} days in gravity_run_history (in {home / 'warehouse.db'})\n")
     print(format_table(["day", "task runs", "rows read", "delivered", "rejected", "invalid"], rows))
-    print(f"\nGravity view: {view_url()}  (Browse > Gravity in the Airflow UI). Serve it with `make demo-view`, "
-          "log in as admin / admin.")
+    print(
+        f"\nGravity view: {view_url()}  (Browse > Gravity in the Airflow UI). Serve it with `make demo-view`, "
+        "log in as admin / admin."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Airflow home: {home}  ({'re-using warehouse and delivery log' if second_run else 'new'})")
         run_logged([str(VENV_BIN / "airflow"), "db", "migrate"], env, home / "demo-logs" / "db-migrate.log", 300)
         seeded = seed_warehouse(home)
-        print(f"Warehouse: {home / 'warehouse.db'}  rows {seeded['rows']}, {seeded['days']} days "
-              f"from {seeded['start']} (UTC)")
+        print(
+            f"Warehouse: {home / 'warehouse.db'}  rows {seeded['rows']}, {seeded['days']} days "
+            f"from {seeded['start']} (UTC)"
+        )
         install_history_policy(home)
         # Each night sends the interval from 03:00 UTC of its day to 03:00 UTC the day after.
         first_day = dt.date.fromisoformat(seeded["start"])
@@ -252,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Running: airflow dags test {DAG_ID} {logical_date}  (window {day} 03:00 -> next day 03:00 UTC)")
             run_logged(  # every night in one process (demo/run_nights.py): Airflow starts once
                 [sys.executable, str(REPO_ROOT / "demo" / "run_nights.py"), DAG_ID, *logical_dates],
-                env, home / "demo-logs" / "dags-test.log", 600,
+                env,
+                home / "demo-logs" / "dags-test.log",
+                600,
             )
             stats = sandbox.stats()
 
@@ -265,20 +286,25 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(sandbox_table(stats))
         delivered_before = sum(s.get("skipped_delivered", 0) for s in summaries.values())
-        print(f"\nDelivery log: {delivery_log_count(home)} events recorded in gravity_delivery_log "
-              f"(in {home / 'warehouse.db'}).")
+        print(
+            f"\nDelivery log: {delivery_log_count(home)} events recorded in gravity_delivery_log "
+            f"(in {home / 'warehouse.db'})."
+        )
         if delivered_before:
-            print(f"{delivered_before} events were already delivered by an earlier run and were NOT sent again; "
-                  f"the sandbox received {stats.get('events_received', 0)} events this time.")
+            print(
+                f"{delivered_before} events were already delivered by an earlier run and were NOT sent again; "
+                f"the sandbox received {stats.get('events_received', 0)} events this time."
+            )
         else:
-            print("Run `make demo` again: the delivery log will skip every event delivered now "
-                  "(`--fresh` starts over).")
+            print(
+                "Run `make demo` again: the delivery log will skip every event delivered now (`--fresh` starts over)."
+            )
         print_history(home)
         print(
             "\nThe target was the local sandbox (python -m airflow_provider_gravity.sandbox), stopped now.\n"
             "To send to Gravity for real, set the connection to the real API instead, e.g.\n"
-            "  export AIRFLOW_CONN_GRAVITY_DEFAULT='{\"conn_type\": \"gravity\", "
-            "\"host\": \"https://api.trygravity.ai\", \"password\": \"<your advertiser API key>\"}'\n"
+            '  export AIRFLOW_CONN_GRAVITY_DEFAULT=\'{"conn_type": "gravity", '
+            '"host": "https://api.trygravity.ai", "password": "<your advertiser API key>"}\'\n'
             f"Logs: {home / 'demo-logs'}   Took {time.monotonic() - started:.0f} s."
         )
     except (DemoError, subprocess.TimeoutExpired) as error:

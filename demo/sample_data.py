@@ -69,32 +69,58 @@ DEFAULT_START = dt.date(2025, 6, 2)
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 _NAMES = {
-    "US": (["James", "Mary", "Robert", "Patricia", "Michael", "Jennifer", "David", "Linda", "María", "José"],
-           ["Smith", "Johnson", "Williams", "Brown", "Jones", "García", "Miller", "Davis", "O'Brien",
-            "Nguyen"]),
-    "GB": (["Oliver", "Amelia", "George", "Isla", "Harry", "Ava", "Siobhán", "Noah", "Freya", "Rhys"],
-           ["Taylor", "Evans", "Thomas", "Roberts", "Walker", "Wright", "Hughes", "O'Connor", "Patel",
-            "Khan"]),
-    "FR": (["Élodie", "François", "Zoë", "Hélène", "Jérôme", "Camille", "Léa", "Théo", "Anaïs", "Noël"],
-           ["Martin", "Bernard", "Dubois", "Lefèvre", "Moreau", "Girard", "Roux", "Fournier", "Da Silva",
-            "Lemaître"]),
-    "DE": (["Jürgen", "Lena", "Jörg", "Sophie", "Maximilian", "Mia", "Björn", "Hannah", "Uwe", "Lukas"],
-           ["Müller", "Schmidt", "Schneider", "Fischer", "Weiß", "Meyer", "Wagner", "Becker", "Schäfer",
-            "Groß"]),
-    "ES": (["Alejandro", "Lucía", "Martín", "Sofía", "Íñigo", "Paula"],
-           ["García", "Fernández", "López", "Martínez", "Sánchez", "Muñoz"]),
-    "CA": (["Liam", "Emma", "Étienne", "Chloé", "Benjamin", "Olivia"],
-           ["Tremblay", "Gagnon", "Roy", "Côté", "Wilson", "MacDonald"]),
+    "US": (
+        ["James", "Mary", "Robert", "Patricia", "Michael", "Jennifer", "David", "Linda", "María", "José"],
+        ["Smith", "Johnson", "Williams", "Brown", "Jones", "García", "Miller", "Davis", "O'Brien", "Nguyen"],
+    ),
+    "GB": (
+        ["Oliver", "Amelia", "George", "Isla", "Harry", "Ava", "Siobhán", "Noah", "Freya", "Rhys"],
+        ["Taylor", "Evans", "Thomas", "Roberts", "Walker", "Wright", "Hughes", "O'Connor", "Patel", "Khan"],
+    ),
+    "FR": (
+        ["Élodie", "François", "Zoë", "Hélène", "Jérôme", "Camille", "Léa", "Théo", "Anaïs", "Noël"],
+        ["Martin", "Bernard", "Dubois", "Lefèvre", "Moreau", "Girard", "Roux", "Fournier", "Da Silva", "Lemaître"],
+    ),
+    "DE": (
+        ["Jürgen", "Lena", "Jörg", "Sophie", "Maximilian", "Mia", "Björn", "Hannah", "Uwe", "Lukas"],
+        ["Müller", "Schmidt", "Schneider", "Fischer", "Weiß", "Meyer", "Wagner", "Becker", "Schäfer", "Groß"],
+    ),
+    "ES": (
+        ["Alejandro", "Lucía", "Martín", "Sofía", "Íñigo", "Paula"],
+        ["García", "Fernández", "López", "Martínez", "Sánchez", "Muñoz"],
+    ),
+    "CA": (
+        ["Liam", "Emma", "Étienne", "Chloé", "Benjamin", "Olivia"],
+        ["Tremblay", "Gagnon", "Roy", "Côté", "Wilson", "MacDonald"],
+    ),
 }
 _COUNTRY_WEIGHTS = {"US": 50, "GB": 15, "FR": 12, "DE": 12, "ES": 6, "CA": 5}
 _CURRENCIES = {"US": "USD", "GB": "GBP", "FR": "EUR", "DE": "EUR", "ES": "EUR", "CA": "CAD"}
 _DIAL_CODES = {"US": "1", "CA": "1", "GB": "44", "FR": "33", "DE": "49", "ES": "34"}
 _US_AREA_CODES = ["212", "312", "415", "617", "646", "718", "213", "305", "404", "206", "512", "303"]
 _CA_AREA_CODES = ["416", "514", "604", "613", "403"]
-_EMAIL_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "icloud.com", "hotmail.co.uk", "orange.fr",
-                  "web.de", "gmx.de", "proton.me", "example.org"]
-_PRODUCTS = [("sku-espresso", 3.5), ("sku-croissant", 2.9), ("sku-beans-1kg", 24.0), ("sku-mug", 12.5),
-             ("sku-grinder", 89.0), ("sku-tea", 6.75), ("sku-gift-card", 50.0), ("sku-kettle", 45.0)]
+_EMAIL_DOMAINS = [
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "icloud.com",
+    "hotmail.co.uk",
+    "orange.fr",
+    "web.de",
+    "gmx.de",
+    "proton.me",
+    "example.org",
+]
+_PRODUCTS = [
+    ("sku-espresso", 3.5),
+    ("sku-croissant", 2.9),
+    ("sku-beans-1kg", 24.0),
+    ("sku-mug", 12.5),
+    ("sku-grinder", 89.0),
+    ("sku-tea", 6.75),
+    ("sku-gift-card", 50.0),
+    ("sku-kettle", 45.0),
+]
 _STORES = [f"store-{n:03d}" for n in range(1, 25)]
 
 
@@ -273,8 +299,18 @@ def _crm_rows(rng: random.Random, config: SampleConfig, customers: list[Customer
             if kind != "phone_order" and rng.random() < 0.35:  # attributed to a pixel click
                 click_id = f"grv.{rng.getrandbits(64):016x}"
             yield (
-                row_id, kind, created_at, customer.customer_id, email, phone, first_name,
-                customer.last_name, _messy_country(rng, customer.country), value, currency, click_id,
+                row_id,
+                kind,
+                created_at,
+                customer.customer_id,
+                email,
+                phone,
+                first_name,
+                customer.last_name,
+                _messy_country(rng, customer.country),
+                value,
+                currency,
+                click_id,
             )
 
 
@@ -323,8 +359,18 @@ def _store_rows(rng: random.Random, config: SampleConfig, customers: list[Custom
             elif breakage < 0.009:
                 total_amount = None
             yield (
-                transaction_id, rng.choice(_STORES), purchased_at, loyalty_id, email, phone, first, last,
-                _messy_country(rng, country) if customer else country, total_amount, currency, items,
+                transaction_id,
+                rng.choice(_STORES),
+                purchased_at,
+                loyalty_id,
+                email,
+                phone,
+                first,
+                last,
+                _messy_country(rng, country) if customer else country,
+                total_amount,
+                currency,
+                items,
             )
 
 
