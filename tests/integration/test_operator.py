@@ -557,7 +557,12 @@ def test_mariadb_and_postgres_give_the_same_sandbox_contents(
     import logging
 
     from tests.support.messy_rows import sha256
-    from tests.support.warehouse import FOUR_BYTE_FIRST_NAME, MARIADB_SCALAR_SQL, load_orders_mariadb, with_four_byte_text
+    from tests.support.warehouse import (
+        FOUR_BYTE_FIRST_NAME,
+        MARIADB_SCALAR_SQL,
+        load_orders_mariadb,
+        with_four_byte_text,
+    )
 
     pg_engine, schema = postgres
     maria_engine, _ = mariadb

@@ -131,6 +131,7 @@ def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache
 def event_keys(frame: pd.DataFrame, settings: EventSettings) -> tuple[list[str | None], list[str | None]]:
     """Each row's ``(event_name, event_id)`` texts as :func:`build_events` reads them, without building events."""
     cells.quiet_signaling_nans(frame)
+    cells.localizable_times(frame)
     column = _ColumnReader(frame)
     return column.texts("event_name", settings.event_name), column.texts("event_id", None)
 
@@ -138,6 +139,7 @@ def event_keys(frame: pd.DataFrame, settings: EventSettings) -> tuple[list[str |
 def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None) -> BuiltChunk:
     rows = len(frame)
     cells.quiet_signaling_nans(frame)
+    cells.localizable_times(frame)
     column = _ColumnReader(frame)
     event_ids = column.texts("event_id", None)
     event_names = column.texts("event_name", settings.event_name)

@@ -85,12 +85,19 @@ def cell_text(value: Any) -> str | None:
     if isinstance(value, decimal.Decimal):
         return _decimal_text(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
+        return _iso_text(value)
     if isinstance(value, np.datetime64):
         return _datetime64_text(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     raise UnreadableCell(f"a {type(value).__name__} cell where text is expected")
+
+
+def _iso_text(value: dt.date | dt.time) -> str:
+    try:
+        return value.isoformat()
+    except (NotImplementedError, ValueError, OverflowError):  # a pandas Timestamp beyond Python's year 9999
+        raise UnreadableCell("a time beyond year 9999") from None
 
 
 def _datetime64_text(value: np.datetime64) -> str:
@@ -148,6 +155,41 @@ def quiet_signaling_nans(frame: pd.DataFrame) -> None:
             column.isna()
         except (ArithmeticError, TypeError):
             frame[name] = column.map(_quiet_nan)
+
+
+def localizable_times(frame: pd.DataFrame, keep: str = "event_time") -> None:
+    """
+    Make every time-zone-aware datetime column but ``keep`` readable cell by cell, in place. pandas cannot turn
+    a time beyond year 9999 in a zone into a Python datetime, and raises on the whole column; such a cell
+    becomes an :class:`UnreadableTime` (unreadable for every reader), the others keep their value.
+    """
+    for position, name in enumerate(frame.columns):
+        column = frame.iloc[:, position]
+        if name == keep or not isinstance(column.dtype, pd.DatetimeTZDtype):
+            continue
+        try:
+            column.tolist()
+        except (NotImplementedError, ValueError, OverflowError):
+            frame.isetitem(position, pd.Series(_localized_cells(column), index=frame.index, dtype=object))
+
+
+class UnreadableTime:
+    """A time pandas cannot hold in its zone (beyond year 9999): no reader takes it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UnreadableTime()"
+
+
+def _localized_cells(column: pd.Series) -> list[Any]:
+    cells: list[Any] = []
+    for position in range(len(column)):
+        try:
+            cells.append(column.iloc[position])
+        except (NotImplementedError, ValueError, OverflowError):
+            cells.append(UnreadableTime())
+    return cells
 
 
 def _quiet_nan(value: Any) -> Any:
@@ -405,7 +447,10 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
     if value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
+        try:
+            return _iso_text(value)
+        except UnreadableCell:
+            raise BadCell(reason) from None
     if isinstance(value, np.datetime64):
         try:
             return None if np.isnat(value) else _datetime64_text(value)
