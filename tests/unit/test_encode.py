@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,7 +70,7 @@ def test_amounts_keep_every_digit_of_whole_numbers_and_round_others_as_money_doe
 @pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/New_York"])
 def test_a_zoned_time_beyond_year_9999_in_a_text_column_is_unreadable_not_a_crash(zone):
     """Found in CI by the derandomized property tests: pandas cannot localize such a time to a Python datetime."""
-    times = pd.Series(pd.to_datetime(["9999-12-31T23:00:00", "2026-01-01T00:00:00"]).as_unit("us"))
+    times = pd.Series(np.array(["9999-12-31T23:00:00", "2026-01-01T00:00:00"], dtype="datetime64[us]"))
     zoned = times.dt.tz_localize("UTC").dt.tz_convert(zone)
     frame = pd.DataFrame(
         {"event_id": ["a", "b"], "event_time": [NOW - 100] * 2, "event_name": zoned, "custom_at": zoned, "em": zoned}
@@ -78,6 +79,8 @@ def test_a_zoned_time_beyond_year_9999_in_a_text_column_is_unreadable_not_a_cras
     built = build_events(frame, EventSettings(), NOW)
 
     assert built.reasons[1] is None and built.encoded[1] is not None
-    if zone == "Asia/Tokyo":  # 10000-01-01 there
-        assert built.reasons[0] == "bad_event_name"
-        assert built.field_drops["unreadable_em"] == 1
+    # pandas 3 cannot write 10000-01-01 in Tokyo as text (the row is refused, named); pandas 2 writes it.
+    first = built.encoded[0]
+    assert (built.reasons[0], first) == ("bad_event_name", None) or (
+        built.reasons[0] is None and json.loads(first)["event_name"][:5] in ("9999-", "10000")
+    )
