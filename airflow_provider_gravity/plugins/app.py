@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import get_user
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -50,163 +50,173 @@ Offset = Annotated[int, Query(ge=0)]
 
 def create_app() -> FastAPI:
     """Build the app; this module imports the api-server's security: import it inside the api-server only."""
-    engines = EngineCache()
     app = FastAPI(
         title="Gravity view",
         description="Run history and dead letter of airflow-provider-gravity.",
         docs_url=None,
         redoc_url=None,
     )
+    app.state.engines = EngineCache()
     app.mount("/static", StaticFiles(directory=str(_PACKAGE_FILES / "static")), name="static")
-
-    def permitted_dag_ids(user: Any, reader: HistoryReader) -> frozenset[str] | None:
-        """``None`` when the user may read the runs of every DAG, else the DAGs of the history they may read."""
-        auth_manager = get_auth_manager()
-        entity = DagAccessEntity.RUN
-        if auth_manager.is_authorized_dag(method="GET", access_entity=entity, user=user):
-            return None
-        return frozenset(
-            dag_id
-            for dag_id in reader.dag_ids()
-            if auth_manager.is_authorized_dag(
-                method="GET", access_entity=entity, details=DagDetails(id=dag_id), user=user
-            )
-        )
-
-    def answer(
-        request: Request,
-        user: Any,
-        known: frozenset[str],
-        query: Callable[[HistoryReader, HistoryFilter], dict[str, Any]],
-    ) -> dict[str, Any]:
-        """Check the query string, find the tables, run ``query`` and turn what can go wrong into JSON errors."""
-        parameters = request.query_params
-        unknown = sorted(set(parameters) - known)
-        if unknown:
-            raise HTTPException(
-                400, f"Unknown query parameter(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
-            )
-        start_date, end_date = _date_range(parameters.get("start_date"), parameters.get("end_date"))
-        try:
-            reader = engines.reader(ViewSettings.from_airflow_config())
-            where = HistoryFilter(
-                start_date=start_date,
-                end_date=end_date,
-                dag_id=parameters.get("dag_id") or None,
-                task_id=parameters.get("task_id") or None,
-                permitted_dag_ids=permitted_dag_ids(user, reader),
-            )
-            body = query(reader, where)
-        except ViewNotConfigured as error:
-            raise HTTPException(503, str(error)) from None
-        except TableMissing as error:
-            raise HTTPException(404, f"{error} A SendConversionsOperator that sets it creates it.") from None
-        except SQLAlchemyError as error:
-            log.warning("Gravity view: reading the run history failed: %s", error)
-            raise HTTPException(
-                503, f"Could not read the run history ({type(error).__name__}); see the api-server log."
-            ) from None
-        return {**body, "start_date": start_date.isoformat(), "end_date": end_date.isoformat()}
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page(user: User) -> HTMLResponse:
-        return HTMLResponse(
-            (_PACKAGE_FILES / "templates" / "gravity.html").read_text(encoding="utf-8"),
-            headers={"Cache-Control": "no-store"},
-        )
-
-    @app.get("/api/runs")
-    def runs(
-        request: Request,
-        user: User,
-        dag_id: DagId = None,
-        task_id: DagId = None,
-        start_date: Day = None,
-        end_date: Day = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> dict[str, Any]:
-        """Task tries of the run history, newest first: summary counters, coverage, reasons, timings."""
-
-        def query(reader: HistoryReader, where: HistoryFilter) -> dict[str, Any]:
-            entries, total = reader.runs(where, limit=limit, offset=offset)
-            return {"runs": entries, "total_entries": total, "limit": limit, "offset": offset}
-
-        return answer(request, user, COMMON_PARAMETERS, query)
-
-    @app.get("/api/daily")
-    def daily(
-        request: Request,
-        user: User,
-        dag_id: DagId = None,
-        task_id: DagId = None,
-        start_date: Day = None,
-        end_date: Day = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_DAYS)] = MAX_DAYS,
-        offset: Offset = 0,
-    ) -> dict[str, Any]:
-        """Per day (oldest first): runs, buckets and match-key coverage; totals and top reasons of the range."""
-
-        def query(reader: HistoryReader, where: HistoryFilter) -> dict[str, Any]:
-            days = reader.daily(where)
-            totals = {name: sum(day[name] for day in days) for name in ("runs", *COUNT_COLUMNS)}
-            return {
-                "days": days[offset : offset + limit],
-                "total_entries": len(days),
-                "limit": limit,
-                "offset": offset,
-                "totals": totals,
-                "top_reasons": reader.top_reasons(where),
-                "tasks": reader.tasks(where),
-            }
-
-        return answer(request, user, COMMON_PARAMETERS, query)
-
-    @app.get("/api/dead-letter")
-    def dead_letter(
-        request: Request,
-        user: User,
-        dag_id: DagId = None,
-        task_id: DagId = None,
-        start_date: Day = None,
-        end_date: Day = None,
-        status: Annotated[str | None, Query(pattern="^(rejected|invalid)$")] = None,
-        event_name: Annotated[str | None, Query(max_length=255)] = None,
-        limit: Limit = 100,
-        offset: Offset = 0,
-    ) -> dict[str, Any]:
-        """Rejected and invalid events last recorded in the range, newest first: ids, reasons and hashes."""
-
-        def query(reader: HistoryReader, where: HistoryFilter) -> dict[str, Any]:
-            entries, total = reader.dead_letter(where, status=status, event_name=event_name, limit=limit, offset=offset)
-            return {"dead_letter": entries, "total_entries": total, "limit": limit, "offset": offset}
-
-        return answer(request, user, COMMON_PARAMETERS | {"status", "event_name"}, query)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> Response:
-        if error.status_code == 401 and request.method == "GET" and not _is_api(request):
-            # A person opening the page: to the login page, and back here after it.
-            login = get_auth_manager().get_url_login(next_url=str(request.url))
-            if "next=" not in login:  # Airflow before 3.3 leaves it out; its login page reads it all the same
-                login += ("&" if "?" in login else "?") + urlencode({"next": str(request.url)})
-            return RedirectResponse(login, status_code=303)
-        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(part) for part in problem['loc'] if part != 'query')}: {problem['msg']}"
-            for problem in error.errors()
-        ]
-        return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("Gravity view: unexpected error on %s", request.url.path)
-        return JSONResponse({"detail": "Unexpected error in the Gravity view; see the api-server log."}, 500)
-
+    app.include_router(router)
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
     return app
+
+
+router = APIRouter()
+
+
+def _permitted_dag_ids(user: Any, reader: HistoryReader) -> frozenset[str] | None:
+    """``None`` when the user may read the runs of every DAG, else the DAGs of the history they may read."""
+    auth_manager = get_auth_manager()
+    entity = DagAccessEntity.RUN
+    if auth_manager.is_authorized_dag(method="GET", access_entity=entity, user=user):
+        return None
+    return frozenset(
+        dag_id
+        for dag_id in reader.dag_ids()
+        if auth_manager.is_authorized_dag(method="GET", access_entity=entity, details=DagDetails(id=dag_id), user=user)
+    )
+
+
+def _answer(
+    request: Request,
+    user: Any,
+    known: frozenset[str],
+    query: Callable[[HistoryReader, HistoryFilter], dict[str, Any]],
+) -> dict[str, Any]:
+    """Check the query string, find the tables, run ``query`` and turn what can go wrong into JSON errors."""
+    parameters = request.query_params
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise HTTPException(
+            400, f"Unknown query parameter(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
+        )
+    start_date, end_date = _date_range(parameters.get("start_date"), parameters.get("end_date"))
+    try:
+        reader = request.app.state.engines.reader(ViewSettings.from_airflow_config())
+        where = HistoryFilter(
+            start_date=start_date,
+            end_date=end_date,
+            dag_id=parameters.get("dag_id") or None,
+            task_id=parameters.get("task_id") or None,
+            permitted_dag_ids=_permitted_dag_ids(user, reader),
+        )
+        body = query(reader, where)
+    except ViewNotConfigured as error:
+        raise HTTPException(503, str(error)) from None
+    except TableMissing as error:
+        raise HTTPException(404, f"{error} A SendConversionsOperator that sets it creates it.") from None
+    except SQLAlchemyError as error:
+        log.warning("Gravity view: reading the run history failed: %s", error)
+        raise HTTPException(
+            503, f"Could not read the run history ({type(error).__name__}); see the api-server log."
+        ) from None
+    return {**body, "start_date": start_date.isoformat(), "end_date": end_date.isoformat()}
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def page(user: User) -> HTMLResponse:
+    return HTMLResponse(
+        (_PACKAGE_FILES / "templates" / "gravity.html").read_text(encoding="utf-8"),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/api/runs")
+def runs(
+    request: Request,
+    user: User,
+    dag_id: DagId = None,
+    task_id: DagId = None,
+    start_date: Day = None,
+    end_date: Day = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Task tries of the run history, newest first: summary counters, coverage, reasons, timings."""
+
+    def query(reader: HistoryReader, where: HistoryFilter) -> dict[str, Any]:
+        entries, total = reader.runs(where, limit=limit, offset=offset)
+        return {"runs": entries, "total_entries": total, "limit": limit, "offset": offset}
+
+    return _answer(request, user, COMMON_PARAMETERS, query)
+
+
+@router.get("/api/daily")
+def daily(
+    request: Request,
+    user: User,
+    dag_id: DagId = None,
+    task_id: DagId = None,
+    start_date: Day = None,
+    end_date: Day = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_DAYS)] = MAX_DAYS,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Per day (oldest first): runs, buckets and match-key coverage; totals and top reasons of the range."""
+
+    def query(reader: HistoryReader, where: HistoryFilter) -> dict[str, Any]:
+        days = reader.daily(where)
+        totals = {name: sum(day[name] for day in days) for name in ("runs", *COUNT_COLUMNS)}
+        return {
+            "days": days[offset : offset + limit],
+            "total_entries": len(days),
+            "limit": limit,
+            "offset": offset,
+            "totals": totals,
+            "top_reasons": reader.top_reasons(where),
+            "tasks": reader.tasks(where),
+        }
+
+    return _answer(request, user, COMMON_PARAMETERS, query)
+
+
+@router.get("/api/dead-letter")
+def dead_letter(
+    request: Request,
+    user: User,
+    dag_id: DagId = None,
+    task_id: DagId = None,
+    start_date: Day = None,
+    end_date: Day = None,
+    status: Annotated[str | None, Query(pattern="^(rejected|invalid)$")] = None,
+    event_name: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    """Rejected and invalid events last recorded in the range, newest first: ids, reasons and hashes."""
+
+    def query(reader: HistoryReader, where: HistoryFilter) -> dict[str, Any]:
+        entries, total = reader.dead_letter(where, status=status, event_name=event_name, limit=limit, offset=offset)
+        return {"dead_letter": entries, "total_entries": total, "limit": limit, "offset": offset}
+
+    return _answer(request, user, COMMON_PARAMETERS | {"status", "event_name"}, query)
+
+
+async def _http_error(request: Request, error: HTTPException) -> Response:
+    if error.status_code == 401 and request.method == "GET" and not _is_api(request):
+        # A person opening the page: to the login page, and back here after it.
+        login = get_auth_manager().get_url_login(next_url=str(request.url))
+        if "next=" not in login:  # Airflow before 3.3 leaves it out; its login page reads it all the same
+            login += ("&" if "?" in login else "?") + urlencode({"next": str(request.url)})
+        return RedirectResponse(login, status_code=303)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+
+async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc'] if part != 'query')}: {problem['msg']}"
+        for problem in error.errors()
+    ]
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("Gravity view: unexpected error on %s", request.url.path)
+    return JSONResponse({"detail": "Unexpected error in the Gravity view; see the api-server log."}, 500)
 
 
 def _is_api(request: Request) -> bool:
