@@ -411,14 +411,11 @@ class FastSink:
         self._call("POST", "/reset")
 
     def stop(self) -> None:
+        from airflow_provider_gravity.sandbox.launcher import stop_process
+
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        if process is not None:
+            stop_process(process)
 
     def __enter__(self) -> FastSink:
         return self.start()

@@ -120,10 +120,12 @@ def profile_events(frames: list, rows: int) -> list[list[Any]]:
             rows,
             lambda: [hash_user_fields(frame, cache=cache) for frame in frames],
         )
-    if hasattr(built[0], "encoded_event"):  # events encoded by build_events: the pipeline sends these
-        events = [chunk.encoded_event(row) for chunk in built for row, text in enumerate(chunk.encoded) if text]
-    else:
-        events = [event for chunk in built for event in chunk.events if event is not None]
+    # The events as the pipeline hands them to the client: encoded by build_events.
+    events = [
+        event
+        for chunk in built
+        for event in chunk.encoded_events([row for row, text in enumerate(chunk.encoded) if text is not None])
+    ]
     return [events[start : start + BATCH] for start in range(0, len(events), BATCH)]
 
 

@@ -137,14 +137,8 @@ class SandboxServer:
     def stop(self) -> None:
         """Stop the subprocess (SIGTERM, then SIGKILL after 10 s); nothing happens when it is not running."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process(process)
 
     def close(self) -> None:
         """Stop the subprocess and delete its log."""
@@ -214,3 +208,15 @@ class SandboxServer:
     def now(self) -> float:
         """The sandbox clock (Unix seconds)."""
         return self._call("GET", "/sandbox/clock")["now"]
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
+    """Stop a subprocess: SIGTERM, then SIGKILL when it has not exited within ``grace_seconds``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace_seconds)

@@ -110,10 +110,6 @@ class BuiltChunk:
             map(EncodedEvent, map(names.__getitem__, rows), map(ids.__getitem__, rows), map(texts.__getitem__, rows))
         )
 
-    def encoded_event(self, row: int) -> EncodedEvent:
-        """Row ``row``'s event, ready to send (the row must be valid)."""
-        return EncodedEvent(self.event_names[row], self.event_ids[row], self.encoded[row])  # type: ignore[arg-type]
-
 
 def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None) -> BuiltChunk:
     """

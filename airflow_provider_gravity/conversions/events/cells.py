@@ -165,12 +165,19 @@ def localizable_times(frame: pd.DataFrame, keep: str = "event_time") -> None:
     """
     for position, name in enumerate(frame.columns):
         column = frame.iloc[:, position]
-        if name == keep or not isinstance(column.dtype, pd.DatetimeTZDtype):
-            continue
-        try:
-            column.tolist()
-        except (NotImplementedError, ValueError, OverflowError):
+        if name != keep and isinstance(column.dtype, pd.DatetimeTZDtype) and _near_python_year_limits(column):
             frame.isetitem(position, pd.Series(_localized_cells(column), index=frame.index, dtype=object))
+
+
+#: A day inside Python's years 1 and 9999: no zone's offset takes a time between these out of that range.
+_SAFE_UTC_RANGE = (np.datetime64("0001-01-02"), np.datetime64("9999-12-30"))
+
+
+def _near_python_year_limits(column: pd.Series) -> bool:
+    """Whether some time of a zoned column lies outside :data:`_SAFE_UTC_RANGE` in UTC (checked without Python)."""
+    utc = column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    earliest, latest = _SAFE_UTC_RANGE
+    return bool(((utc < earliest) | (utc > latest)).any())
 
 
 class UnreadableTime:

@@ -148,7 +148,7 @@ def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
         if value is None:
             fragments.append(None)
             continue
-        if not value.isascii():
+        if not value.isascii():  # json_string's check, inlined: one call less a row on the hottest loop
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate
