@@ -135,7 +135,9 @@ def shard_mid_send(airflow: CeleryDeployment, warehouse: sa.Engine, backfill_id:
     for shard in store_shards(airflow, backfill_id, "running"):
         _, _, rows = shard_ids(day_index(shard), shard["map_index"])
         logged = logged_rows_of_shard(warehouse, day_index(shard), shard["map_index"])
-        if 0 < logged < rows - EVENTS_IN_FLIGHT_PER_TASK:
+        # At most half sent: seconds of sending left, so the shard is still running when its worker dies (with
+        # answers logged as they arrive, "all but the batches in flight" left too little, and a shard won the race).
+        if 0 < logged <= min(rows // 2, rows - EVENTS_IN_FLIGHT_PER_TASK):
             return shard
     return None
 
