@@ -150,8 +150,7 @@ class ConversionPipeline:
         self._chunks: dict[int, _ChunkState] = {}
         self._in_flight: dict[Future[tuple[list[Outcome], Exception | None]], _Batch] = {}
         self._rows_read = 0
-        self._started = 0.0
-        self._last_progress = 0.0
+        self._started = self._last_progress = time.monotonic()
 
     def run(self, chunks: Iterable[pd.DataFrame]) -> RunResult:
         """Process every chunk, wait for every request, and return the summary."""
@@ -170,8 +169,10 @@ class ConversionPipeline:
                 self._log_progress()
             while self._in_flight:
                 self._collect(wait_for_one=True)
-        except BaseException:
-            self.resume.flush(force=True)  # what was acknowledged and logged so far
+        except BaseException as error:
+            # The warehouse dropped, the delivery log failed, the task was stopped: Gravity may hold events
+            # whose answers are on their way. Each is accounted and logged before the error goes on.
+            self._settle_after_stop(error)
             raise
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -188,8 +189,19 @@ class ConversionPipeline:
             self.resume.flush(force=True)
         self._add_earlier_messages(earlier_messages)
         self._log_changed()
+        return RunResult(self.summary(), self.failure, self.preview)
+
+    def summary(self) -> dict[str, Any]:
+        """
+        The run summary so far. After a run that raised, rows read but not yet settled count as
+        ``undelivered``, so that the summary still adds up to the rows read.
+        """
+        tally = Tally(self.tally)
+        settled = sum(count for key, count in tally.items() if key.startswith("bucket."))
+        if self._rows_read > settled:
+            tally["bucket.undelivered"] += self._rows_read - settled
         summary = build_summary(
-            self.tally,
+            tally,
             requests=self.sender.requests_sent if self.sender else 0,
             retries=self.sender.retries if self.sender else 0,
             seconds=time.monotonic() - self._started,
@@ -197,7 +209,52 @@ class ConversionPipeline:
         )
         if self.resume.chunks_skipped:
             summary["resumed_chunks"] = self.resume.chunks_skipped
-        return RunResult(summary, self.failure, self.preview)
+        return summary
+
+    @staticmethod
+    def empty_summary() -> dict[str, Any]:
+        """The summary of a try that stopped before its run began: every counter zero."""
+        return build_summary(Tally(), requests=0, retries=0, seconds=0.0, dry_run=False)
+
+    def _settle_after_stop(self, error: BaseException) -> None:
+        """
+        Account for the batches in flight when ``error`` stopped the run: batches not started are cancelled
+        (their rows stay ``undelivered``), the others are awaited and their answers counted and written to the
+        delivery log and the resume state, as in a run that ends normally. A failure while writing one batch
+        is logged and does not stop the others.
+        """
+        if self.failure is None:
+            self.failure = RunFailure(f"the run stopped with {type(error).__name__}", retryable=True)
+        for future, batch in list(self._in_flight.items()):
+            if future.cancel():
+                del self._in_flight[future]
+                state = self._chunks[batch.chunk_index]
+                state.pending_batches -= 1
+                for _ in batch.events:
+                    self._count(state, Bucket.UNDELIVERED)
+        if self._in_flight:
+            log.warning(
+                "The run stopped (%s); waiting for the answers of the %d batches Gravity is handling, to record them.",
+                type(error).__name__,
+                len(self._in_flight),
+            )
+        while self._in_flight:
+            done, _ = wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = self._in_flight.pop(future)
+                outcomes, _send_error = future.result()
+                try:
+                    self._account_batch(batch, outcomes)
+                except Exception as write_error:  # noqa: BLE001 - the first error is the one raised
+                    log.error(
+                        "Recording the answer to a batch of %d events failed with %s after the run stopped.",
+                        len(batch.events),
+                        type(write_error).__name__,
+                    )
+        try:
+            self.resume.flush(force=True)  # what was acknowledged and logged so far
+        except Exception as flush_error:  # noqa: BLE001 - the first error is the one raised
+            log.error("Saving the resume state failed with %s after the run stopped.", type(flush_error).__name__)
 
     def _process_chunk(self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor) -> None:
         if self._in_flight:
