@@ -1,8 +1,8 @@
 """
 The real client, pipeline and operator against a hostile Gravity (tests/support/hostile_server.py) over loopback HTTP:
-redirects, stray statuses, answers that omit, invent, repeat, shuffle or strip results, HTML, huge bodies and
-API keys echoed back. The guarantees must hold anyway: every row in one bucket, nothing counted twice across a
-failed run and its retry, no redirect followed, and the key nowhere.
+redirects, stray statuses, answers that omit, invent, repeat, shuffle or strip results, HTML, huge bodies, JSON
+nested a thousand levels deep and API keys echoed back. The guarantees must hold anyway: every row in one bucket,
+nothing counted twice across a failed run and its retry, no redirect followed, and the key nowhere.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import time
 import tracemalloc
 from collections import Counter
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import pandas as pd
 import pytest
@@ -44,12 +44,15 @@ from tests.support.hostile_server import (
     honest,
     html,
     huge,
+    nested_json,
     omit,
     redirect,
+    refuse,
     reorder,
     status,
     strip_ids,
 )
+from tests.support.key_forms import key_leaks as leaked_forms
 from tests.support.sandbox_server import gravity_connection_json
 
 # Upper and lower case, and characters that URL-encoding changes, so that every disguise of it differs.
@@ -57,7 +60,26 @@ API_KEY = "sk_Live-Hostile+Key/42=x"
 FAST_RETRY = RetryPolicy(max_retries=2, backoff_base=0.01)
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 TRANSIENT_STATUSES = (408, 429, 500, 501, 502, 503, 504, 520, 521, 522, 523, 524, 599)
+# Issue 17: JSON nested about 1,000 levels (2 KB) made the decoder raise RecursionError, which stopped the run
+# as "sending a batch failed" (not retried) and kept a refused batch from being split. Deeper than the decoder's
+# recursion limit, far deeper, and shallow enough to decode but deeper than any answer of Gravity's (32 levels).
+DEEP_BODIES = {
+    "arrays-1000": nested_json(1000),
+    "objects-1000": nested_json(1000, "object"),
+    "arrays-100000": nested_json(100_000),
+    "results-1000": '{"results": ' + nested_json(1000) + "}",
+    "error-1000": '{"error": ' + nested_json(1000) + "}",
+    "error-40": '{"error": ' + nested_json(40, "object", '"bad event"') + "}",
+}
+# A 200 for the events o20..o29 whose results look right but one of which nests its error 40 levels deep.
+DEEP_RESULTS = json.dumps(
+    {
+        "results": [{"event_id": f"o{i}", "status": "ok"} for i in range(20, 29)]
+        + [{"event_id": "o29", "status": "error"}]
+    }
+).replace('"status": "error"}', '"status": "error", "error": ' + nested_json(40) + "}")
 FINAL_STATUSES = (404, 405, 406, 409, 410, 418, 451)
+BATCH_REJECTED = (400, 413, 422)
 
 
 class DictStore:
@@ -132,10 +154,11 @@ def assert_every_row_in_one_bucket(summary: dict, rows: int) -> None:
 
 
 def key_leaks(text: str, key: str = API_KEY) -> list[str]:
-    """The forms of ``key`` found in ``text``, case-insensitively: as is, and URL-encoded."""
-    lowered = text.lower()
-    forms = {key, quote(key), quote(key, safe=""), quote_plus(key)}
-    return sorted(form for form in forms if form.lower() in lowered)
+    """
+    The forms of ``key`` found in ``text``, case-insensitively: as is, any 8-character stretch, hex, base64 at
+    each alignment, each also URL-encoded or JSON-escaped (tests/support/key_forms.py).
+    """
+    return leaked_forms(text, key)
 
 
 def log_text(caplog) -> str:
@@ -270,6 +293,40 @@ def test_html_with_200_is_a_response_error(client, gravity):
         client.send_events(make_events(2))
 
     assert len(gravity.requests) == 1
+
+
+@pytest.mark.parametrize("body", list(DEEP_BODIES.values()), ids=list(DEEP_BODIES))
+def test_a_deeply_nested_200_is_not_gravitys_answer(client, gravity, body):
+    gravity.default = status(200, body)
+
+    with pytest.raises(GravityResponseError, match="not Gravity's answer") as raised:
+        client.send_events(make_events(2))
+
+    assert type(raised.value.__cause__) is not RecursionError
+    assert len(gravity.requests) == 1
+
+
+@pytest.mark.parametrize("body", list(DEEP_BODIES.values()), ids=list(DEEP_BODIES))
+@pytest.mark.parametrize(
+    ("code", "error_class"),
+    [
+        (400, GravityRequestRejected),
+        (413, GravityRequestRejected),
+        (422, GravityRequestRejected),
+        (401, GravityAuthError),
+        (404, GravityHTTPError),
+        (503, GravityUnavailableError),
+    ],
+)
+def test_a_deeply_nested_error_answer_is_read_as_its_status_says(client, gravity, body, code, error_class):
+    gravity.default = status(code, body)
+
+    with pytest.raises(error_class) as raised:
+        client.send_events(make_events(2))
+
+    assert type(raised.value) is error_class
+    assert len(str(raised.value)) < 500, "the answer's text is cut, however deep it is"
+    assert len(gravity.requests) == (FAST_RETRY.max_retries + 1 if code == 503 else 1)
 
 
 @pytest.mark.parametrize(
@@ -418,6 +475,8 @@ def test_harmless_oddities_of_an_answer_change_nothing(client, gravity, mode):
         '{"results": [{"event_id": {"id": "o10"}, "status": "ok"}]}',
         '{"results": [{"event_id": "o10", "status": "ok"}',
         "\ufeff{not json at all",
+        *DEEP_BODIES.values(),
+        DEEP_RESULTS,
     ],
 )
 def test_a_200_that_is_not_gravitys_answer_leaves_its_events_undelivered_for_the_retry(client, gravity, body):
@@ -438,6 +497,27 @@ def test_a_200_that_is_not_gravitys_answer_leaves_its_events_undelivered_for_the
     assert second.summary["delivered"] == 30
     assert_accepted_at_most_once(gravity)
     assert len(gravity.accepted) == 30
+
+
+@pytest.mark.parametrize("body", list(DEEP_BODIES.values()), ids=list(DEEP_BODIES))
+@pytest.mark.parametrize("code", sorted(BATCH_REJECTED))
+def test_a_batch_refused_with_a_deeply_nested_answer_is_split_until_the_bad_event_is_alone(
+    client, gravity, delivery_log, code, body
+):
+    gravity.default = refuse(["o13"], body, code)
+
+    result = make_pipeline(client, delivery_log=delivery_log).run([make_frame(30)])
+
+    assert result.failure is None
+    summary = result.summary
+    assert_every_row_in_one_bucket(summary, 30)
+    assert (summary["delivered"], summary["rejected"]) == (29, 1)
+    state, detail = logged(delivery_log)[("Purchase", "o13")]
+    assert state == "rejected"
+    assert detail.startswith(f"HTTP {code}: ") and len(detail) < 320
+    assert list(summary["rejected_errors"]) == [detail]
+    assert_accepted_at_most_once(gravity)
+    assert set(gravity.accepted) == purchase_keys(f"o{i}" for i in range(30) if i != 13)
 
 
 @pytest.mark.parametrize("with_names", [False, True], ids=["by-id", "by-name-and-id"])
@@ -588,10 +668,14 @@ def test_a_failure_while_a_refused_batch_is_split_keeps_the_half_already_acknowl
     assert_accepted_at_most_once(gravity)
 
 
-def test_a_key_echoed_in_event_errors_and_refused_batches_is_scrubbed_everywhere(client, gravity, delivery_log, caplog):
+@pytest.mark.parametrize("disguise", [None, *KEY_DISGUISES], ids=["all", *KEY_DISGUISES])
+def test_a_key_echoed_in_event_errors_and_refused_batches_is_scrubbed_everywhere(
+    client, gravity, delivery_log, caplog, disguise
+):
+    """Issue 17: base64("t=" + KEY) in Gravity's error was stored whole in the delivery log and the summary."""
     caplog.set_level(logging.DEBUG)
-    gravity.queue(echo_key(event_ids=["o1", "o2"]))
-    gravity.default = echo_key(event_ids=["o15"], batch_status=400)
+    gravity.queue(echo_key(event_ids=["o1", "o2"], disguise=disguise))
+    gravity.default = echo_key(event_ids=["o15"], batch_status=400, disguise=disguise)
 
     result = make_pipeline(client, delivery_log=delivery_log).run([make_frame(30)])
 
@@ -742,3 +826,39 @@ def test_operator_omitted_results_fail_the_task_retryably_and_the_retry_sends_on
     summary = returned["send"]
     assert_every_row_in_one_bucket(summary, 60)
     assert summary["delivered"] == 60
+
+
+def test_operator_a_deeply_nested_answer_fails_the_try_retryably_and_a_refused_one_is_still_split(
+    postgres, gravity, airflow_db, monkeypatch
+):
+    """Issue 17: a 2 KB answer nested 1,000 levels stopped the task as "sending a batch failed", never retried."""
+    from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
+
+    sql = load_orders(postgres, 60)
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(gravity, API_KEY, max_retries=1))
+    deep = DEEP_BODIES["arrays-1000"]
+    # 1..20 ok; 21..40 refused whole with a deep body, then each half ok; 41..60 answered 200 with a deep body.
+    gravity.queue(honest(), status(400, deep), honest(), honest(), status(200, deep))
+    dag = single_task_dag(
+        "gravity_hostile_deep",
+        SendConversionsOperator,
+        sql=sql,
+        conn_id="warehouse",
+        event_name="Purchase",
+        batch_size=20,
+        max_concurrency=1,
+        retries=1,
+        retry_exponential_backoff=False,
+    )
+
+    dag_run, returned = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"] == ("success", 2), "the first try fails retryably, the retry succeeds"
+    sent = gravity.sent_event_ids()
+    assert len(gravity.event_requests) == 6
+    assert sent[80:] == [str(i) for i in range(41, 61)], "the retry sends only the batch the deep answer left"
+    assert_accepted_at_most_once(gravity)
+    assert len(gravity.accepted) == 60
+    summary = returned["send"]
+    assert_every_row_in_one_bucket(summary, 60)
+    assert summary["delivered"] + summary["skipped_delivered"] == 60

@@ -2,10 +2,12 @@
 
 Each request is answered by the next :class:`Mode` of a queue, then by a default mode: an honest answer, or one
 that leaves results out, adds results for events never sent, repeats a result with another status, shuffles
-them, strips their ids, redirects to another server, answers any HTTP status, HTML or a body of tens of MB, or
-echoes the API key it received back in error messages. The server records every request (headers and decoded
-JSON body) and counts, per ``(event_name, event_id)``, how many times it acknowledged the event as ``ok`` in a
-way the client could read, so that tests can prove nothing was counted twice.
+them, strips their ids, redirects to another server, answers any HTTP status, HTML, a body of tens of MB or JSON
+nested a thousand levels deep, refuses the requests that hold given events, or echoes the API key it received
+back in error messages (in other letter cases, URL-encoded, JSON-escaped, in hex or base64 at any offset). The
+server records every request (headers and decoded JSON body) and counts, per ``(event_name, event_id)``, how
+many times it acknowledged the event as ``ok`` in a way the client could read, so that tests can prove nothing
+was counted twice.
 
 Uses only the standard library and nothing from the provider, so that it is an independent reading of the
 API contract.
@@ -13,6 +15,7 @@ API contract.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import random
@@ -39,15 +42,15 @@ class Mode:
     How the server answers one request. Build modes with the functions below (:func:`honest`, :func:`omit`, ...).
 
     :param kind: ``honest``, ``omit``, ``extra``, ``duplicate``, ``reorder``, ``strip_ids``, ``redirect``,
-        ``status``, ``html``, ``huge`` or ``echo_key``.
+        ``status``, ``html``, ``huge``, ``refuse`` or ``echo_key``.
     :param event_ids: the events the mode picks on (omitted, duplicated, stripped, ...); ``None`` picks the last
         ``count`` events of the request.
     :param count: how many events are picked when ``event_ids`` is ``None``.
     :param verdicts: per-event status instead of ``ok``, in every answer with results, keyed by ``event_id``
         (``{"o3": "error"}``) or by ``(event_name, event_id)`` (``{("Lead", "o3"): "error"}``).
     :param with_names: results carry the event's ``event_name`` as well as its ``event_id``.
-    :param status: the HTTP status of ``status``, ``redirect`` and a batch-level ``echo_key`` answer.
-    :param body: the body of a ``status`` answer (``str`` is sent as UTF-8).
+    :param status: the HTTP status of ``status``, ``redirect``, ``refuse`` and a batch-level ``echo_key`` answer.
+    :param body: the body of a ``status`` or ``refuse`` answer (``str`` is sent as UTF-8).
     :param headers: extra response headers, e.g. ``{"Retry-After": "0"}``.
     :param location: the ``Location`` of a ``redirect``.
     :param conflicting: a ``duplicate`` result carries another status (``error``) than the first one.
@@ -138,6 +141,21 @@ def status(code: int, body: str | bytes | None = None, **options: Any) -> Mode:
     return Mode("status", status=code, body=body, **options)
 
 
+def refuse(event_ids: Iterable[str], body: str | bytes | None = None, code: int = 400, **options: Any) -> Mode:
+    """
+    Refuse whole (HTTP ``code``, with ``body``) every request that holds one of ``event_ids``, as Gravity refuses
+    a batch with a bad event; other requests get honest answers.
+    """
+    return Mode("refuse", _ids(event_ids), status=code, body=body, **options)
+
+
+def nested_json(depth: int, kind: str = "array", inner: str = "0") -> str:
+    """JSON nested ``depth`` levels around ``inner``: ``[[[0]]]`` or ``{"a": {"a": 0}}``; 1,000 arrays are 2 KB."""
+    if kind == "array":
+        return "[" * depth + inner + "]" * depth
+    return '{"a": ' * depth + inner + "}" * depth
+
+
 def html(**options: Any) -> Mode:
     """200 with an HTML page, as a captive portal or a misrouted load balancer would answer."""
     return Mode("html", **options)
@@ -173,7 +191,14 @@ def _alternate_case(text: str) -> str:
     return "".join(c.upper() if i % 2 else c.lower() for i, c in enumerate(text))
 
 
-#: The forms in which a hostile server may echo a key: in another letter case, and URL-encoded.
+def _base64(text: str, *, url_safe: bool = False, padded: bool = True) -> str:
+    encoded = (base64.urlsafe_b64encode if url_safe else base64.b64encode)(text.encode()).decode()
+    return encoded if padded else encoded.rstrip("=")
+
+
+#: The forms in which a hostile server may echo a key: in another letter case, URL-encoded, JSON-escaped (in a
+#: text Gravity's JSON carries: the client sees the escapes), in hex, and base64-encoded on its own or after a
+#: prefix of 1 or 2 bytes (each of the three alignments of base64's 3-byte groups), padded or not.
 KEY_DISGUISES: dict[str, Callable[[str], str]] = {
     "swapped-case": str.swapcase,
     "alternating-case": _alternate_case,
@@ -181,11 +206,22 @@ KEY_DISGUISES: dict[str, Callable[[str], str]] = {
     "form-encoded-lower": lambda key: quote_plus(key).lower(),
     "url-encoded-keeping-slash": quote,
     "url-encoded-keeping-slash-mixed-case": lambda key: quote(_alternate_case(key)),
+    "json-escaped": lambda key: json.dumps(key)[1:-1].replace("/", "\\/"),
+    "json-unicode-escaped": lambda key: "".join(f"\\u{ord(c):04X}" for c in key),
+    "hex": lambda key: key.encode().hex(),
+    "base64": _base64,
+    "base64-after-colon": lambda key: _base64(":" + key),
+    "base64-after-t=": lambda key: _base64("t=" + key),
+    "url-safe-base64-after-t=-unpadded": lambda key: _base64("t=" + key, url_safe=True, padded=False),
+    "url-encoded-base64-after-bearer": lambda key: quote(_base64("Bearer " + key), safe=""),
 }
 
 
 def echoed_key_message(key: str, disguise: str | None = None) -> str:
-    """An error message holding ``key`` in one or every disguise, short enough not to be cut (300 characters)."""
+    """
+    An error message holding ``key`` in one disguise, short enough not to be cut (300 characters), or in every
+    disguise: longer than that, so the client must scrub it whole before it cuts it.
+    """
     names = [disguise] if disguise else list(KEY_DISGUISES)
     return f"token refused: {' / '.join(KEY_DISGUISES[name](key) for name in names)}"
 
@@ -441,6 +477,9 @@ def _answer(mode: Mode, request: ReceivedRequest) -> _Reply:
     if kind == "huge":
         return _Reply(200, {"Content-Type": "application/json", **mode.headers}, None, mode.size, mode.chunked)
     events = request.events
+    if kind == "refuse" and mode.picked(events):
+        body = mode.body if mode.body is not None else json.dumps({"error": "a bad event in this batch"})
+        return _Reply(mode.status, {"Content-Type": "application/json", **mode.headers}, _bytes(body))
     if kind == "echo_key" and mode.status >= 300 and (mode.event_ids is None or mode.picked(events)):
         message = echoed_key_message(request.credential or "", mode.disguise)
         return _json(mode.status, {"error": message, "message": message}, mode.headers)
@@ -480,7 +519,7 @@ def _answer(mode: Mode, request: ReceivedRequest) -> _Reply:
         for i in picked:
             error = echoed_key_message(request.credential or "", mode.disguise)
             results[i] = {**results[i], "status": "error", "error": error}
-    elif kind not in ("honest", "echo_key"):
+    elif kind not in ("honest", "echo_key", "refuse"):
         raise ValueError(f"unknown hostile mode {kind!r}")
     accepted = [
         (str(event.get("event_name")), str(event.get("event_id")))
