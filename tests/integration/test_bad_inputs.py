@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import time
+import uuid
 from decimal import Decimal
 
 import numpy as np
@@ -91,12 +93,14 @@ BAD_ROWS = [
         "invalid",
         "bad_client_context",
     ),
-    ("int_beyond_64_bits_in_custom_data", {"custom_big": 10**30}, "invalid", "bad_custom_data"),
+    ("int_beyond_a_doubles_range_in_custom_data", {"custom_big": 10**400}, "invalid", "bad_custom_data"),
     ("infinity_in_custom_data", {"custom_rate": float("-inf")}, "invalid", "bad_custom_data"),
     ("dict_item_id_in_contents", {"contents": [{"id": {"sku": 1}}]}, "invalid", "bad_contents"),
     # Found by an adversarial review of the fixes above.
     ("duration_event_id", {"event_id": np.timedelta64(5, "s")}, "invalid", "bad_event_id"),
     ("duration_event_time", {"event_time": np.timedelta64(5, "s")}, "invalid", "bad_event_time"),
+    # Issue 17, item 5: bytes that are not UTF-8 in a custom_data key (a BLOB read by a DB-API cursor).
+    ("invalid_utf8_bytes_in_custom_data", {"custom_blob": b"\xff\xfe"}, "invalid", "bad_custom_data"),
 ]
 
 GOOD_EMAIL_HASH = hashlib.sha256(b"good@example.com").hexdigest()
@@ -236,6 +240,37 @@ ACCEPTED_ROWS = [
     ("decimal_integral_order_id", {"order_id": Decimal("42.0")}, lambda e: e["custom_data"]["order_id"] == "42"),
     ("boolean_external_id", {"external_id": True}, lambda e: e["user_data"]["external_id"] == ["true"]),
     ("decimal_fraction_order_id", {"order_id": Decimal("19.90")}, lambda e: e["custom_data"]["order_id"] == "19.9"),
+    # Issue 17, item 8: integral numbers keep every digit in value and custom_<key> (float64 rounds them beyond
+    # 2**53); uuid, inet, cidr, time and interval cells of a custom_<key> are sent as text.
+    ("int_beyond_2_53_value", {"value": 9007199254740993}, lambda e: e["custom_data"]["value"] == 9007199254740993),
+    (
+        "decimal_of_30_digits_value",
+        {"value": Decimal("123456789012345678901234567890")},
+        lambda e: e["custom_data"]["value"] == 123456789012345678901234567890,
+    ),
+    ("integer_text_beyond_2_53_value", {"value": "9007199254740993"}, lambda e: e["custom_data"]["value"] == 2**53 + 1),
+    ("int_beyond_64_bits_in_custom_data", {"custom_big": 10**30}, lambda e: e["custom_data"]["big"] == 10**30),
+    (
+        "decimal_beyond_2_53_in_custom_data",
+        {"custom_n": Decimal("9007199254740993")},
+        lambda e: e["custom_data"]["n"] == 9007199254740993,
+    ),
+    (
+        "uuid_in_custom_data",
+        {"custom_u": uuid.UUID(int=1)},
+        lambda e: e["custom_data"]["u"] == "00000000-0000-0000-0000-000000000001",
+    ),
+    (
+        "inet_in_custom_data",
+        {"custom_ip": ipaddress.ip_interface("10.0.0.1/24")},
+        lambda e: e["custom_data"]["ip"] == "10.0.0.1/24",
+    ),
+    ("time_in_custom_data", {"custom_t": dt.time(10, 30)}, lambda e: e["custom_data"]["t"] == "10:30:00"),
+    (
+        "interval_in_custom_data",
+        {"custom_d": dt.timedelta(days=1, hours=2)},
+        lambda e: e["custom_data"]["d"] == "P1DT2H",
+    ),
     (
         "contents_from_json_text",
         {"contents": '[{"id": 12, "quantity": 2, "item_price": 4.5}]'},

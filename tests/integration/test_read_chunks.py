@@ -1,4 +1,7 @@
-"""The read paths against the real PostgreSQL: Arrow batches (ADBC) give the same events as the cursor."""
+"""
+The read paths against the real PostgreSQL: Arrow batches (ADBC) give the same events as the cursor. The cursor is
+PostgresHook's engine, psycopg 3, the driver the operator reads with (not the tests' psycopg2 seeding engine).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,12 @@ import logging
 import pytest
 
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
+from airflow_provider_gravity.conversions.events.cells import cell_text
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
 from airflow_provider_gravity.conversions.read.arrow import PostgresAdbcSource, arrow_chunks, arrow_source_for
 from airflow_provider_gravity.conversions.read.chunks import read_chunks, stream_query
 from airflow_provider_gravity.conversions.read.columns import normalize_column_names
+from tests.support.databases import operator_postgres_hook
 
 pytest.importorskip("adbc_driver_postgresql", reason="the [arrow] extra is not installed")
 
@@ -51,9 +56,7 @@ def edge_table(postgres):
 
 
 def _postgres_hook():
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    return PostgresHook(postgres_conn_id="warehouse")
+    return operator_postgres_hook("warehouse")
 
 
 def _built(frames) -> list:
@@ -68,13 +71,18 @@ def _built(frames) -> list:
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 10_000])
 def test_arrow_batches_build_the_same_events_as_the_cursor_for_edge_values(edge_table, chunk_size):
-    engine, schema = edge_table
+    _, schema = edge_table
     sql = SQL.format(schema=schema)
+    hook = _postgres_hook()
 
-    source = arrow_source_for(_postgres_hook())
+    source = arrow_source_for(hook)
     assert isinstance(source, PostgresAdbcSource)
     arrow_frames = list(arrow_chunks(source.record_batches(sql), chunk_size))
-    cursor_frames = list(stream_query(engine, sql, None, chunk_size))
+    engine = hook.get_sqlalchemy_engine()  # psycopg 3, as the operator streams
+    try:
+        cursor_frames = list(stream_query(engine, sql, None, chunk_size))
+    finally:
+        engine.dispose()
 
     assert [len(frame) for frame in arrow_frames] == [len(frame) for frame in cursor_frames]
     arrow_built, cursor_built = _built(arrow_frames), _built(cursor_frames)
@@ -82,8 +90,11 @@ def test_arrow_batches_build_the_same_events_as_the_cursor_for_edge_values(edge_
     # The big ids beside a NULL keep every digit on the Arrow path too.
     assert '"external_id":["1152921504606846977"]' in arrow_built[0][0]
     assert arrow_built[2][1] == "event_time_in_future"
-    # NUMERIC reads as the cursor's Decimal: 42.0 is the text "42", NaN a missing cell.
-    assert '"order_id":"42"' in arrow_built[0][0] and '"num":42.0' in arrow_built[0][0]
+    # NUMERIC reads as the cursor's Decimal: 42.0 is the text "42" and the integer 42, NaN a missing cell.
+    assert '"order_id":"42"' in arrow_built[0][0] and '"num":42,' in arrow_built[0][0]
+    # 'infinity' is held at year 9999 by both readers (psycopg 3 raised DataError on it).
+    forever = [cell_text(frame["custom_forever"].iloc[i]) for frame in cursor_frames for i in range(len(frame))]
+    assert forever[2] == "9999-12-31T23:59:59.999999+00:00"
 
 
 def test_read_chunks_takes_the_arrow_path_for_postgres_without_parameters(edge_table, caplog):
@@ -130,3 +141,36 @@ def test_a_query_with_parameters_is_read_by_the_cursor(postgres, caplog):
 
     assert "server-side cursor" in caplog.text and "Arrow" not in caplog.text
     assert frames[0]["event_id"].tolist() == ["p"]
+
+
+def test_the_arrow_path_holds_infinity_at_year_9999_not_at_year_1(postgres):
+    """
+    ADBC moves PostgreSQL's microseconds from 2000 to 1970 with a wrapping add: ``infinity`` arrived near year
+    -290,000 and was held at year 1 (``bad_event_time``, and ``0001-01-01`` sent in a custom key), where the cursor
+    holds it at year 9999.
+    """
+    _, schema = postgres
+    sql = """
+        SELECT 'e-' || s AS event_id, v AS event_time, v AS custom_at, v::timestamp AS custom_local
+        FROM (VALUES (1, 'infinity'::timestamptz), (2, '-infinity'), (3, '2026-01-01 00:00:00+00')) AS x(s, v)
+        WHERE s >= {first} ORDER BY s"""
+    hook = _postgres_hook()
+    source = arrow_source_for(hook)
+    assert isinstance(source, PostgresAdbcSource)
+
+    arrow_frames = list(arrow_chunks(source.record_batches(sql.format(first=1)), 10))
+    cursor_frames = list(read_chunks(hook, sql.format(first="%(first)s"), {"first": 1}, 10))
+
+    for frames in (arrow_frames, cursor_frames):
+        frame = frames[0]
+        assert [cell_text(cell) for cell in frame["custom_at"].tolist()[:2]] == [
+            "9999-12-31T23:59:59.999999+00:00",
+            "0001-01-01T00:00:00+00:00",
+        ]
+        assert [cell_text(cell) for cell in frame["custom_local"].tolist()[:2]] == [
+            "9999-12-31T23:59:59.999999",
+            "0001-01-01T00:00:00",
+        ]
+    arrow_built, cursor_built = _built(arrow_frames), _built(cursor_frames)
+    assert [reason for _, reason, *_ in arrow_built] == ["event_time_in_future", "bad_event_time", None]
+    assert arrow_built == cursor_built

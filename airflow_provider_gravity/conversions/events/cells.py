@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import ipaddress
 import json
 import math
 import uuid
@@ -26,8 +27,15 @@ MAX_CONTENTS_ITEMS = 500
 MAX_JSON_DEPTH = 32
 #: An integral number with more digits than this is unreadable (shorter ones over 255 are `too long`).
 _MAX_INTEGER_DIGITS = 4_000  # Python refuses to print an int of more than 4,300 digits
-# msgspec, which encodes request bodies, carries integers of 64 bits.
-_JSON_INT_RANGE = (-(2**63), 2**64 - 1)
+#: Integers are sent with every digit up to the magnitude of the largest finite double (309 digits): any JSON
+#: reader can take them, as a double at worst. Beyond that an integer is refused, as an infinite float is.
+_JSON_INT_LIMIT = 2**1024
+#: Where float64 stops holding every integer: an integral ``value`` at least this large keeps its own digits.
+_EXACT_FLOAT_LIMIT = 2**53
+#: What drivers give for ``inet`` (an address, or an interface, which is one) and ``cidr`` (a network).
+_IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)
+#: Cells without a JSON type that JSON values carry as their text (see :func:`cell_text`): uuid, inet, cidr, time.
+_TEXT_SCALARS = (uuid.UUID, dt.time, *_IP_TYPES)
 
 Converted = tuple[list[Any], list[str | None]]
 
@@ -88,7 +96,7 @@ def cell_text(value: Any) -> str | None:
         return _iso_text(value)
     if isinstance(value, np.datetime64):
         return _datetime64_text(value)
-    if isinstance(value, uuid.UUID):
+    if isinstance(value, (uuid.UUID, *_IP_TYPES)):
         return str(value)
     raise UnreadableCell(f"a {type(value).__name__} cell where text is expected")
 
@@ -308,16 +316,33 @@ def money(value: Any) -> float | int | None:
         raise BadCell("bad_value")
     if isinstance(value, (str, *TEXT_BYTES)):
         try:
-            value = float(cell_text(value) or "nan")
+            text = cell_text(value) or "nan"
+            value = float(text)
         except (UnreadableCell, ValueError):
             raise BadCell("bad_value") from None
+        if value >= _EXACT_FLOAT_LIMIT and text.isdigit():
+            value = int(text)  # "9007199254740993": its own digits, not the float's
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError, ArithmeticError):
         raise BadCell("bad_value") from None
     if not math.isfinite(number) or number < 0:
         raise BadCell("bad_value")
-    return int(number) if number.is_integer() and number < 2**53 else round(number, 6)
+    if number.is_integer() and number < _EXACT_FLOAT_LIMIT:
+        return int(number)
+    exact = _exact_integer(value)
+    return round(number, 6) if exact is None else exact
+
+
+def _exact_integer(value: Any) -> int | None:
+    """The integer an int or an integral ``Decimal`` holds, every digit; ``None`` for any other cell."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, decimal.Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return None
 
 
 def currency_code(value: Any) -> str | None:
@@ -415,21 +440,25 @@ def _json_loads(text: str) -> Any:
 
 def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
     """
-    Deep-convert a value to what the request encoder accepts: numpy scalars to Python, Decimals to floats,
-    bytes to text, datetimes to ISO strings.
+    Deep-convert a value to what the request encoder accepts: numpy scalars to Python, Decimals to floats
+    (integral ones, as NUMERIC gives them, to integers with every digit), bytes to text, datetimes to ISO
+    strings, uuids, IP addresses and times of day to their text, durations to ISO 8601 text (``P1DT2H``).
 
-    :raises BadCell: ``reason`` for NaN or infinity, an integer beyond 64 bits, bytes that are not UTF-8,
-        nesting deeper than :data:`MAX_JSON_DEPTH`, or a type JSON cannot carry.
+    :raises BadCell: ``reason`` for NaN or infinity, a number beyond the range of a double, bytes that are not
+        UTF-8, nesting deeper than :data:`MAX_JSON_DEPTH`, or a type JSON cannot carry.
     """
     if value is None or isinstance(value, str | bool):
         return value
     if depth > MAX_JSON_DEPTH:
         raise BadCell(reason)
-    if isinstance(value, np.timedelta64):
-        raise BadCell(reason)
+    if isinstance(value, np.timedelta64 | dt.timedelta):  # before integers: numpy makes timedelta64 one
+        try:
+            return duration_text(value)
+        except UnreadableCell:
+            raise BadCell(reason) from None
     if isinstance(value, int | np.integer) and not isinstance(value, np.bool_):
         number: int | float = int(value)
-        if not _JSON_INT_RANGE[0] <= number <= _JSON_INT_RANGE[1]:
+        if not -_JSON_INT_LIMIT < number < _JSON_INT_LIMIT:
             raise BadCell(reason)
         return number
     if isinstance(value, np.bool_):
@@ -441,6 +470,8 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
             raise BadCell(reason) from None
         if not math.isfinite(number):
             raise BadCell(reason)
+        if isinstance(value, decimal.Decimal) and value == value.to_integral_value():
+            return int(value)  # 9007199254740993 and 30-digit NUMERICs keep every digit (float64 rounds them)
         return number
     if isinstance(value, dict):
         return {_json_key(key, reason): json_safe(item, reason, depth + 1) for key, item in value.items()}
@@ -463,7 +494,45 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
             return None if np.isnat(value) else _datetime64_text(value)
         except UnreadableCell:
             raise BadCell(reason) from None
+    if isinstance(value, _TEXT_SCALARS):
+        try:
+            return cell_text(value)
+        except UnreadableCell:
+            raise BadCell(reason) from None
     raise BadCell(reason)
+
+
+def duration_text(value: np.timedelta64 | dt.timedelta) -> str:
+    """
+    A duration (``interval``) as ISO 8601 text, ``P1DT2H30M`` or ``-PT0.000005S``: days, hours, minutes and
+    seconds, each only when not zero.
+
+    :raises UnreadableCell: for a numpy duration pandas cannot hold (NaT, months, years, beyond its range).
+    """
+    duration: dt.timedelta
+    if isinstance(value, np.timedelta64):
+        try:
+            converted = pd.Timedelta(value)
+        except (ValueError, OverflowError):
+            raise UnreadableCell("a duration without a fixed length") from None
+        if converted is pd.NaT:
+            raise UnreadableCell("a missing duration")
+        duration = converted
+    else:
+        duration = value
+    microseconds = (duration.days * 86_400 + duration.seconds) * 10**6 + duration.microseconds
+    nanoseconds = microseconds * 1_000 + getattr(duration, "nanoseconds", 0)  # pandas' Timedelta holds nanoseconds
+    sign, nanoseconds = ("-" if nanoseconds < 0 else ""), abs(nanoseconds)
+    days, rest = divmod(nanoseconds, 86_400 * 10**9)
+    hours, rest = divmod(rest, 3_600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds, fraction = divmod(rest, 10**9)
+    time = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    if seconds or fraction:
+        time += f"{seconds}.{fraction:09d}".rstrip("0").rstrip(".") + "S"
+    if not days and not time:
+        return "PT0S"
+    return f"{sign}P" + (f"{days}D" if days else "") + (f"T{time}" if time else "")
 
 
 def custom_value(value: Any) -> Any:
@@ -516,11 +585,13 @@ def money_column(series: pd.Series) -> Converted:
     """
     ``value`` cells as JSON numbers (``None`` where missing) and the ``bad_value`` reason where a cell is
     negative, infinite or not a number. Plain numbers (also the ``Decimal`` of NUMERIC columns, as the cursor
-    and the Arrow reader give them) are checked with numpy; other cells one by one.
+    and the Arrow reader give them) are checked with numpy; other cells one by one. Integral ints and Decimals
+    keep every digit, also beyond 2**53 where float64 rounds them.
     """
     dtype = series.dtype
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
-        return _json_numbers(series.to_numpy(dtype="float64", na_value=np.nan))
+        numbers = series.to_numpy(dtype="float64", na_value=np.nan)
+        return _exact_large_integers(series, numbers, _json_numbers(numbers))
     if dtype != np.dtype(object):
         return per_distinct_value(series, money)
     kinds = np.fromiter(map(type, series.to_numpy(dtype=object)), dtype=object, count=len(series))
@@ -530,12 +601,30 @@ def money_column(series: pd.Series) -> Converted:
     except (TypeError, ValueError, OverflowError, ArithmeticError):
         return per_distinct_value(series, money)
     if plain.all():
-        return _json_numbers(numbers)
+        return _exact_large_integers(series, numbers, _json_numbers(numbers))
     converted, reasons = per_distinct_value(series.where(~plain), money)  # the rest: the careful way
-    plain_converted, plain_reasons = _json_numbers(numbers)
+    plain_converted, plain_reasons = _exact_large_integers(series, numbers, _json_numbers(numbers))
     for i in np.flatnonzero(plain).tolist():
         converted[i], reasons[i] = plain_converted[i], plain_reasons[i]
     return converted, reasons
+
+
+def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: Converted) -> Converted:
+    """
+    ``converted`` (from the float64 ``numbers`` of ``series``) with each sent number of 2**53 or more that was an
+    int or an integral ``Decimal`` in ``series`` replaced by that integer, every digit (float64 made
+    9007199254740993 into ...992). Few rows if any: found with numpy, fixed one by one.
+    """
+    values, reasons = converted
+    with np.errstate(invalid="ignore"):
+        large = np.flatnonzero(np.isfinite(numbers) & (numbers >= _EXACT_FLOAT_LIMIT))
+    if large.size:
+        cells = series.to_numpy(dtype=object)
+        for i in large.tolist():
+            exact = _exact_integer(cells[i])
+            if exact is not None and reasons[i] is None:
+                values[i] = exact
+    return values, reasons
 
 
 def _json_numbers(numbers: np.ndarray) -> Converted:

@@ -159,6 +159,10 @@ def arrow_chunks(batches: Iterator[pa.RecordBatch], chunk_size: int) -> Iterator
 _EARLIEST_US = -62_135_596_800_000_000
 _LATEST_US = 253_402_300_799_999_999
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
+#: ADBC moves PostgreSQL's microseconds from 2000 to 1970 with an add that wraps: ``infinity`` (INT64_MAX) arrives
+#: as this tick, near year -290,000 and far before any time PostgreSQL holds (4713 BC is -2.1e17), and would be
+#: held at year 1. ``-infinity`` (INT64_MIN) arrives one above it, and is held at year 1 as it should be.
+_ADBC_WRAPPED_INFINITY_US = (2**63 - 1) + 946_684_800_000_000 - 2**64
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:
@@ -191,6 +195,8 @@ def _held_in_python_range(column: pa.ChunkedArray, data_type: pa.TimestampType) 
 
     scale = 1_000_000 // _PER_SECOND[data_type.unit]
     ticks = column.cast(pa.int64())
+    if data_type.unit == "us":
+        ticks = pc.if_else(pc.equal(ticks, _ADBC_WRAPPED_INFINITY_US), _LATEST_US, ticks)
     # skip_nulls=False: a NULL stays NULL (with the default, the other operand would take its place).
     at_most = pc.min_element_wise(ticks, _LATEST_US // scale, skip_nulls=False)
     held = pc.max_element_wise(at_most, _EARLIEST_US // scale, skip_nulls=False)

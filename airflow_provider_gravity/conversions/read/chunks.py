@@ -3,20 +3,23 @@ A query's rows as DataFrames of ``chunk_size`` rows, by the fastest way the ware
 
 :func:`read_chunks` chooses, in order: Arrow record batches (:mod:`.arrow`, PostgreSQL through ADBC when
 installed and the query has no DB-API parameters); a server-side cursor through SQLAlchemy
-(:func:`stream_query`: PostgreSQL, MySQL/MariaDB, Redshift); the hook's ``get_df_by_chunks`` for any other
-common-sql hook. Memory holds a chunk or two, whatever the size of the result.
+(:func:`stream_query`: PostgreSQL, MySQL/MariaDB, Redshift); a DB-API cursor of the hook's connection for any
+other common-sql hook (:func:`cursor_chunks`: SQLite, Snowflake, BigQuery, MSSQL). Memory holds a chunk or two,
+whatever the size of the result.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from contextlib import closing
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy
 
 from airflow_provider_gravity.conversions.read.arrow import UnreadableSchema, arrow_chunks, arrow_source_for
+from airflow_provider_gravity.conversions.read.held_times import hold_times_beyond_python
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -37,12 +40,15 @@ def stream_query(
     Run ``sql`` (written for the driver, with its parameter style) and yield DataFrames of ``chunk_size``
     rows. ``stream_results`` asks for a server-side cursor, so memory holds one chunk, not the result.
     Values keep their Python types (``Decimal``, ``datetime``, lists), cast by the pipeline, not by pandas.
+    PostgreSQL dates and timestamps beyond Python's years 1 to 9999 (``infinity``, BC) are held at those ends
+    (:mod:`.held_times`), as the Arrow reader holds them, instead of failing the read.
     """
     if not parameters and engine.dialect.paramstyle in ("format", "pyformat"):
         # The driver still parses placeholders (SQLAlchemy passes it empty parameters), so a literal
         # % (modulo, LIKE 'x%') must be doubled. With parameters, the DB-API rules are the user's.
         sql = sql.replace("%", "%%")
     with engine.connect() as connection:
+        hold_times_beyond_python(connection.connection.dbapi_connection)
         if engine.dialect.name in ("mysql", "mariadb"):
             # The server drops a result nobody reads for net_write_timeout (60 s): sending pauses reading
             # while Gravity is slow or retried, so allow an hour.
@@ -106,15 +112,35 @@ def read_chunks(
         finally:
             engine.dispose()
         return
-    log.info("Reading rows with get_df_by_chunks, %d rows at a time.", chunk_size)
-    # Nullable dtypes keep integer ids exact when a chunk also holds NULLs (float64 would round them).
-    yield from hook.get_df_by_chunks(
-        sql,
-        parameters=cast("list[Any] | tuple[Any, ...] | Mapping[str, Any] | None", parameters),
-        chunksize=chunk_size,
-        df_type="pandas",
-        dtype_backend="numpy_nullable",
-    )
+    log.info("Reading rows with the hook's DB-API cursor, %d rows at a time.", chunk_size)
+    yield from cursor_chunks(hook, sql, parameters, chunk_size)
+
+
+def cursor_chunks(
+    hook: DbApiHook,
+    sql: str,
+    parameters: Mapping[str, Any] | Sequence[Any] | None,
+    chunk_size: int,
+) -> Iterator[pd.DataFrame]:
+    """
+    The rows of ``sql`` from a DB-API cursor of the hook's connection, ``chunk_size`` at a time, each value
+    kept as the driver gives it (:func:`frame_of_rows`). This is what the hook's ``get_df_by_chunks`` reads,
+    without the dtype conversion of pandas: with ``dtype_backend="numpy_nullable"`` it decodes every bytes cell
+    as UTF-8, and one BLOB that is not failed the whole read, where the event builder names such a cell
+    unreadable.
+    """
+    with closing(hook.get_conn()) as connection:
+        cursor = connection.cursor()
+        try:
+            if parameters is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, parameters)
+            columns = [description[0] for description in cursor.description]
+            while rows := cursor.fetchmany(chunk_size):
+                yield frame_of_rows([tuple(row) for row in rows], columns)
+        finally:
+            cursor.close()
 
 
 def _prepended(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
