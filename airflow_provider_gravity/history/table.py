@@ -14,6 +14,7 @@ import re
 
 import sqlalchemy as sa
 
+from airflow_provider_gravity.conversions.run.delivery_log import index_name
 from airflow_provider_gravity.conversions.run.sql_types import UtcTimestamp
 
 #: Airflow's own ``dag_id``, ``task_id`` and ``run_id`` columns hold 250 characters.
@@ -30,6 +31,8 @@ JSON_COLUMNS = ("invalid_reasons", "rejected_errors", "field_drops")
 #: How a try ended: delivered what it could; left events undelivered (a retry helps); refused by Gravity or by
 #: the column contract (a retry does not help); or more rejected and invalid rows than ``max_error_rate`` allows.
 OUTCOMES = ("success", "incomplete", "refused", "error_rate")
+#: Columns a table of an earlier version lacks, added by ``RunHistory.ensure_table``.
+ADDED_COLUMNS = ("rolled_up",)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -86,6 +89,8 @@ def run_history_table(table_name: str) -> sa.Table:
         *(sa.Column(column, sa.Float(), nullable=False) for column in COVERAGE_COLUMNS.values()),
         *(sa.Column(name, sa.Text(), nullable=False) for name in JSON_COLUMNS),
         sa.Column("summary", sa.Text(), nullable=False),
+        # 1 when its writer added the row's figures to the rollup tables (rollup.py); added by a migration.
+        sa.Column("rolled_up", sa.SmallInteger(), nullable=False, server_default="0"),
         schema=schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
@@ -96,6 +101,10 @@ def run_history_table(table_name: str) -> sa.Table:
     sa.Index(f"ix_{name}_day", table.c.day)
     sa.Index(f"ix_{name}_dag_task_day", table.c.dag_id, table.c.task_id, table.c.day)
     sa.Index(f"ix_{name}_run", table.c.run_id)
+    # Added by the migration: the tries of one task instance (the writer's rollup), the newest runs first (the
+    # view's list of runs).
+    sa.Index(index_name(name, "task_instance"), table.c.dag_id, table.c.task_id, table.c.run_id, table.c.map_index)
+    sa.Index(index_name(name, "recent"), table.c.day, table.c.recorded_at, table.c.id)
     return table
 
 
@@ -119,5 +128,8 @@ def delivery_log_table(table_name: str) -> sa.Table:
         sa.Column("last_run_id", sa.String(MAX_ID_LENGTH)),
         sa.Column("first_recorded_at", UtcTimestamp()),
         sa.Column("last_recorded_at", UtcTimestamp()),
+        # Added by the migration of DeliveryLog.ensure_table: a table no writer has migrated yet lacks them.
+        sa.Column("dag_id", sa.String(MAX_ID_LENGTH)),
+        sa.Column("task_id", sa.String(MAX_ID_LENGTH)),
         schema=schema,
     )

@@ -9,11 +9,15 @@ The Gravity view's FastAPI app, mounted by the api-server under ``/gravity``.
 Every endpoint takes ``dag_id``, ``task_id``, ``start_date`` and ``end_date`` (inclusive ``YYYY-MM-DD``, at most
 366 days apart; the last 30 days by default), and ``limit`` / ``offset``. Users script against these names: keep
 them stable. Requests are authenticated by Airflow's auth manager (the UI's cookie or a bearer token); a reader
-sees the runs of the DAGs whose runs they may read. Errors are JSON ``{"detail": "..."}``, never a trace.
+sees the runs, and the dead letter, of the DAGs whose runs they may read. ``/static/*`` and ``/openapi.json`` are
+served without a user, by decision: they hold no data (page code and the endpoints' schema), as the Airflow UI's
+own assets. Errors are JSON ``{"detail": "..."}``, never a trace: bad input is a 400.
 """
 
 import logging
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from typing import Annotated, Any
@@ -38,6 +42,8 @@ URL_PREFIX = "/gravity"
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
 MAX_LIMIT = 500
+#: The largest offset: SQL's OFFSET is a signed 64-bit integer on PostgreSQL and SQLite.
+MAX_OFFSET = 2**63 - 1
 COMMON_PARAMETERS = frozenset({"dag_id", "task_id", "start_date", "end_date", "limit", "offset"})
 _PACKAGE_FILES = files("airflow_provider_gravity.plugins")
 
@@ -45,7 +51,12 @@ User = Annotated[Any, Depends(get_user)]
 DagId = Annotated[str | None, Query(max_length=MAX_ID_LENGTH)]
 Day = Annotated[date | None, Query()]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+EventName = Annotated[str | None, Query(max_length=255)]
+#: Text no stored id holds: PostgreSQL cannot even compare a NUL, and neither a DAG, a task nor an event name
+#: holds a control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_PARAMETERS = ("dag_id", "task_id", "event_name")
 
 
 def create_app() -> FastAPI:
@@ -68,15 +79,18 @@ def create_app() -> FastAPI:
 router = APIRouter()
 
 
-def _permitted_dag_ids(user: Any, reader: HistoryReader) -> frozenset[str] | None:
-    """``None`` when the user may read the runs of every DAG, else the DAGs of the history they may read."""
+def _permitted_dag_ids(user: Any, candidates: Callable[[], set[str]]) -> frozenset[str] | None:
+    """
+    ``None`` when the user may read the runs of every DAG, else those of ``candidates()`` (the DAGs of the rows
+    the query reads) whose runs they may read.
+    """
     auth_manager = get_auth_manager()
     entity = DagAccessEntity.RUN
     if auth_manager.is_authorized_dag(method="GET", access_entity=entity, user=user):
         return None
     return frozenset(
         dag_id
-        for dag_id in reader.dag_ids()
+        for dag_id in candidates()
         if auth_manager.is_authorized_dag(method="GET", access_entity=entity, details=DagDetails(id=dag_id), user=user)
     )
 
@@ -86,6 +100,8 @@ def _answer(
     user: Any,
     known: frozenset[str],
     query: Callable[[HistoryReader, HistoryFilter], dict[str, Any]],
+    days: tuple[date | None, date | None],
+    candidates: Callable[[HistoryReader, HistoryFilter], set[str]] = lambda reader, where: reader.dag_ids(),
 ) -> dict[str, Any]:
     """Check the query string, find the tables, run ``query`` and turn what can go wrong into JSON errors."""
     parameters = request.query_params
@@ -94,7 +110,10 @@ def _answer(
         raise HTTPException(
             400, f"Unknown query parameter(s): {', '.join(unknown)}. Known: {', '.join(sorted(known))}."
         )
-    start_date, end_date = _date_range(parameters.get("start_date"), parameters.get("end_date"))
+    for name in _TEXT_PARAMETERS:
+        if _CONTROL.search(parameters.get(name) or ""):
+            raise HTTPException(400, f"{name} holds a control character (such as NUL); no {name} does.")
+    start_date, end_date = _date_range(*days)
     try:
         reader = request.app.state.engines.reader(ViewSettings.from_airflow_config())
         where = HistoryFilter(
@@ -102,9 +121,9 @@ def _answer(
             end_date=end_date,
             dag_id=parameters.get("dag_id") or None,
             task_id=parameters.get("task_id") or None,
-            permitted_dag_ids=_permitted_dag_ids(user, reader),
         )
-        body = query(reader, where)
+        permitted = _permitted_dag_ids(user, lambda: candidates(reader, where))
+        body = query(reader, replace(where, permitted_dag_ids=permitted))
     except ViewNotConfigured as error:
         raise HTTPException(503, str(error)) from None
     except TableMissing as error:
@@ -142,7 +161,7 @@ def runs(
         entries, total = reader.runs(where, limit=limit, offset=offset)
         return {"runs": entries, "total_entries": total, "limit": limit, "offset": offset}
 
-    return _answer(request, user, COMMON_PARAMETERS, query)
+    return _answer(request, user, COMMON_PARAMETERS, query, (start_date, end_date))
 
 
 @router.get("/api/daily")
@@ -171,7 +190,7 @@ def daily(
             "tasks": reader.tasks(where),
         }
 
-    return _answer(request, user, COMMON_PARAMETERS, query)
+    return _answer(request, user, COMMON_PARAMETERS, query, (start_date, end_date))
 
 
 @router.get("/api/dead-letter")
@@ -183,7 +202,7 @@ def dead_letter(
     start_date: Day = None,
     end_date: Day = None,
     status: Annotated[str | None, Query(pattern="^(rejected|invalid)$")] = None,
-    event_name: Annotated[str | None, Query(max_length=255)] = None,
+    event_name: EventName = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
@@ -193,7 +212,14 @@ def dead_letter(
         entries, total = reader.dead_letter(where, status=status, event_name=event_name, limit=limit, offset=offset)
         return {"dead_letter": entries, "total_entries": total, "limit": limit, "offset": offset}
 
-    return _answer(request, user, COMMON_PARAMETERS | {"status", "event_name"}, query)
+    return _answer(
+        request,
+        user,
+        COMMON_PARAMETERS | {"status", "event_name"},
+        query,
+        (start_date, end_date),
+        lambda reader, where: reader.dead_letter_dag_ids(where),
+    )
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
@@ -223,13 +249,18 @@ def _is_api(request: Request) -> bool:
     return "/api/" in request.url.path
 
 
-def _date_range(start_text: str | None, end_text: str | None) -> tuple[date, date]:
+def _date_range(start: date | None, end: date | None) -> tuple[date, date]:
     """The inclusive date range of a request: the last 30 days by default, at most 366 days."""
-    try:
-        end = date.fromisoformat(end_text) if end_text else datetime.now(UTC).date()
-        start = date.fromisoformat(start_text) if start_text else end - timedelta(days=DEFAULT_DAYS - 1)
-    except ValueError:
-        raise HTTPException(400, "start_date and end_date are dates written YYYY-MM-DD.") from None
+    if end is None:
+        end = datetime.now(UTC).date()
+    if end >= date.max:
+        raise HTTPException(400, f"end_date {end} is the last day a date can hold; give an earlier one.")
+    if start is None:
+        if end - date.min < timedelta(days=DEFAULT_DAYS - 1):
+            raise HTTPException(
+                400, f"end_date {end} is less than {DEFAULT_DAYS} days after 0001-01-01: give start_date too."
+            )
+        start = end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
         raise HTTPException(400, f"start_date {start} is after end_date {end}.")
     if (end - start).days + 1 > MAX_DAYS:

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from airflow_provider_gravity.history.queries import HistoryReader
 from airflow_provider_gravity.history.table import parse_table_name
+from airflow_provider_gravity.history.writer import _with_full_unicode
 
 SECTION = "gravity"
 DEFAULT_RUN_HISTORY_TABLE = "gravity_run_history"
@@ -95,7 +96,8 @@ class EngineCache:
                         f"[gravity] run_history_conn_id: connection {conn_id!r} gives a {type(hook).__name__}, "
                         "not a SQL hook."
                     )
-                engine = self._engines[uri] = hook.get_sqlalchemy_engine()
+                # On MySQL/MariaDB a utf8mb4 connection: a filter holding an emoji is compared, not refused.
+                engine = self._engines[uri] = _with_full_unicode(hook.get_sqlalchemy_engine())
             return engine
 
     def reader(self, settings: ViewSettings) -> HistoryReader:

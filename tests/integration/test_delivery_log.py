@@ -146,6 +146,8 @@ def test_stored_row_holds_only_what_was_given(log):
         "attempts": 1,
         "first_run_id": "manual__1",
         "last_run_id": "manual__1",
+        "dag_id": None,
+        "task_id": None,
     }
 
 
@@ -498,3 +500,114 @@ def test_an_emoji_id_is_logged_on_mysql_whatever_the_connection_charset(url_fact
     finally:
         delivery.engine.dispose()
         engine.dispose()
+
+
+# -- the DAG and task of each record, and the migration that adds them ------------------------------------
+
+
+def table_of_the_previous_version(engine: sa.Engine, name: str) -> sa.Table:
+    """The delivery log as versions before the DAG columns created it: ten columns, no index of the view."""
+    current = delivery_log._build_table(name, None)
+    previous = sa.Table(
+        name,
+        sa.MetaData(),
+        *(current.c[column]._copy() for column in delivery_log.DELIVERY_LOG_COLUMNS),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    previous.create(engine)
+    return previous
+
+
+def test_each_record_holds_the_dag_and_task_that_wrote_it_last(engine, table_names):
+    name = table_names()
+    dag_a = DeliveryLog(engine, name, dag_id="dag_a", task_id="send")
+    dag_a.ensure_table()
+    dag_a.record([rejected("o-1"), delivered("o-2")], run_id="scheduled__2026-01-01T00:00:00+00:00")
+    DeliveryLog(engine, name, dag_id="dag_b", task_id="push").record(
+        [rejected("o-1"), rejected("o-3")], run_id="scheduled__2026-01-01T00:00:00+00:00"
+    )
+
+    rows = stored_rows(dag_a)
+    assert (rows["Purchase", "o-1"]["dag_id"], rows["Purchase", "o-1"]["task_id"]) == ("dag_b", "push")
+    assert (rows["Purchase", "o-2"]["dag_id"], rows["Purchase", "o-2"]["task_id"]) == ("dag_a", "send")
+    assert rows["Purchase", "o-3"]["dag_id"] == "dag_b"
+    with pytest.raises(ValueError, match="dag_id"):
+        DeliveryLog(engine, name, dag_id="d" * 251)
+
+
+def test_a_table_of_the_previous_version_is_migrated_once_by_concurrent_writers(url_factory, table_names, backend):
+    engine = sa.create_engine(url_factory())
+    name = table_names()
+    previous = table_of_the_previous_version(engine, name)
+    at = datetime(2026, 1, 2, 3, tzinfo=UTC)
+    old_rows = [
+        {
+            "event_name": "Purchase",
+            "event_id": f"old-{number}",
+            "status": "rejected" if number % 2 else "delivered",
+            "detail": "error: invalid event_time" if number % 2 else "ok",
+            "payload_sha256": None if number % 2 else sha256(str(number)),
+            "attempts": 1,
+            "first_run_id": "scheduled__2026-01-01T00:00:00+00:00",
+            "last_run_id": "scheduled__2026-01-01T00:00:00+00:00",
+            "first_recorded_at": at,
+            "last_recorded_at": at,
+        }
+        for number in range(200)
+    ]
+    with engine.begin() as connection:
+        connection.execute(sa.insert(previous), old_rows)
+    engine.dispose()
+
+    writers = 4
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def migrate(number: int) -> None:
+        options = {"connect_args": {"timeout": 30}} if backend == "sqlite" else {}
+        writer_engine = sa.create_engine(url_factory(), poolclass=sa.NullPool, **options)
+        try:
+            barrier.wait(timeout=30)
+            log = DeliveryLog(writer_engine, name, dag_id=f"dag_{number}", task_id="send")
+            log.ensure_table()
+            log.record([rejected(f"new-{number}")], run_id="scheduled__2026-01-02T00:00:00+00:00")
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            writer_engine.dispose()
+
+    threads = [threading.Thread(target=migrate, args=(number,)) for number in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+
+    engine = sa.create_engine(url_factory())
+    log = DeliveryLog(engine, name, dag_id="dag_z", task_id="send")
+    log.ensure_table()  # again, on a migrated table: nothing happens
+    inspector = sa.inspect(engine)
+    assert {column["name"] for column in inspector.get_columns(name)} == ALL_COLUMNS
+    assert {index["name"] for index in inspector.get_indexes(name)} >= {
+        delivery_log.index_name(name, "dead_letter"),
+        delivery_log.index_name(name, "dag_dead_letter"),
+    }
+    rows = stored_rows(log)
+    for old in old_rows:  # kept as they were, with no DAG
+        stored = rows["Purchase", old["event_id"]]
+        assert {key: stored[key] for key in old} == old
+        assert stored["dag_id"] is None and stored["task_id"] is None
+    for number in range(writers):
+        assert rows["Purchase", f"new-{number}"]["dag_id"] == f"dag_{number}"
+    log.record([rejected("old-1")], run_id="scheduled__2026-01-03T00:00:00+00:00")
+    assert stored_rows(log)["Purchase", "old-1"]["dag_id"] == "dag_z"
+    assert stored_rows(log)["Purchase", "old-1"]["attempts"] == 2
+    engine.dispose()
+
+
+def test_index_names_fit_every_database():
+    name = "t" * 63
+    assert len(delivery_log.index_name(name, "dag_dead_letter")) == 63
+    assert delivery_log.index_name(name, "dead_letter") != delivery_log.index_name(name + "x", "dead_letter")
+    assert delivery_log.index_name("log", "dead_letter") == "ix_log_dead_letter"

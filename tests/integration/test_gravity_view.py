@@ -1,5 +1,6 @@
 """The Gravity view's JSON endpoints on a real ``airflow api-server``: the data is the history table's, an
-unauthenticated request is refused, and bad input gets a clear JSON error, never a trace."""
+unauthenticated request is refused, a reader of one DAG sees that DAG's runs and dead letter only, and bad input
+gets a clear JSON error, never a trace (also from requests a fuzzer makes of the view's own OpenAPI schema)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import pytest
 import requests
 
 from airflow_provider_gravity.history.table import COUNT_COLUMNS, COVERAGE_COLUMNS
-from tests.support.gravity_view_server import DAG_ID, OTHER_DAG_ID, TASK_IDS, GravityView, gravity_view  # noqa: F401
+from tests.support.gravity_view_server import (  # noqa: F401
+    DAG_ID,
+    OTHER_DAG_ID,
+    OTHER_DAG_MESSAGE,
+    READER,
+    READER_PASSWORD,
+    TASK_IDS,
+    GravityView,
+    gravity_view,
+)
 
 pytestmark = pytest.mark.slow
 ENDPOINTS = ("api/runs", "api/daily", "api/dead-letter")
@@ -19,6 +29,12 @@ ENDPOINTS = ("api/runs", "api/daily", "api/dead-letter")
 @pytest.fixture(scope="module")
 def token(gravity_view: GravityView) -> str:  # noqa: F811
     return gravity_view.token()
+
+
+@pytest.fixture(scope="module")
+def reader_token(gravity_view: GravityView) -> str:  # noqa: F811
+    """The token of a user who may read DAG_ID only."""
+    return gravity_view.token(READER, READER_PASSWORD)
 
 
 def whole_range(view: GravityView) -> dict[str, str]:
@@ -49,6 +65,25 @@ def test_unauthenticated_requests_are_refused(gravity_view: GravityView):  # noq
     page = gravity_view.get("")
     assert page.status_code == 303
     assert "/auth/login?next=" in page.headers["location"] and "gravity" in page.headers["location"]
+
+
+def test_only_the_page_code_and_the_schema_answer_without_authentication(gravity_view: GravityView):  # noqa: F811
+    # The decision (README, the view's section): static files and openapi.json hold no data, and are served to
+    # anyone, as the Airflow UI serves its own page code; every path that reads a table wants a user.
+    schema = gravity_view.get("openapi.json")
+    assert schema.status_code == 200 and schema.json()["info"]["title"] == "Gravity view"
+    for name in ("gravity.js", "gravity.css", "gravity-icon.svg", "vendor/chart.umd.min.js"):
+        assert gravity_view.get(f"static/{name}").status_code == 200, name
+    paths = schema.json()["paths"]
+    assert sorted(paths) == ["/api/daily", "/api/dead-letter", "/api/runs"]
+    for path in paths:
+        assert_json_error(gravity_view.get(path.lstrip("/")), 401)
+        assert_json_error(gravity_view.get(path.lstrip("/"), dag_id=DAG_ID, limit=1), 401)
+    assert gravity_view.get("").status_code == 303
+    for hidden in ("docs", "redoc", "static/../app.py", "static/%2e%2e/app.py", "static/"):
+        answer = gravity_view.get(hidden)
+        assert answer.status_code in (401, 404), hidden
+        assert "def create_app" not in answer.text
 
 
 def test_the_plugin_is_registered_with_a_navigation_link(gravity_view: GravityView, token: str):  # noqa: F811
@@ -124,20 +159,35 @@ def test_daily_sums_the_last_try_of_each_task_per_day(gravity_view: GravityView,
     assert [(r["kind"], r["reason"], r["rows"]) for r in daily["top_reasons"]] == [
         (kind, reason, count) for (kind, reason), count in expected_top
     ]
-    assert {(task["dag_id"], task["task_id"]) for task in daily["tasks"]} == {(DAG_ID, task) for task in TASK_IDS}
+    assert {(task["dag_id"], task["task_id"]) for task in daily["tasks"]} == {
+        *((DAG_ID, task) for task in TASK_IDS),
+        (OTHER_DAG_ID, "send"),
+    }
 
     second_page = gravity_view.get("api/daily", token, limit=5, offset=5, dag_id=DAG_ID, **whole_range(gravity_view))
     assert second_page.json()["days"] == daily["days"][5:10]
 
 
+def dead_letter_rows(view: GravityView, **matching: object) -> list[dict]:
+    """The delivery log's rejected and invalid rows last recorded in the whole range, with these values."""
+    return [
+        row
+        for row in view.delivery_log_rows()
+        if row["status"] in ("rejected", "invalid")
+        and view.first_day <= row["last_recorded_at"].date() <= view.last_day
+        and all(row[key] == value for key, value in matching.items())
+    ]
+
+
+def dead_letter_ids(view: GravityView, token: str, **parameters: object) -> tuple[set[str], int]:
+    page = view.get("api/dead-letter", token, limit=500, **whole_range(view), **parameters)
+    assert page.status_code == 200, page.text
+    return {event["event_id"] for event in page.json()["dead_letter"]}, page.json()["total_entries"]
+
+
 def test_dead_letter_lists_rejected_and_invalid_events_of_the_runs(gravity_view: GravityView, token: str):  # noqa: F811
     # Dated by when the delivery log last recorded them (the night after the data's day), not by the data's day.
-    logged = [
-        row
-        for row in gravity_view.delivery_log_rows()
-        if row["status"] in ("rejected", "invalid")
-        and gravity_view.first_day <= row["last_recorded_at"].date() <= gravity_view.last_day
-    ]
+    logged = dead_letter_rows(gravity_view)
     first = gravity_view.get("api/dead-letter", token, limit=500, **whole_range(gravity_view)).json()
     assert first["total_entries"] == len(logged) > 0
     assert {event["event_id"] for event in first["dead_letter"]} == {row["event_id"] for row in logged}
@@ -152,18 +202,57 @@ def test_dead_letter_lists_rejected_and_invalid_events_of_the_runs(gravity_view:
         "last_run_id",
         "first_recorded_at",
         "last_recorded_at",
+        "dag_id",
+        "task_id",
     }
     rejected = gravity_view.get("api/dead-letter", token, status="rejected", limit=500, **whole_range(gravity_view))
     assert {event["status"] for event in rejected.json()["dead_letter"]} == {"rejected"}
     assert rejected.json()["total_entries"] == sum(row["status"] == "rejected" for row in logged)
-    pos_only = gravity_view.get(
-        "api/dead-letter", token, task_id=TASK_IDS[1], limit=500, **whole_range(gravity_view)
-    ).json()
-    assert pos_only["total_entries"] > 0
-    # Both tasks of a night share its run id: a task filter keeps that night's dead letter.
-    assert pos_only["total_entries"] <= len(logged)
-    none = gravity_view.get("api/dead-letter", token, dag_id=OTHER_DAG_ID, **whole_range(gravity_view)).json()
-    assert none["total_entries"] == 0
+    pos_only, total = dead_letter_ids(gravity_view, token, task_id=TASK_IDS[1])
+    assert pos_only == {row["event_id"] for row in dead_letter_rows(gravity_view, task_id=TASK_IDS[1])}
+    assert total == len(pos_only) > 0 and all(event_id.startswith("pos-") for event_id in pos_only)
+    # Rows written before the delivery log recorded DAGs are listed to an admin without a filter.
+    assert {row["event_id"] for row in logged if row["dag_id"] is None} <= {e["event_id"] for e in first["dead_letter"]}
+
+
+def test_a_dag_filter_lists_that_dags_dead_letter_only_for_an_admin_too(gravity_view: GravityView, token: str):  # noqa: F811
+    # Both DAGs run on the same schedule, so their runs have the same ids: the DAG is what tells them apart.
+    for dag_id in (DAG_ID, OTHER_DAG_ID):
+        listed, total = dead_letter_ids(gravity_view, token, dag_id=dag_id)
+        expected = {row["event_id"] for row in dead_letter_rows(gravity_view, dag_id=dag_id)}
+        assert listed == expected and total == len(expected) > 0, dag_id
+    other = gravity_view.get("api/dead-letter", token, dag_id=DAG_ID, limit=500, **whole_range(gravity_view))
+    assert OTHER_DAG_MESSAGE not in other.text
+    assert all(event["dag_id"] == DAG_ID for event in other.json()["dead_letter"])
+    none, total = dead_letter_ids(gravity_view, token, dag_id="no_such_dag")
+    assert none == set() and total == 0
+
+
+def test_a_reader_of_one_dag_sees_its_runs_and_dead_letter_only(
+    gravity_view: GravityView,  # noqa: F811
+    reader_token: str,
+):
+    expected = {row["event_id"] for row in dead_letter_rows(gravity_view, dag_id=DAG_ID)}
+    listed, total = dead_letter_ids(gravity_view, reader_token)
+    assert listed == expected and total == len(expected)
+    # Not the other DAG's events, whose runs have the same ids; not the rows that record no DAG.
+    assert not listed & {row["event_id"] for row in dead_letter_rows(gravity_view) if row["dag_id"] != DAG_ID}
+    page = gravity_view.get("api/dead-letter", reader_token, limit=500, **whole_range(gravity_view))
+    assert OTHER_DAG_MESSAGE not in page.text and "old-" not in page.text
+    for parameters in (
+        {"dag_id": OTHER_DAG_ID},
+        {"task_id": "send"},
+        {"event_name": "Purchase", "dag_id": OTHER_DAG_ID},
+    ):
+        assert dead_letter_ids(gravity_view, reader_token, **parameters) == (set(), 0), parameters
+
+    runs = gravity_view.get("api/runs", reader_token, limit=500, **whole_range(gravity_view)).json()
+    assert runs["total_entries"] > 0 and {run["dag_id"] for run in runs["runs"]} == {DAG_ID}
+    daily = gravity_view.get("api/daily", reader_token, **whole_range(gravity_view)).json()
+    assert {task["dag_id"] for task in daily["tasks"]} == {DAG_ID}
+    admin_view_of_dag = gravity_view.get("api/daily", gravity_view.token(), dag_id=DAG_ID, **whole_range(gravity_view))
+    assert daily["days"] == admin_view_of_dag.json()["days"]
+    assert daily["top_reasons"] == admin_view_of_dag.json()["top_reasons"]
 
 
 @pytest.mark.parametrize(
@@ -177,10 +266,36 @@ def test_dead_letter_lists_rejected_and_invalid_events_of_the_runs(gravity_view:
         ("api/runs", {"limit": "100000"}, ("limit",)),
         ("api/dead-letter", {"status": "delivered"}, ("status",)),
         ("api/runs", {"dag_id": "d" * 300}, ("dag_id",)),
+        ("api/dead-letter", {"end_date": "9999-12-31"}, ("end_date", "9999-12-31")),
+        ("api/daily", {"end_date": "9999-12-31", "start_date": "9999-12-01"}, ("end_date",)),
+        ("api/runs", {"end_date": "0001-01-05"}, ("start_date",)),
+        ("api/dead-letter", {"end_date": "0001-01-05"}, ("start_date",)),
+        ("api/runs", {"dag_id": "dag\x00a"}, ("dag_id", "NUL")),
+        ("api/daily", {"task_id": "send\x00"}, ("task_id", "NUL")),
+        ("api/dead-letter", {"event_name": "Purchase\x00"}, ("event_name", "NUL")),
+        ("api/dead-letter", {"dag_id": "\x00"}, ("dag_id",)),
+        ("api/runs", {"offset": str(2**63)}, ("offset",)),
+        ("api/dead-letter", {"offset": str(2**64)}, ("offset",)),
+        ("api/daily", {"offset": "1" + "0" * 40}, ("offset",)),
+        ("api/daily", {"start_date": "2026-02-30"}, ("start_date",)),
     ],
 )
 def test_bad_input_gets_a_clear_400(gravity_view: GravityView, token: str, path, parameters, words):  # noqa: F811
     assert_json_error(gravity_view.get(path, token, **parameters), 400, *words)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_the_edges_of_what_a_request_may_ask_are_answered(gravity_view: GravityView, token: str, path):  # noqa: F811
+    for parameters in (
+        {"start_date": "0001-01-01", "end_date": "0001-01-05"},
+        {"start_date": "9999-12-01", "end_date": "9999-12-30"},
+        {"offset": str(2**63 - 1)},
+        {"dag_id": "d" * 250, "task_id": "é✓🙂"},
+    ):
+        answer = gravity_view.get(path, token, **parameters)
+        assert answer.status_code == 200, (parameters, answer.text)
+        listed = {"api/runs": "runs", "api/daily": "days", "api/dead-letter": "dead_letter"}[path]
+        assert answer.json()[listed] == [] or "offset" not in parameters and "start_date" not in parameters
 
 
 def test_a_missing_table_gets_a_clear_404(gravity_view: GravityView, token: str):  # noqa: F811
@@ -197,3 +312,50 @@ def test_a_missing_table_gets_a_clear_404(gravity_view: GravityView, token: str)
     finally:
         with gravity_view.engine.begin() as connection:
             connection.exec_driver_sql(f"ALTER TABLE {schema}.{table}_away RENAME TO {table}")
+
+
+#: Requests the fuzzer makes, all operations and both modes together: about 25 s on the api-server.
+FUZZ_EXAMPLES = 400
+
+
+def test_no_request_made_from_the_views_own_openapi_schema_gets_a_5xx(gravity_view: GravityView, token: str):  # noqa: F811
+    # schemathesis generates requests from /gravity/openapi.json, valid ones and ones that break the schema
+    # (wrong types, out of range, any text), with an admin's token, with a one-DAG reader's and with none.
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{gravity_view.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == len(ENDPOINTS)
+    cases = st.one_of(
+        [
+            operation.as_strategy(mode)
+            for operation in operations
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        ]
+    )
+    tokens = {"admin": token, "reader": gravity_view.token(READER, READER_PASSWORD), "nobody": None}
+    answered: Counter = Counter()
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=cases, who=st.sampled_from(sorted(tokens)))
+    def no_5xx(case, who: str) -> None:
+        headers = {"Authorization": f"Bearer {tokens[who]}"} if tokens[who] else {}
+        response = case.call(base_url=gravity_view.url, headers=headers, allow_redirects=False, timeout=60)
+        answered[response.status_code] += 1
+        assert response.status_code < 500, f"{case.as_curl_command()}: {response.status_code} {response.text[:300]}"
+        if response.status_code >= 400:
+            assert isinstance(response.json()["detail"], str), response.text[:300]
+        if who == "nobody":  # 403 when the fuzzer made up a token or a cookie of its own
+            assert response.status_code in (401, 403), case.as_curl_command()
+
+    no_5xx()
+    assert answered[200] > 0 and answered[400] > 0 and answered[401] > 0, answered

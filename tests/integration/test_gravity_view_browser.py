@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 TOTALS = ("runs", "rows_read", "delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
-BUCKETS = ("delivered", "duplicate", "rejected", "invalid")
+BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 
 
 @pytest.fixture(scope="module")

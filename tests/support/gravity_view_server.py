@@ -1,9 +1,12 @@
 """A real ``airflow api-server`` serving the Gravity view, over a seeded run history and delivery log.
 
 One api-server per test module (no scheduler, no dag-processor: the view needs neither), with
-SimpleAuthManager and a known password, reading its tables from a scratch PostgreSQL schema through the
-``[gravity]`` settings. The history is written by the provider's own writer; two weeks of nights of a DAG
-with two tasks, one of them retried once, and a second DAG.
+SimpleAuthManager's users and known passwords (``admin`` may read every DAG; ``reader``, through
+:class:`~tests.support.one_dag_auth_manager.OneDagAuthManager`, only ``DAG_ID``), reading its tables from a
+scratch PostgreSQL schema through the ``[gravity]`` settings. The history is written by the provider's own
+writer: two weeks of nights of a DAG with two tasks, one of them retried once, and a second DAG on the same
+schedule, so with the same run ids. The delivery log holds the dead letter of both, and rows written before it
+recorded DAGs (no ``dag_id``).
 """
 
 from __future__ import annotations
@@ -22,18 +25,24 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.history.table import delivery_log_table
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
 from tests.support.airflow_processes import VENV_BIN, AirflowProcesses
 from tests.support.databases import POSTGRES_URL, airflow_uri, require_server
+from tests.support.one_dag_auth_manager import LIMITS_VARIABLE
 
 USERNAME = "admin"
 PASSWORD = "gravity-view-test"
+#: A user who may read DAG_ID only.
+READER = "reader"
+READER_PASSWORD = "gravity-view-reader"
 DAG_ID = "gravity_offline_conversions"
 OTHER_DAG_ID = "gravity_other_dag"
 TASK_IDS = ("send_crm_conversions", "send_store_purchases")
 NIGHTS = 14
 INVALID_REASONS = ("bad_currency", "bad_event_time", "bad_value", "missing_event_id")
+OTHER_DAG_MESSAGE = "error: the other DAG's own message"
 REJECTED_ERRORS = ("error: event_time is more than 7 days old", "error: invalid currency")
 
 
@@ -77,9 +86,9 @@ class GravityView:
     def url(self) -> str:
         return f"{self.airflow.url}/gravity"
 
-    def token(self) -> str:
+    def token(self, username: str = USERNAME, password: str = PASSWORD) -> str:
         response = requests.post(
-            f"{self.airflow.url}/auth/token", json={"username": USERNAME, "password": PASSWORD}, timeout=30
+            f"{self.airflow.url}/auth/token", json={"username": username, "password": password}, timeout=30
         )
         response.raise_for_status()
         return response.json()["access_token"]
@@ -134,17 +143,21 @@ def _summary(rng: random.Random, night: int, rows: int) -> dict:
 
 
 def seed(engine: sa.Engine, history_table: str, log_table: str, last_day: dt.date) -> dt.date:
-    """Two weeks of nights ending ``last_day``; the dead letter of their rejected and invalid rows."""
+    """
+    Two weeks of nights ending ``last_day`` of DAG_ID and of OTHER_DAG_ID (same run ids); the dead letter of
+    their rejected and invalid rows, and a few rows of the dead letter from before the DAG was recorded.
+    """
     rng = random.Random(13)
     history = RunHistory(engine, history_table)
     history.ensure_table()
+    DeliveryLog(engine, log_table).ensure_table()
     dead_letter = delivery_log_table(log_table)
-    dead_letter.create(engine)
     first_day = last_day - dt.timedelta(days=NIGHTS - 1)
     log_rows = []
     for night in range(NIGHTS):
         start = dt.datetime.combine(first_day + dt.timedelta(days=night), dt.time(3), tzinfo=dt.UTC)
         run_id = f"scheduled__{(start + dt.timedelta(days=1)).isoformat()}"
+        recorded = start + dt.timedelta(hours=24)
         for task_id, rows in zip(TASK_IDS, (1500, 2500), strict=True):
             summary = _summary(rng, night, rows + rng.randint(-60, 60))
             summary["rows_per_second"] = round(summary["rows_read"] / summary["seconds"], 1)
@@ -159,17 +172,34 @@ def seed(engine: sa.Engine, history_table: str, log_table: str, last_day: dt.dat
             for detail, count in details:
                 status = "rejected" if detail.startswith("error:") else "invalid"
                 for _ in range(count):
-                    log_rows.append(_logged(rng, prefix, status, detail, run_id, start + dt.timedelta(hours=24)))
-            log_rows.append(_logged(rng, prefix, "delivered", "ok", run_id, start + dt.timedelta(hours=24)))
-    other = RunIdentity(OTHER_DAG_ID, "send", 0, "manual__other", 1, None, None)
-    history.record(other, _summary(rng, 0, 300), "success", None)
+                    log_rows.append(_logged(rng, prefix, status, detail, run_id, recorded, (DAG_ID, task_id)))
+            log_rows.append(_logged(rng, prefix, "delivered", "ok", run_id, recorded, (DAG_ID, task_id)))
+        # The other DAG, on the same schedule: the same run ids, its own dead letter.
+        other = RunIdentity(OTHER_DAG_ID, "send", -1, run_id, 1, start, start + dt.timedelta(days=1))
+        history.record(other, _summary(rng, night, 300), "success", None)
+        for _ in range(2):
+            other_row = _logged(rng, "oth", "rejected", OTHER_DAG_MESSAGE, run_id, recorded, (OTHER_DAG_ID, "send"))
+            log_rows.append(other_row)
+        if night < 3:  # written before the delivery log recorded DAGs
+            log_rows.append(_logged(rng, "old", "invalid", "bad_value", run_id, recorded, (None, None)))
+    history.record(
+        RunIdentity(OTHER_DAG_ID, "send", 0, "manual__other", 1, None, None), _summary(rng, 0, 300), "success", None
+    )
     with engine.begin() as connection:
         connection.execute(sa.insert(dead_letter), log_rows)
     history.engine.dispose()
     return first_day
 
 
-def _logged(rng: random.Random, prefix: str, status: str, detail: str, run_id: str, at: dt.datetime) -> dict:
+def _logged(
+    rng: random.Random,
+    prefix: str,
+    status: str,
+    detail: str,
+    run_id: str,
+    at: dt.datetime,
+    dag_and_task: tuple[str | None, str | None],
+) -> dict:
     return {
         "event_name": "Lead" if prefix == "crm" else "Purchase",
         "event_id": f"{prefix}-{rng.randrange(10**6):06d}-{uuid.uuid4().hex[:4]}",
@@ -181,6 +211,8 @@ def _logged(rng: random.Random, prefix: str, status: str, detail: str, run_id: s
         "last_run_id": run_id,
         "first_recorded_at": at,
         "last_recorded_at": at,
+        "dag_id": dag_and_task[0],
+        "task_id": dag_and_task[1],
     }
 
 
@@ -196,14 +228,16 @@ def gravity_view() -> Iterator[GravityView]:
     home = Path(tempfile.mkdtemp(prefix="gravity-view-airflow-"))
     (home / "dags").mkdir()
     passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({USERNAME: PASSWORD}))
+    passwords.write_text(json.dumps({USERNAME: PASSWORD, READER: READER_PASSWORD}))
     env = {
         "AIRFLOW_CONN_GRAVITY_HISTORY": airflow_uri(POSTGRES_URL),
         "AIRFLOW__GRAVITY__RUN_HISTORY_CONN_ID": "gravity_history",
         "AIRFLOW__GRAVITY__RUN_HISTORY_TABLE": history_table,
         "AIRFLOW__GRAVITY__DELIVERY_LOG_TABLE": log_table,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:viewer",
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.support.one_dag_auth_manager.OneDagAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:viewer,{READER}:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        LIMITS_VARIABLE: f"{READER}:{DAG_ID}",
     }
     try:
         first_day = seed(engine, history_table, log_table, last_day)

@@ -15,6 +15,7 @@ This module does not import Airflow: the operator hands in a SQLAlchemy engine.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -66,7 +67,7 @@ _FITTED_PREFIX_LENGTH = MAX_KEY_LENGTH - len("~sha256:") - 64 - 2
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-#: The delivery log's columns, in order; an existing table must have them all.
+#: The delivery log's first columns, in order; an existing table must have them all.
 DELIVERY_LOG_COLUMNS = (
     "event_name",
     "event_id",
@@ -79,6 +80,13 @@ DELIVERY_LOG_COLUMNS = (
     "first_recorded_at",
     "last_recorded_at",
 )
+#: Columns added later, by :meth:`DeliveryLog.ensure_table` to a table that lacks them: the DAG and task of the
+#: run in ``last_run_id`` (NULL in rows written before they were added: such a row's DAG is unknown).
+ADDED_COLUMNS = ("dag_id", "task_id")
+#: Longest DAG or task id; Airflow's own columns are 250 characters.
+MAX_DAG_ID_LENGTH = 250
+#: The index names' longest form; PostgreSQL cuts names at 63 bytes, MySQL refuses names over 64.
+_MAX_INDEX_NAME = 63
 # PostgreSQL serialization failure / deadlock; MySQL lock wait timeout / deadlock.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 _TRANSIENT_MYSQL_ERRNOS = frozenset({1205, 1213})
@@ -213,8 +221,17 @@ def parse_table_name(table_name: str, schema: str | None = None) -> tuple[str | 
     return schema, table
 
 
+def index_name(table: str, purpose: str) -> str:
+    """``ix_<table>_<purpose>``, or when that is longer than 63 characters a cut name with a hash of the whole."""
+    name = f"ix_{table}_{purpose}"
+    if len(name) <= _MAX_INDEX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_INDEX_NAME - len(purpose) - 10]}_{digest}_{purpose}"
+
+
 def _build_table(table: str, schema: str | None) -> sa.Table:
-    return sa.Table(
+    built = sa.Table(
         table,
         sa.MetaData(),
         sa.Column("event_name", _KeyString(), primary_key=True),
@@ -227,12 +244,22 @@ def _build_table(table: str, schema: str | None) -> sa.Table:
         sa.Column("last_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
         sa.Column("first_recorded_at", UtcTimestamp(), nullable=False),
         sa.Column("last_recorded_at", UtcTimestamp(), nullable=False),
+        sa.Column("dag_id", sa.String(MAX_DAG_ID_LENGTH), nullable=True),
+        sa.Column("task_id", sa.String(MAX_DAG_ID_LENGTH), nullable=True),
         schema=schema,
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
         mariadb_engine="InnoDB",
         mariadb_charset="utf8mb4",
     )
+    # What the dead letter of the Gravity view filters and orders on: status and time, then the DAG and task
+    # (in the index, so that counting the events a reader may see needs no table row), per DAG first for a
+    # reader of some DAGs or a ?dag_id= filter.
+    sa.Index(
+        index_name(table, "dead_letter"), built.c.status, built.c.last_recorded_at, built.c.dag_id, built.c.task_id
+    )
+    sa.Index(index_name(table, "dag_dead_letter"), built.c.dag_id, built.c.status, built.c.last_recorded_at)
+    return built
 
 
 def _literal_statuses(statuses: Sequence[str]) -> list[sa.ColumnElement[str]]:
@@ -268,6 +295,8 @@ def _merged_assignments(table: sa.Table, new: Any) -> list[tuple[str, Any]]:
         ("attempts", table.c.attempts + new.attempts),
         ("last_run_id", new.last_run_id),
         ("last_recorded_at", new.last_recorded_at),
+        ("dag_id", new.dag_id),
+        ("task_id", new.task_id),
     ]
 
 
@@ -278,19 +307,37 @@ class DeliveryLog:
     Call :meth:`ensure_table` once before use; :meth:`lookup` tells which events are already
     logged and :meth:`record` upserts the outcomes of a batch. A ``delivered`` or ``duplicate``
     status is never replaced by ``rejected`` or ``invalid`` (Gravity still holds the earlier
-    delivery, and its payload hash is kept with it); ``detail``, ``attempts`` and ``last_*`` are
-    updated on every record.
+    delivery, and its payload hash is kept with it); ``detail``, ``attempts``, ``last_*``, ``dag_id`` and
+    ``task_id`` are updated on every record.
 
     :param engine: SQLAlchemy engine, e.g. from ``DbApiHook.get_sqlalchemy_engine()``.
     :param table_name: ``table`` or ``schema.table``; letters, digits and underscores only.
     :param schema: schema of the table, if not given in ``table_name``.
     :param read_only: look up, never write (a dry run): :meth:`record` then does nothing.
+    :param dag_id: the DAG of the task writing, stored with each record (the Gravity view shows a reader the
+        dead letter of the DAGs they may read by it); ``None`` stores NULL, a DAG nobody but a reader of every
+        DAG sees.
+    :param task_id: the task writing, stored with each record.
     """
 
-    def __init__(self, engine: Engine, table_name: str, *, schema: str | None = None, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        table_name: str,
+        *,
+        schema: str | None = None,
+        read_only: bool = False,
+        dag_id: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
         self.schema, self.table_name = parse_table_name(table_name, schema)
         self.engine = _with_full_unicode(engine)
         self.read_only = read_only
+        for label, value in (("dag_id", dag_id), ("task_id", task_id)):
+            if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_DAG_ID_LENGTH):
+                raise ValueError(f"{label} must be a non-empty string of at most {MAX_DAG_ID_LENGTH} characters.")
+        self.dag_id = dag_id
+        self.task_id = task_id
         self.table = _build_table(self.table_name, self.schema)
 
     @property
@@ -305,6 +352,10 @@ class DeliveryLog:
         PostgreSQL can fail one of two concurrent ``CREATE TABLE IF NOT EXISTS`` with a unique
         violation on ``pg_type``; other databases may report "already exists". After such an error
         the table's existence is checked and creation retried a few times.
+
+        A table created by an earlier version lacks ``dag_id`` and ``task_id`` and the view's indexes: they are
+        added (an additive migration; several writers may run it at once, and rows already there keep NULL in
+        the new columns).
 
         :raises ValueError: if a table of that name exists without the delivery log's columns.
         """
@@ -325,7 +376,51 @@ class DeliveryLog:
                     type(error.orig).__name__,
                 )
                 _pause(attempt)
-        self._check_columns()
+        present = self._check_columns()
+        for name in ADDED_COLUMNS:
+            if name not in present:
+                self._migrate(f"column {name}", functools.partial(self._add_column, name=name), self._has_column, name)
+        for index in sorted(self.table.indexes, key=lambda index: str(index.name)):
+            create = functools.partial(_create_index, index=index)
+            self._migrate(f"index {index.name}", create, self._has_index, str(index.name))
+
+    def _migrate(
+        self, what: str, change: Callable[[Connection], Any], done: Callable[[Connection, str], bool], name: str
+    ) -> None:
+        """Make one additive change unless it is there; another writer making it at the same time is fine."""
+        for attempt in range(1, CREATE_TABLE_ATTEMPTS + 1):
+            with self.engine.connect() as connection:
+                if done(connection, name):
+                    return
+            try:
+                with self.engine.begin() as connection:
+                    change(connection)
+                log.info("Delivery log %s: added %s.", self.qualified_name, what)
+                return
+            except DBAPIError as error:
+                with self.engine.connect() as connection:
+                    if done(connection, name):
+                        return
+                if attempt == CREATE_TABLE_ATTEMPTS:
+                    raise
+                log.info("Adding %s to %s failed (%s); retrying.", what, self.qualified_name, type(error.orig).__name__)
+                _pause(attempt)
+
+    def _add_column(self, connection: Connection, name: str) -> None:
+        column = self.table.c[name]
+        preparer = connection.dialect.identifier_preparer
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.exec_driver_sql(
+            f"ALTER TABLE {preparer.format_table(self.table)} ADD COLUMN {preparer.format_column(column)} {kind}"
+        )
+
+    def _has_column(self, connection: Connection, name: str) -> bool:
+        columns = sa.inspect(connection).get_columns(self.table_name, schema=self.schema)
+        return name in {column["name"].lower() for column in columns}
+
+    def _has_index(self, connection: Connection, name: str) -> bool:
+        indexes = sa.inspect(connection).get_indexes(self.table_name, schema=self.schema)
+        return name in {index["name"] for index in indexes}
 
     def lookup(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LoggedEvent]:
         """
@@ -364,7 +459,7 @@ class DeliveryLog:
         """
         if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_LENGTH:
             raise ValueError(f"run_id must be a non-empty string of at most {MAX_RUN_ID_LENGTH} characters.")
-        rows = _rows_for(records, run_id, datetime.now(UTC))
+        rows = _rows_for(records, run_id, datetime.now(UTC), self.dag_id, self.task_id)
         if not rows or self.read_only:
             return
         native_write = self._native_upsert_writer()
@@ -448,7 +543,7 @@ class DeliveryLog:
         with self.engine.connect() as connection:
             return sa.inspect(connection).has_table(self.table_name, schema=self.schema)
 
-    def _check_columns(self) -> None:
+    def _check_columns(self) -> set[str]:
         with self.engine.connect() as connection:
             present = {
                 column["name"].lower()
@@ -460,6 +555,11 @@ class DeliveryLog:
                 f"Table {self.qualified_name} exists but is not a delivery log: missing columns {missing}. "
                 "Choose another delivery_log_table."
             )
+        return present
+
+
+def _create_index(connection: Connection, index: sa.Index) -> None:
+    connection.execute(sa.schema.CreateIndex(index))
 
 
 class _BoundRow:
@@ -509,7 +609,13 @@ _NATIVE_UPSERTS: dict[str, Callable[[sa.Table], sa.Executable]] = {
 }
 
 
-def _rows_for(records: Sequence[DeliveryRecord], run_id: str, now: datetime) -> list[dict[str, Any]]:
+def _rows_for(
+    records: Sequence[DeliveryRecord],
+    run_id: str,
+    now: datetime,
+    dag_id: str | None = None,
+    task_id: str | None = None,
+) -> list[dict[str, Any]]:
     """Validate records, merge repeats of a key, and return rows sorted by key (a stable lock order)."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
@@ -529,6 +635,8 @@ def _rows_for(records: Sequence[DeliveryRecord], run_id: str, now: datetime) -> 
                 "last_run_id": run_id,
                 "first_recorded_at": now,
                 "last_recorded_at": now,
+                "dag_id": dag_id,
+                "task_id": task_id,
             }
             continue
         previous["attempts"] += 1

@@ -7,6 +7,8 @@ const BUCKETS = [
   ["duplicate", "--duplicate"],
   ["rejected", "--rejected"],
   ["invalid", "--invalid"],
+  ["skipped_delivered", "--skipped"],
+  ["undelivered", "--undelivered"],
 ];
 const MATCH_KEYS = [
   ["em", "e-mail", "#2f9e44"],
