@@ -15,19 +15,20 @@ from airflow.providers.common.sql.operators.sql import BaseSQLOperator
 from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
-from airflow_provider_gravity.conversions.errors import ColumnContractError
-from airflow_provider_gravity.conversions.events.build import EventSettings
-from airflow_provider_gravity.conversions.read.chunks import read_chunks
-from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
-from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
-from airflow_provider_gravity.conversions.run.resume import ResumeLog
-from airflow_provider_gravity.conversions.run.tally import format_summary
+from airflow_provider_gravity.conversions.errors import ColumnContractError, GravityError
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
 from airflow_provider_gravity.history.recording import record_run_history
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_gravity.conversions.events.build import EventSettings
+    from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+    from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunFailure, RunResult
+
+# The run's modules (pandas, numpy, pyarrow, SQLAlchemy) are imported by the methods that run it, in
+# execute: a DAG file imports this module at every parse and should not pay for them.
 
 log = logging.getLogger(__name__)
 _warned_without_state_store = False
@@ -212,9 +213,38 @@ class SendConversionsOperator(BaseSQLOperator):
         return GravityHook(self.gravity_conn_id, pool_size=self.max_concurrency)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_gravity.conversions.run.pipeline import RunFailure
+
         dry_run = _as_bool(self.dry_run)
-        delivery_log = self._delivery_log(dry_run)
-        pipeline = ConversionPipeline(
+        pipeline: ConversionPipeline | None = None
+        try:
+            delivery_log = self._delivery_log(dry_run)
+            pipeline = self._pipeline(context, dry_run, delivery_log)
+            result = self._run(pipeline, delivery_log, dry_run)
+        except ColumnContractError as err:
+            self._record_stopped_try(context, pipeline, dry_run, RunFailure(str(err), retryable=False))
+            raise GravityRunRefused(str(err)) from None
+        except Exception as error:
+            # Its text may quote a cell or a connection string: the history names the error's type only.
+            reason = str(error) if isinstance(error, GravityError) else f"the run stopped with {type(error).__name__}"
+            self._record_stopped_try(context, pipeline, dry_run, RunFailure(reason, retryable=True))
+            raise
+        return self._finish(result, context, dry_run)
+
+    def _record_stopped_try(
+        self, context: Context, pipeline: ConversionPipeline | None, dry_run: bool, failure: RunFailure
+    ) -> None:
+        """The run history's row of a try that raised, with what it had settled before it stopped."""
+        from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
+
+        summary = pipeline.summary() if pipeline is not None else ConversionPipeline.empty_summary()
+        record_run_history(self, context, summary, dry_run=dry_run, failure=failure, too_many_errors=False)
+
+    def _pipeline(self, context: Context, dry_run: bool, delivery_log: DeliveryLog | None) -> ConversionPipeline:
+        from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
+        from airflow_provider_gravity.conversions.run.resume import ResumeLog
+
+        return ConversionPipeline(
             settings=self._event_settings(dry_run),
             sender=None if dry_run else self.gravity_hook.client,  # one client for all threads
             batch_size=self.batch_size,
@@ -224,21 +254,24 @@ class SendConversionsOperator(BaseSQLOperator):
             run_id=str(context.get("run_id") or "manual"),
             progress_interval=self.progress_interval,
         )
+
+    def _run(self, pipeline: ConversionPipeline, delivery_log: DeliveryLog | None, dry_run: bool) -> RunResult:
+        from airflow_provider_gravity.conversions.read.chunks import read_chunks
+
         chunks = read_chunks(self.sql_hook, self.sql, self.parameters, self.chunk_size)
         try:
-            result = pipeline.run(chunks)
-        except ColumnContractError as err:
-            raise GravityRunRefused(str(err)) from None
+            return pipeline.run(chunks)
         finally:
             chunks.close()  # releases the database cursor even when the run stopped early
             if delivery_log is not None:
                 delivery_log.engine.dispose()
             if not dry_run:
                 self.gravity_hook.close()
-        return self._finish(result, context, dry_run)
 
     def _finish(self, result: RunResult, context: Context, dry_run: bool) -> dict[str, Any]:
         """Log the summary; return it, or push it and raise the exception that says whether a retry helps."""
+        from airflow_provider_gravity.conversions.run.tally import format_summary
+
         summary = result.summary
         table = format_summary(summary)
         self.log.info("Gravity run summary:\n%s", table)
@@ -289,6 +322,8 @@ class SendConversionsOperator(BaseSQLOperator):
         return store
 
     def _event_settings(self, dry_run: bool) -> EventSettings:
+        from airflow_provider_gravity.conversions.events.build import EventSettings
+
         with_plus = self.hash_phone_with_plus
         if with_plus is None:
             with_plus = self._connection_hashes_phones_with_plus(dry_run)
@@ -323,8 +358,16 @@ class SendConversionsOperator(BaseSQLOperator):
         """The delivery log; a dry run only reads it (to show what would be skipped) and never creates it."""
         if not self.delivery_log_table:
             return None
+        from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
+
         hook = self.sql_hook if not self.delivery_log_conn_id else _sql_hook(self.delivery_log_conn_id)
-        delivery_log = DeliveryLog(hook.get_sqlalchemy_engine(), self.delivery_log_table, read_only=dry_run)
+        delivery_log = DeliveryLog(
+            hook.get_sqlalchemy_engine(),
+            self.delivery_log_table,
+            read_only=dry_run,
+            dag_id=self.dag_id,
+            task_id=self.task_id,
+        )
         if dry_run:
             return delivery_log if delivery_log.table_exists() else None
         delivery_log.ensure_table()
