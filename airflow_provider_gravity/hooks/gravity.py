@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_provider_gravity.conversions.api.client import (
-    AUTH_HEADER_STYLES,
-    EventResult,
-    GravityClient,
-    RetryPolicy,
-)
+if TYPE_CHECKING:
+    # The client is imported when the hook first makes one: it loads requests and the event encoder (numpy),
+    # which a DAG file that only names the hook or the operator should not pay for at every parse.
+    from airflow_provider_gravity.conversions.api.client import EventResult, GravityClient
 
 
 def _as_bool(value: Any) -> bool:
@@ -86,6 +84,8 @@ class GravityHook(BaseHook):
         ``vars(hook)`` cannot show the API key.
         """
         from airflow.sdk.log import mask_secret
+
+        from airflow_provider_gravity.conversions.api.client import AUTH_HEADER_STYLES, GravityClient, RetryPolicy
 
         conn = self.get_connection(self.gravity_conn_id)
         api_key = (conn.password or "").strip()  # a key pasted with its line break

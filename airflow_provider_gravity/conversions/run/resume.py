@@ -6,6 +6,12 @@ Progress is recorded per chunk of rows, identified by its position in the result
 event keys it holds. On a retry a chunk is skipped only when its digest matches: if the query's row order
 is not stable (no ``ORDER BY event_id``), the digests differ, resuming stops, and the rest of the window is
 sent again (Gravity's 48-hour dedup absorbs the overlap).
+
+The state is one key per chunk (:func:`chunk_key`) plus a small index under :data:`STATE_KEY` (the query's
+fingerprint, how many chunk keys there may be, Gravity's top messages). A write sets only the keys of the
+chunks that changed, and the index when it changed, so that each write costs the same at chunk 10 as at
+chunk 10,000: the bytes written over a run grow with its chunks, not with their square. A retry reads a
+chunk's key when it reaches that chunk.
 """
 
 from __future__ import annotations
@@ -22,6 +28,17 @@ from airflow_provider_gravity.conversions.run.tally import Tally
 log = logging.getLogger(__name__)
 
 STATE_KEY = "gravity_send_conversions_progress"
+#: The state's layout: the index and one key per chunk. A state of an earlier version (every chunk in the
+#: index) is still read, and rewritten in this layout on the first write.
+STATE_FORMAT = 2
+#: Chunk keys the index announces beyond the last chunk seen, so that it is rewritten once every so many
+#: chunks, not every chunk.
+INDEX_STEP = 32
+
+
+def chunk_key(chunk_index: int) -> str:
+    """The state store key of one chunk's progress."""
+    return f"{STATE_KEY}.chunk.{chunk_index}"
 
 
 class StateStore(Protocol):
@@ -70,13 +87,17 @@ class ResumeLog:
         self.store = store
         self.fingerprint = fingerprint
         self.min_interval = min_interval
-        self._saved: dict[str, dict[str, Any]] = {}
-        self._chunks: dict[str, dict[str, Any]] = {}
+        # Progress of chunks not yet written, or still open (partial): written, complete chunks leave memory.
+        self._entries: dict[int, dict[str, Any]] = {}
+        self._dirty: set[int] = set()
+        self._index_dirty = False
+        # Chunks below this may have a key in the store: the earlier tries' and this one's.
+        self._bound = 0
+        self._saved_bound = 0  # the earlier tries': their keys are read when their chunk comes
         # Gravity's messages of every acknowledged part, top ones only: kept once for the run, not per chunk,
         # so the state stays small however many distinct messages Gravity sends.
         self.messages = Tally()
         self._last_write = 0.0
-        self._dirty = False
         self.resuming = False
         self.order_changed = False
         self.chunks_skipped = 0
@@ -84,20 +105,30 @@ class ResumeLog:
         if store is not None:
             state = self._call_store("read", store.get, STATE_KEY, None)
             if isinstance(state, dict) and state.get("fingerprint") == fingerprint:
-                self._saved = dict(state.get("chunks") or {})
-                self._chunks = dict(self._saved)
                 self.messages = Tally(state.get("messages") or {})
-                self.resuming = bool(self._saved)
+                chunks = state.get("chunks")
+                if isinstance(chunks, dict):  # an earlier version's state: every chunk in one value
+                    legacy = {int(index): entry for index, entry in chunks.items()}
+                    self._entries.update(legacy)
+                    self._dirty.update(legacy)  # rewritten as chunk keys with the first write
+                    self._index_dirty = True
+                    self._saved_bound = max(legacy, default=-1) + 1
+                else:
+                    self._saved_bound = int(chunks or 0)
+                self._bound = self._saved_bound
+                self.resuming = self._saved_bound > 0
 
     def restore(self, chunk_index: int, digest: str) -> SavedChunk | None:
         """
         The acknowledged part of chunk ``chunk_index`` from an earlier try, if its rows are the same.
         The first mismatch ends resuming for the rest of the run.
         """
-        if not self.resuming:
+        if not self.resuming or chunk_index >= self._saved_bound:
             return None
-        saved = self._saved.get(str(chunk_index))
-        if saved is None:
+        saved = self._entries.get(chunk_index)
+        if saved is None and self.store is not None:
+            saved = self._call_store("read", self.store.get, chunk_key(chunk_index), None)
+        if not isinstance(saved, dict):
             return None
         if saved.get("digest") != digest:
             log.warning(
@@ -106,59 +137,107 @@ class ResumeLog:
                 "48-hour dedup absorbs the overlap.",
                 chunk_index,
             )
-            self.resuming = False
-            self.order_changed = True
-            self._chunks = {k: v for k, v in self._chunks.items() if int(k) < chunk_index}
-            self.messages = Tally()  # they were Gravity's words on rows that are now sent again
+            self._forget_from(chunk_index)
             return None
         if saved.get("complete"):
             self.chunks_skipped += 1
             restored = SavedChunk(True, Tally(saved.get("tally") or {}))
         else:
+            self._entries[chunk_index] = saved  # this try's acknowledged batches are added to it
             ranges = [(int(a), int(b)) for a, b, _ in saved.get("ranges", [])]
             restored = SavedChunk(False, sum((Tally(t) for _, _, t in saved.get("ranges", [])), Tally()), ranges)
         self.restored_rejected += restored.tally["bucket.rejected"]
         return restored
 
+    def _forget_from(self, chunk_index: int) -> None:
+        """
+        The rows changed from ``chunk_index`` on: the earlier tries' progress of those chunks is dropped, here
+        and in the store (once, at the change), and so are Gravity's messages, which were about rows now sent
+        again.
+        """
+        self.resuming = False
+        self.order_changed = True
+        self.messages = Tally()
+        self._index_dirty = True
+        stale = range(chunk_index, self._saved_bound)
+        for index in stale:
+            self._entries.pop(index, None)
+            self._dirty.discard(index)
+        for index in stale:
+            if self.store is None:
+                break
+            self._call_store("save", self.store.delete, chunk_key(index))
+
     def batch_acknowledged(self, chunk_index: int, digest: str, first_row: int, last_row: int, tally: Tally) -> None:
         """Record that the rows ``first_row..last_row`` of a chunk got Gravity's answer."""
-        entry = self._chunks.setdefault(str(chunk_index), {"digest": digest, "ranges": []})
-        if entry.get("digest") != digest:
-            entry = self._chunks[str(chunk_index)] = {"digest": digest, "ranges": []}
-        self.messages.update(tally.messages())
-        self.messages.compact_messages()
+        entry = self._entries.get(chunk_index)
+        if entry is None or entry.get("digest") != digest or entry.get("complete"):
+            entry = self._entries[chunk_index] = {"digest": digest, "ranges": []}
+        messages = tally.messages()
+        if messages:
+            self.messages.update(messages)
+            self.messages.compact_messages()
+            self._index_dirty = True
         entry.setdefault("ranges", []).append([first_row, last_row, tally.without_messages().to_json()])
-        self._dirty = True
+        self._touch(chunk_index)
         self.flush()
 
     def chunk_completed(self, chunk_index: int, digest: str, tally: Tally) -> None:
         """
         Record that every row of a chunk is accounted for. Its messages were recorded with its batches.
         """
-        self._chunks[str(chunk_index)] = {
-            "digest": digest,
-            "complete": True,
-            "tally": tally.without_messages().to_json(),
-        }
-        self._dirty = True
+        self._entries[chunk_index] = {"digest": digest, "complete": True, "tally": tally.without_messages().to_json()}
+        self._touch(chunk_index)
         self.flush(force=True)
 
+    def _touch(self, chunk_index: int) -> None:
+        self._dirty.add(chunk_index)
+        if chunk_index >= self._bound:
+            self._bound = chunk_index + 1 + INDEX_STEP
+            self._index_dirty = True
+
     def flush(self, *, force: bool = False) -> None:
-        """Write the progress to the store, at most every ``min_interval`` seconds unless forced."""
-        if self.store is None or not self._dirty:
+        """
+        Write the progress that changed to the store, at most every ``min_interval`` seconds unless forced:
+        the key of each chunk that changed, then the index if it changed.
+        """
+        if self.store is None or not (self._dirty or self._index_dirty):
             return
         now = time.monotonic()
         if not force and now - self._last_write < self.min_interval:
             return
-        state = {"fingerprint": self.fingerprint, "chunks": self._chunks, "messages": self.messages.to_json()}
-        self._call_store("save", self.store.set, STATE_KEY, state)
+        for index in sorted(self._dirty):
+            entry = self._entries[index]
+            self._call_store("save", self.store.set, chunk_key(index), entry)
+            if self.store is None:
+                return
+            if entry.get("complete"):
+                del self._entries[index]  # written; nothing is added to a complete chunk
+        self._dirty.clear()
+        if self._index_dirty:
+            index_state = {
+                "fingerprint": self.fingerprint,
+                "format": STATE_FORMAT,
+                "chunks": self._bound,
+                "messages": self.messages.to_json(),
+            }
+            self._call_store("save", self.store.set, STATE_KEY, index_state)
+            self._index_dirty = False
         self._last_write = now
-        self._dirty = False
 
     def finish(self) -> None:
         """Forget the progress once the run succeeded, so that a later manual re-run sends afresh."""
-        if self.store is not None:
-            self._call_store("clear", self.store.delete, STATE_KEY)
+        if self.store is None:
+            return
+        # The chunk keys first: a try stopped half-way keeps its index and resumes what is left, as before.
+        for index in range(max(self._bound, self._saved_bound)):
+            self._call_store("clear", self.store.delete, chunk_key(index))
+            if self.store is None:
+                return
+        self._call_store("clear", self.store.delete, STATE_KEY)
+        self._entries.clear()
+        self._dirty.clear()
+        self._index_dirty = False
 
     def _call_store(self, action: str, method: Callable[..., Any], *args: Any) -> Any:
         """Resuming is an optimisation: a store that fails is switched off with a warning, never fails the run."""
