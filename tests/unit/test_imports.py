@@ -63,15 +63,7 @@ def assert_imports_without(module: str, banned: list[str]) -> None:
     [
         "airflow_provider_gravity",
         "airflow_provider_gravity.hooks.gravity",
-        pytest.param(
-            "airflow_provider_gravity.operators.send_conversions",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the operator reads MAX_EVENTS_PER_REQUEST from conversions/api/client.py, which imports "
-                "EncodedEvent from events/encode.py, which imports numpy at its top (issue 18; remove this mark "
-                "once the client no longer imports events/encode.py)",
-            ),
-        ),
+        "airflow_provider_gravity.operators.send_conversions",
     ],
 )
 def test_what_a_dag_file_imports_loads_no_pandas_numpy_or_pyarrow(module):

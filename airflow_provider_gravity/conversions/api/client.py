@@ -38,7 +38,7 @@ from airflow_provider_gravity.conversions.errors import (
     GravityResponseError,
     GravityUnavailableError,
 )
-from airflow_provider_gravity.conversions.events.encode import EncodedEvent
+from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.version import __version__
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from airflow_provider_gravity.conversions.api.client import EventResult
-from airflow_provider_gravity.conversions.events.encode import EncodedEvent
+from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 
 
 class EventSender(Protocol):

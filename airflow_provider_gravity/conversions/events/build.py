@@ -16,7 +16,6 @@ from airflow_provider_gravity.conversions.events import cells
 from airflow_provider_gravity.conversions.events.cells import per_cell, per_distinct_value, text_column
 from airflow_provider_gravity.conversions.events.encode import (
     UNENCODABLE,
-    EncodedEvent,
     Fragments,
     canonical_json,
     joined_objects,
@@ -26,6 +25,7 @@ from airflow_provider_gravity.conversions.events.encode import (
     value_fragments,
     written_fragments,
 )
+from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (

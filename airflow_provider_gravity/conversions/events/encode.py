@@ -32,20 +32,6 @@ TOP_KEYS = (
 UNENCODABLE = "unencodable_text"
 
 
-class EncodedEvent(NamedTuple):
-    """
-    One event ready to send.
-
-    :param event_name: the event's name, as in its JSON.
-    :param event_id: the event's id, as in its JSON.
-    :param json: the event as canonical JSON text (ASCII).
-    """
-
-    event_name: str
-    event_id: str
-    json: str
-
-
 def canonical_json(value: Any) -> str:
     """
     ``value`` as canonical JSON text (sorted keys, compact, ASCII).
