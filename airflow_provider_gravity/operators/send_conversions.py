@@ -19,6 +19,7 @@ from airflow_provider_gravity.conversions.errors import ColumnContractError, Gra
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
 from airflow_provider_gravity.history.recording import record_run_history
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
+from airflow_provider_gravity.metrics import emit_run_metrics
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -239,6 +240,7 @@ class SendConversionsOperator(BaseSQLOperator):
 
         summary = pipeline.summary() if pipeline is not None else ConversionPipeline.empty_summary()
         record_run_history(self, context, summary, dry_run=dry_run, failure=failure, too_many_errors=False)
+        self._emit_metrics(summary, dry_run)
 
     def _pipeline(self, context: Context, dry_run: bool, delivery_log: DeliveryLog | None) -> ConversionPipeline:
         from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
@@ -281,6 +283,7 @@ class SendConversionsOperator(BaseSQLOperator):
         failure = result.failure
         too_many_errors = summary["error_rate"] > self.max_error_rate
         record_run_history(self, context, summary, dry_run=dry_run, failure=failure, too_many_errors=too_many_errors)
+        self._emit_metrics(summary, dry_run)
         if failure or too_many_errors:
             # A failed task returns nothing: keep its summary where the UI and downstream tasks can read it.
             context["ti"].xcom_push(key="gravity_summary", value=summary)
@@ -300,6 +303,11 @@ class SendConversionsOperator(BaseSQLOperator):
                 f"(rejected + invalid over rows read).\n{table}"
             )
         return summary
+
+    def _emit_metrics(self, summary: Mapping[str, Any], dry_run: bool) -> None:
+        """The try's metrics, through Airflow's metrics configuration; a dry run delivers nothing and emits none."""
+        if not dry_run:
+            emit_run_metrics(summary, dag_id=self.dag_id, task_id=self.task_id)
 
     def _state_store(self, context: Context, has_delivery_log: bool) -> Any:
         """Airflow's task state store, or ``None`` when resuming is off or this Airflow has none (before 3.3)."""
