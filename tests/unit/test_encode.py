@@ -84,3 +84,37 @@ def test_a_zoned_time_beyond_year_9999_in_a_text_column_is_unreadable_not_a_cras
     assert (built.reasons[0], first) == ("bad_event_name", None) or (
         built.reasons[0] is None and json.loads(first)["event_name"][:5] in ("9999-", "10000")
     )
+
+
+def test_rows_with_none_of_an_objects_fields_keep_their_place():
+    # pyarrow 26's join with null_handling="skip" drops a row whose inputs are all null: every later event
+    # would take the next row's text. Rows 1 and 3 have neither custom field, rows 0, 2 and 4 have one each.
+    frame = pd.DataFrame(
+        {
+            "event_id": ["r0", "r1", "r2", "r3", "r4"],
+            "event_time": [NOW - 100] * 5,
+            "custom_a": ["x", None, None, None, "z"],
+            "custom_b": [None, None, "y", None, None],
+        }
+    )
+
+    events = build_events(frame, EventSettings(event_name="Purchase"), NOW).events
+
+    assert [event["event_id"] for event in events] == ["r0", "r1", "r2", "r3", "r4"]
+    assert [event.get("custom_data") for event in events] == [{"a": "x"}, None, {"b": "y"}, None, {"a": "z"}]
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ['quote"d', "back\\slash", "tab\tinside", "ΣΩΚΡΑΤΗΣ", "emoji 🎉", "ünïcödé", "\x7f", "ctrl\x01"],
+)
+def test_ids_that_need_escaping_are_written_as_json_dumps_writes_them(event_id):
+    frame = pd.DataFrame({"event_id": ["plain", event_id], "event_time": [NOW - 100] * 2})
+
+    built = build_events(frame, EventSettings(event_name="Purchase"), NOW)
+
+    for text, reason in zip(built.encoded, built.reasons, strict=True):
+        if reason is None:
+            assert text == canonical(text)
+            assert json.loads(text)["event_id"] in ("plain", event_id)
+    assert built.reasons[0] is None

@@ -233,3 +233,32 @@ def test_conversions_import_without_airflow() -> None:
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+LATIN_LETTERS = [chr(code) for code in range(0xC0, 0x180) if code != 0x130]
+
+
+@pytest.mark.parametrize("letter", LATIN_LETTERS)
+def test_emails_lowercased_by_arrow_hash_as_python_lowercases_them(letter: str) -> None:
+    email = f"Ab{letter}{letter.upper()}@Example.COM"
+    expected = email.lower()
+
+    hashed = hash_user_fields(pd.DataFrame({"em": [email]}))
+
+    assert hashed.fields["em"] == [[digest(expected)]]
+
+
+@pytest.mark.parametrize(
+    ("email", "normalized"),
+    [
+        ("ΣΩΚΡΑΤΗΣ@EXAMPLE.GR", "σωκρατης@example.gr"),  # Python's final sigma, which Arrow's kernel lacks
+        ("\u0130STANBUL@EXAMPLE.TR", "i\u0307stanbul@example.tr"),  # two characters in Python's lowercase
+        ("\u00a0padded@example.com\u00a0", "padded@example.com"),  # Python strips a no-break space
+        ("soft\u00adhyphen@example.com", "softhyphen@example.com"),  # a format character is removed
+        ("\t Tabbed@Example.com \t", "tabbed@example.com"),
+    ],
+)
+def test_emails_outside_the_arrow_path_are_normalized_by_python(email: str, normalized: str) -> None:
+    hashed = hash_user_fields(pd.DataFrame({"em": pd.Series([email, "other@example.com"], dtype="str")}))
+
+    assert hashed.fields["em"][0] == [digest(normalized)]

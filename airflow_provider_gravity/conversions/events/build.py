@@ -11,6 +11,8 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_gravity.conversions.events import cells
 from airflow_provider_gravity.conversions.events.cells import per_cell, per_distinct_value, text_column
@@ -172,7 +174,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     for row in unencodable_rows([*top, *user_data.fragments, *custom_fragments]):
         if reasons[row] is None:
             reasons[row] = UNENCODABLE
-    encoded, coverage = joined_objects(top, rows), user_data.coverage
+    encoded, coverage = joined_objects(top, rows).to_pylist(), user_data.coverage
     for row in (row for row, reason in enumerate(reasons) if reason is not None):
         encoded[row], coverage[row] = None, 0
     return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed, column))
@@ -382,7 +384,7 @@ def _identity_reason(
 class _UserData(NamedTuple):
     """Each row's ``user_data``: its JSON object (or ``None``), and what the run counts and checks of it."""
 
-    objects: list[str | None]
+    objects: list[str | None] | pa.Array
     fragments: list[Fragments]
     has_match_key: list[bool]
     coverage: list[int]
@@ -401,7 +403,7 @@ def _user_data(
     """
     columns = {**pixel_ids, **user_fields}
     fragments = [_field_fragments(key, values, user_fields, user_texts) for key, values in sorted(columns.items())]
-    objects = joined_objects(fragments, rows)
+    joined = joined_objects(fragments, rows)
     coverage_bits = np.zeros(rows, dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
     for bit, keys in enumerate(COVERAGE_KEYS):
@@ -410,6 +412,9 @@ def _user_data(
             coverage_bits |= present.astype(np.int64) << bit
             matched |= np.logical_and.reduce([_flags(columns[key], bool, rows) for key in keys])
     coverage, has_match_key = coverage_bits.tolist(), matched.tolist()
+    if not any(pixel_objects):
+        return _UserData(joined, fragments, has_match_key, coverage)
+    objects = joined.to_pylist()
     for row, pixel in enumerate(pixel_objects):
         if pixel:
             merged = dict(pixel)
@@ -450,11 +455,12 @@ def _coverage(user_data: dict[Any, Any]) -> int:
     return sum(1 << bit for bit, keys in enumerate(COVERAGE_KEYS) if all(key in user_data for key in keys))
 
 
-def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> list[str | None]:
-    return [
-        None if reason is not None else '"event_time":' + str(int(second))
-        for second, reason in zip(seconds.tolist(), reasons, strict=True)
-    ]
+def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> pa.Array:
+    """``"event_time":<whole seconds>`` of each valid row (its time is finite), null for the others."""
+    valid = np.equal(np.asarray(reasons, dtype=object), None)  # type: ignore[call-overload]  # None: object
+    whole = np.trunc(np.where(valid, seconds, 0.0)).astype(np.int64)  # as int() does: toward zero
+    texts = pc.cast(pa.array(whole, mask=~valid), pa.string())
+    return pc.binary_join_element_wise('"event_time":', texts, "")
 
 
 def _first_reasons(rows: int, reason_columns: list[list[str | None]]) -> list[str | None]:

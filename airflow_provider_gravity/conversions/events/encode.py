@@ -2,9 +2,10 @@
 Events written as JSON column by column: no dict per event on the way to the request body.
 
 Each field of a chunk becomes a column of JSON fragments (``"em":["9f86..."]``), computed once per
-distinct value; a row's event is its fragments joined in key order. The text is canonical JSON (keys
-sorted, no spaces, ASCII with ``\\u`` escapes), the same text ``json.dumps(event, sort_keys=True,
-separators=(",", ":"))`` gives for the event as a dict: what is sent is also what the delivery log hashes.
+distinct value or by Arrow kernels; a row's event is its fragments joined in key order, by Arrow. The text
+is canonical JSON (keys sorted, no spaces, ASCII with ``\\u`` escapes), the same text
+``json.dumps(event, sort_keys=True, separators=(",", ":"))`` gives for the event as a dict: what is sent is
+also what the delivery log hashes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 #: Top-level keys with a fragment column, in canonical (sorted) order.
 TOP_KEYS = (
@@ -30,6 +33,8 @@ TOP_KEYS = (
 )
 #: The reason of a row whose text cannot travel as UTF-8 (a lone surrogate from a hand-built frame).
 UNENCODABLE = "unencodable_text"
+# Text that is its own JSON string body: printable ASCII without a quote or a backslash (RE2 syntax).
+_PLAIN_JSON_STRING = r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$"
 
 
 def canonical_json(value: Any) -> str:
@@ -77,11 +82,11 @@ class Fragments(NamedTuple):
     """
     The JSON fragments ``"key":value`` of one field, one per row (``None`` where the field is absent).
 
-    :param fragments: each row's fragment.
+    :param fragments: each row's fragment, as a list or an Arrow string array.
     :param unencodable: the rows whose value cannot be written (a lone surrogate, a number JSON cannot hold).
     """
 
-    fragments: list[str | None]
+    fragments: list[str | None] | pa.Array
     unencodable: list[int]
 
 
@@ -126,7 +131,25 @@ def fragments_of(
 
 
 def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
-    """Fragments of a text field (event ids, names, URLs): mostly distinct, so written without a memo."""
+    """
+    Fragments of a text field (event ids, names, URLs), mostly distinct: plain text is quoted by Arrow, any
+    other (a quote, a backslash, non-ASCII) is escaped by the JSON encoder.
+    """
+    try:
+        texts = pa.array(values, pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate: Arrow holds UTF-8 only
+        return _text_fragments_one_by_one(key, values)
+    prefix = encode_basestring_ascii(key) + ":"
+    fragments = pc.binary_join_element_wise(prefix + '"', texts, '"', "")
+    escaped = np.asarray(pc.invert(pc.fill_null(pc.match_substring_regex(texts, _PLAIN_JSON_STRING), True)))
+    if escaped.any():
+        rows = np.flatnonzero(escaped).tolist()
+        written = pa.array([prefix + encode_basestring_ascii(cast(str, values[row])) for row in rows], pa.string())
+        fragments = pc.replace_with_mask(fragments, pa.array(escaped), written)
+    return Fragments(fragments, [])
+
+
+def _text_fragments_one_by_one(key: str, values: Sequence[str | None]) -> Fragments:
     prefix = encode_basestring_ascii(key) + ":"
     fragments: list[str | None] = []
     unencodable: list[int] = []
@@ -134,7 +157,7 @@ def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
         if value is None:
             fragments.append(None)
             continue
-        if not value.isascii():  # json_string's check, inlined: one call less a row on the hottest loop
+        if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate
@@ -153,34 +176,42 @@ def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = Fals
 def written_fragments(key: str, values: Sequence[Any], texts: np.ndarray) -> Fragments:
     """
     Fragments of a field whose values were written as JSON already (``texts``, ``None`` where absent), such
-    as the hashed match keys, written once per distinct value of the run: joined to the key in C.
+    as the hashed match keys, written once per distinct value: joined to the key by Arrow.
     """
     present = np.not_equal(texts, None)  # type: ignore[call-overload]  # numpy's stubs leave out None
-    fragments = np.full(len(texts), None, dtype=object)
-    fragments[present] = encode_basestring_ascii(key) + ":" + texts[present]
+    fragments = pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", pa.array(texts, pa.string()), "")
     # A value without its text could not be written (a lone surrogate in an external id).
     unencodable = [row for row in np.flatnonzero(~present).tolist() if values[row] is not None]
-    return Fragments(fragments.tolist(), unencodable)
+    return Fragments(fragments, unencodable)
 
 
-def object_fragments(key: str, objects: Sequence[str | None]) -> Fragments:
+def object_fragments(key: str, objects: Sequence[str | None] | pa.Array) -> Fragments:
     """Fragments of a field whose values are already JSON objects (``user_data``, ``custom_data``)."""
-    prefix = encode_basestring_ascii(key) + ":"
-    return Fragments([None if text is None else prefix + text for text in objects], [])
+    return Fragments(pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", _arrow(objects), ""), [])
 
 
-def joined_objects(columns: Sequence[Fragments], rows: int) -> list[str | None]:
+def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
     """
-    Each row's object of the given fragment columns (given in key order): ``{...}``, or ``None`` where the row
+    Each row's object of the given fragment columns (given in key order): ``{...}``, or null where the row
     has none of the fields.
     """
     if not columns:
-        return [None] * rows
-    objects: list[str | None] = []
-    for parts in zip(*(column.fragments for column in columns), strict=True):
-        inner = ",".join(filter(None, parts))
-        objects.append("{" + inner + "}" if inner else None)
-    return objects
+        return pa.nulls(rows, pa.string())
+    # A leading empty column, so that no row has only nulls: pyarrow's join with null_handling="skip" drops
+    # such a row from its result (26.0.1), which would shift every later event onto another row's id.
+    joined = pc.binary_join_element_wise(
+        "", *(_arrow(column.fragments) for column in columns), ",", null_handling="skip"
+    )
+    if len(joined) != rows:
+        raise AssertionError(f"joining fragments gave {len(joined)} objects for {rows} rows")
+    inner = pc.utf8_slice_codeunits(joined, 1)  # fragments are ASCII: code units are characters
+    objects = pc.binary_join_element_wise("{", inner, "}", "")
+    return pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()), objects)
+
+
+def _arrow(fragments: Sequence[str | None] | pa.Array) -> pa.Array:
+    """Fragments as an Arrow array; they are ASCII JSON, which Arrow always holds."""
+    return fragments if isinstance(fragments, pa.Array) else pa.array(fragments, pa.string())
 
 
 def unencodable_rows(columns: Sequence[Fragments]) -> set[int]:

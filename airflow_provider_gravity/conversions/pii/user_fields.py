@@ -8,15 +8,20 @@ Nothing returned holds plaintext: only SHA-256 digests, external ids and drop co
 from __future__ import annotations
 
 import gc
+import hashlib
+import re
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from airflow_provider_gravity.conversions.events.cells import (
     LIST_TYPES,
@@ -48,6 +53,8 @@ DROP_REASONS = (*INVALID_DROP_REASONS.values(), *UNREADABLE_DROP_REASONS.values(
 # What one distinct cell gives: the value sent (a list of strings, a digest, a region, or None), how many
 # present values were invalid, and how many could not be read.
 _CellResult = tuple[Any, int, int]
+# Text that is its own JSON string body: printable ASCII without a quote or a backslash.
+_PLAIN_JSON_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _MISSING: _CellResult = (None, 0, 0)
 _DROPPED: _CellResult = (None, 1, 0)
 _UNREADABLE: _CellResult = (None, 0, 1)
@@ -100,25 +107,68 @@ class _ResultTable:
         return position
 
 
-class PiiCache:
-    """Results for distinct values, shared by the chunks of one run so repeat customers cost a lookup.
-
-    It lives in the worker's memory only (its keys are the raw cells) and is never logged or
-    returned; create one per run and drop it at the end. A table is emptied when it grows past
-    ``max_entries``.
-
-    :param max_entries: the most distinct values kept per table.
+class _PhoneTable:
+    """
+    The run's results of distinct phone strings of one region: a parsed, hashed phone is kept as its digest
+    (a hundred bytes or so an entry with its key), other results as they are. Emptied when full.
     """
 
-    def __init__(self, max_entries: int = 1_000_000) -> None:
+    def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._tables: dict[Hashable, _ResultTable] = {}
+        self.entries: dict[str, str | _CellResult] = {}
 
-    def table(self, name: Hashable) -> _ResultTable:
-        """The table of results for one field and set of options."""
+    def results(self, strings: list[str], compute: Callable[[Any], _CellResult]) -> _FieldResult:
+        """The results of distinct ``strings`` (see :func:`_results_of_distinct`), each computed on its first
+        sight in the run."""
+        looked_up = list(map(self.entries.get, strings))
+        for position in [position for position, entry in enumerate(looked_up) if entry is None]:
+            looked_up[position] = self._store(strings[position], compute(strings[position]))
+        found = cast("list[str | _CellResult]", looked_up)
+        count = len(found)
+        values = np.empty(count + 1, dtype=object)
+        values[:count] = _objects(([entry] if type(entry) is str else entry[0] for entry in found), count)
+        texts = np.empty(count + 1, dtype=object)
+        texts[:count] = [
+            '["' + entry + '"]' if type(entry) is str else _json_text(entry[0]) if entry[0] is not None else None
+            for entry in found
+        ]
+        invalid = np.zeros(count + 1, dtype=np.int64)
+        unreadable = np.zeros(count + 1, dtype=np.int64)
+        for position, entry in enumerate(found):
+            if type(entry) is not str:
+                _, invalid[position], unreadable[position] = cast(_CellResult, entry)
+        return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+
+    def _store(self, raw: str, result: _CellResult) -> str | _CellResult:
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        value = result[0]
+        single_digest = result[1:] == (0, 0) and type(value) is list and len(value) == 1 and len(value[0]) == 64
+        entry = value[0] if single_digest else result  # a hex digest needs no escaping in its JSON text
+        self.entries[raw] = entry
+        return entry
+
+
+class PiiCache:
+    """Results of the run's distinct phone strings, shared by its chunks so repeat customers cost a lookup.
+
+    Phones are kept because parsing one costs microseconds; emails, names and ids are normalized again in
+    each chunk, once per distinct value, which costs less than remembering them. It lives in the worker's
+    memory only (its keys are the raw cells) and is never logged or returned; create one per run and drop
+    it at the end.
+
+    :param max_entries: the most distinct phones kept per region; a full table is emptied.
+    """
+
+    def __init__(self, max_entries: int = 250_000) -> None:
+        self.max_entries = max_entries
+        self._tables: dict[Hashable, _PhoneTable] = {}
+
+    def phones(self, name: Hashable) -> _PhoneTable:
+        """The table of one region and set of phone options."""
         table = self._tables.get(name)
-        if table is None or table.size > self.max_entries:
-            table = self._tables[name] = _ResultTable()
+        if table is None:
+            table = self._tables[name] = _PhoneTable(self.max_entries)
         return table
 
 
@@ -276,6 +326,9 @@ class _FieldResult(NamedTuple):
     texts: np.ndarray
     invalid: int
     unreadable: int
+    # Per entry, for the results of distinct cells (see _results_of_distinct); None for rows.
+    invalid_each: np.ndarray | None = None
+    unreadable_each: np.ndarray | None = None
 
 
 def _json_text(value: Any) -> str | None:
@@ -313,25 +366,153 @@ def _resolve_rows(keys: list[Any], table: _ResultTable, compute: Callable[[Any],
     )
 
 
-def _field(
-    frame: pd.DataFrame, column: str, table: _ResultTable, compute: Callable[[Any], _CellResult]
+def _is_text_column(series: pd.Series) -> bool:
+    """Whether every cell of ``series`` is a string or missing: a column pandas holds as text."""
+    return isinstance(series.dtype, pd.StringDtype)
+
+
+def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | None = None) -> _FieldResult:
+    """
+    The per-value arrays of distinct cells' results, with one more entry for the missing cell.
+
+    :param texts: each value's JSON text when the caller wrote them already; else written here.
+    """
+    count = len(results)
+    values = np.empty(count + 1, dtype=object)
+    values[:count] = _objects((value for value, _, _ in results), count)
+    if texts is None:
+        texts = [None if value is None else _list_text(value) for value, _, _ in results]
+    written = np.empty(count + 1, dtype=object)
+    written[:count] = texts
+    invalid = np.zeros(count + 1, dtype=np.int64)
+    unreadable = np.zeros(count + 1, dtype=np.int64)
+    invalid[:count] = np.fromiter((dropped for _, dropped, _ in results), dtype=np.int64, count=count)
+    unreadable[:count] = np.fromiter((unread for _, _, unread in results), dtype=np.int64, count=count)
+    return _FieldResult(values, written, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+
+
+def _objects(items: Iterator[Any], count: int) -> np.ndarray:
+    """An object array of ``items``, each kept as it is (``np.array`` would make lists of lists a 2-D array)."""
+    return np.fromiter(items, dtype=object, count=count)
+
+
+def _list_text(value: Any) -> str | None:
+    """:func:`_json_text`, faster for the common value: a list of one digest or one plain id."""
+    if type(value) is list and len(value) == 1 and type(value[0]) is str:
+        item = value[0]
+        if (item.isascii() and item.isalnum()) or _PLAIN_JSON_TEXT.fullmatch(item):
+            return '["' + item + '"]'
+    return _json_text(value)
+
+
+def _spread(codes: np.ndarray, distinct: _FieldResult) -> _FieldResult:
+    """Rows' results from their codes into the distinct cells (-1, the missing cell, is the last entry)."""
+    assert distinct.invalid_each is not None and distinct.unreadable_each is not None
+    return _FieldResult(
+        distinct.values[codes],
+        distinct.texts[codes],
+        int(distinct.invalid_each[codes].sum()),
+        int(distinct.unreadable_each[codes].sum()),
+    )
+
+
+def _text_field(
+    series: pd.Series,
+    compute: Callable[[Any], _CellResult],
+    batch: Callable[[list[str]], _FieldResult] | None = None,
 ) -> _FieldResult:
-    return _resolve_rows(frame[column].to_numpy(dtype=object).tolist(), table, compute)
+    """
+    A text column resolved per distinct cell of the chunk: factorized in C, each distinct string computed
+    once (by ``batch`` over all of them when given, else one by one), the results spread back to the rows.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    distinct = uniques.tolist()
+    if batch is not None:
+        return _spread(codes, batch(distinct))
+    return _spread(codes, _results_of_distinct([compute(value) for value in distinct]))
+
+
+def _field(frame: pd.DataFrame, column: str, compute: Callable[[Any], _CellResult], batch: Any = None) -> _FieldResult:
+    """One column's results for this chunk: per distinct string for a text column, else cell by cell."""
+    series = frame[column]
+    if _is_text_column(series):
+        return _text_field(series, compute, batch)
+    return _resolve_rows(series.to_numpy(dtype=object).tolist(), _ResultTable(), compute)
+
+
+# Emails made only of printable ASCII, tabs and the letters of Latin-1 and Latin Extended-A (nearly all) are
+# trimmed, lowercased and checked by Arrow kernels. Those letters lowercase as Python lowercases them, one to
+# one (a test checks each), except U+0130, which Python lowers to two characters; no format character or space
+# is among them. Any other email (Greek, with its final sigma; control characters; a JSON array, which
+# _email_result splits) goes through normalize_email_text.
+_ARROW_EMAIL_INPUT = r"^[\t\x20-\x5a\x5c-\x7e\x{00c0}-\x{012f}\x{0131}-\x{017f}]*$"
+_ARROW_SHA256_HEX = r"^[0-9a-f]{64}$"
+_ARROW_EMAIL = (
+    r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f][^@\s\x00-\x1f\x7f]*\.[^@\s\x00-\x1f\x7f]*[^@\s.\x00-\x1f\x7f]$"
+)
+
+
+def _email_results(strings: list[str]) -> _FieldResult:
+    """
+    The results of distinct email strings, as :func:`_results_of_distinct` gives them: what
+    :func:`_email_result` gives each, mostly from Arrow kernels.
+    """
+    try:
+        distinct = pa.array(strings, pa.large_string())
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate (a python-backed string column)
+        return _results_of_distinct([_email_result(text) for text in strings])
+    plain = np.asarray(pc.fill_null(pc.match_substring_regex(distinct, _ARROW_EMAIL_INPUT), False))
+    lowered = pc.utf8_lower(pc.utf8_trim(distinct, characters=" \t"))
+    kept = plain & np.asarray(pc.greater(pc.utf8_length(lowered), 0))
+    digests = kept & np.asarray(pc.match_substring_regex(lowered, _ARROW_SHA256_HEX))
+    valid = digests | (kept & np.asarray(pc.match_substring_regex(lowered, _ARROW_EMAIL)))
+    count = len(strings)
+    values = np.empty(count + 1, dtype=object)
+    texts = np.empty(count + 1, dtype=object)
+    invalid = np.zeros(count + 1, dtype=np.int64)
+    unreadable = np.zeros(count + 1, dtype=np.int64)
+    invalid[:count] = kept & ~valid
+    sha256 = hashlib.sha256
+    hashed = np.flatnonzero(valid & ~digests)
+    written = [sha256(text.encode()).hexdigest() for text in _taken(lowered, hashed)]
+    passed = np.flatnonzero(digests)
+    written += _taken(lowered, passed)
+    positions = np.concatenate([hashed, passed])
+    values[positions] = _objects(([digest] for digest in written), len(written))
+    texts[positions] = ['["' + digest + '"]' for digest in written]
+    for position in np.flatnonzero(~plain).tolist():
+        value, invalid[position], unreadable[position] = _email_result(strings[position])
+        values[position], texts[position] = value, None if value is None else _json_text(value)
+    return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+
+
+def _taken(strings: pa.Array, positions: np.ndarray) -> list[str]:
+    return pc.take(strings, pa.array(positions, type=pa.int64())).to_pylist()  # type: ignore[no-any-return]
 
 
 def _phone_field(
     frame: pd.DataFrame, regions: np.ndarray, cache: PiiCache, normalizer: PhoneNormalizer, with_plus: bool
 ) -> _FieldResult:
-    """Phones resolved region by region, each region with its own table keyed by the raw cell."""
-    cells = frame["ph"].to_numpy(dtype=object)
+    """
+    Phones resolved region by region. A text column is resolved per distinct string of the chunk, each
+    looked up in the run's table of that region (a phone costs microseconds to parse); other columns cell
+    by cell.
+    """
+    series = frame["ph"]
+    text = _is_text_column(series)
+    cells = series if text else series.to_numpy(dtype=object)
     region_codes, distinct_regions = pd.factorize(regions)
     values = np.empty(len(cells), dtype=object)
     texts = np.empty(len(cells), dtype=object)
     invalid = unreadable = 0
     for code, region in enumerate(distinct_regions.tolist()):
         rows = slice(None) if len(distinct_regions) == 1 else np.flatnonzero(region_codes == code)
-        table = cache.table(("ph", normalizer.backend, with_plus, region))
-        resolved = _resolve_rows(cells[rows].tolist(), table, _phone_result(normalizer, with_plus, region))
+        compute = _phone_result(normalizer, with_plus, region)
+        if text:
+            table = cache.phones((normalizer.backend, with_plus, region))
+            resolved = _text_field(cells.iloc[rows], compute, partial(table.results, compute=compute))
+        else:
+            resolved = _resolve_rows(cells[rows].tolist(), _ResultTable(), compute)
         values[rows] = resolved.values
         texts[rows] = resolved.texts
         invalid += resolved.invalid
@@ -386,19 +567,17 @@ def _hash_user_fields(
         return resolved.values
 
     if "em" in columns:
-        result.fields["em"] = keep("em", _field(frame, "em", cache.table("em"), _email_result)).tolist()
+        result.fields["em"] = keep("em", _field(frame, "em", _email_result, _email_results)).tolist()
     regions = np.full(len(frame), default_region, dtype=object)
     if "country" in columns:
-        known = keep("country", _field(frame, "country", cache.table("country"), _country_result))
+        known = keep("country", _field(frame, "country", _country_result))
         regions = np.where(np.equal(known, None), default_region, known)  # type: ignore[call-overload]  # None: object
     if "ph" in columns:
         phones = _phone_field(frame, regions, cache, PhoneNormalizer(phone_backend), phone_with_plus)
         result.fields["ph"] = keep("ph", phones).tolist()
     for name in ("fn", "ln"):
         if name in columns:
-            result.fields[name] = keep(name, _field(frame, name, cache.table("names"), _name_result)).tolist()
+            result.fields[name] = keep(name, _field(frame, name, _name_result)).tolist()
     if "external_id" in columns:
-        # Not kept for the run: an id costs less to write again than to remember, and ids rarely repeat.
-        external_ids = _field(frame, "external_id", _ResultTable(), _external_id_result)
-        result.fields["external_id"] = keep("external_id", external_ids).tolist()
+        result.fields["external_id"] = keep("external_id", _field(frame, "external_id", _external_id_result)).tolist()
     return result
