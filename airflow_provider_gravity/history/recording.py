@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_provider_gravity.history.baseline import CoverageBaseline, coverage_baseline
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
 
 if TYPE_CHECKING:
@@ -87,6 +88,37 @@ def record_run_history(
         )
         return
     log.info("Run history: one %s row added to %s.", outcome, table_name)
+
+
+def read_coverage_baseline(operator: _HistoryOperator, context: Mapping[str, Any]) -> CoverageBaseline | None:
+    """
+    The median match-key coverage of the task's last successful runs, from its ``run_history_table``; ``None``
+    without a table, or when it cannot be read (logged: the guard then checks the fixed floors only).
+    """
+    table_name = operator.run_history_table
+    if not table_name:
+        return None
+    identity = run_identity(context)
+    try:
+        engine = _history_hook(operator).get_sqlalchemy_engine()
+        try:
+            return coverage_baseline(
+                engine,
+                table_name,
+                dag_id=identity.dag_id,
+                task_id=identity.task_id,
+                map_index=identity.map_index,
+                before_run_id=identity.run_id,
+            )
+        finally:
+            engine.dispose()
+    except Exception as error:  # noqa: BLE001 - the history only observes; the fixed floors still hold
+        log.warning(
+            "Could not read the coverage of earlier runs from %s (%s); max_coverage_drop is not checked this run.",
+            table_name,
+            type(error).__name__,
+        )
+        return None
 
 
 def run_identity(context: Mapping[str, Any]) -> RunIdentity:

@@ -16,8 +16,18 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
 from airflow_provider_gravity.conversions.errors import ColumnContractError, GravityError
+from airflow_provider_gravity.coverage_guard import (
+    MIN_SAMPLE_EVENTS,
+    CoverageFloor,
+    MatchKeysCollapsed,
+    SampledChunks,
+    check_guard_arguments,
+    coverage_floors,
+    first_breach,
+    sample_coverage,
+)
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
-from airflow_provider_gravity.history.recording import record_run_history
+from airflow_provider_gravity.history.recording import read_coverage_baseline, record_run_history
 from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
 from airflow_provider_gravity.metrics import emit_run_metrics
 
@@ -96,6 +106,13 @@ class SendConversionsOperator(BaseSQLOperator):
     :param max_error_rate: share of rows rejected or invalid above which the task fails, after the run.
     :param require_match_key: refuse rows without em, ph, external_id, click_id or fn+ln.
     :param max_event_age: refuse events older than this (a ``timedelta`` or seconds); ``None`` for no limit.
+    :param min_match_coverage: the least share of events each named match key must cover (``em``, ``ph``,
+        ``fn_ln``, ``external_id``, ``click_id``, as in the summary's ``match_key_coverage``), e.g.
+        ``{"em": 0.5}``. Checked on a first sample of rows, before anything is sent, and on the summary after
+        the run; a key under its floor fails the task without retries (``GravityRunRefused``).
+    :param max_coverage_drop: with a ``run_history_table``, also fail the task when a key's coverage falls
+        under this share of its median over the task's last 7 successful runs (e.g. ``0.5``: under half the
+        usual). Checked once the history holds 3 such runs.
     :param dry_run: do everything but send; log a hashed preview of the first events (templated).
     :param delivery_log_table: table remembering delivered events across runs, created if missing; ``None``
         to rely on Gravity's 48-hour dedup only (templated).
@@ -151,6 +168,8 @@ class SendConversionsOperator(BaseSQLOperator):
         max_error_rate: float = 0.01,
         require_match_key: bool = False,
         max_event_age: timedelta | float | None = None,
+        min_match_coverage: Mapping[str, float] | None = None,
+        max_coverage_drop: float | None = None,
         dry_run: bool | str = False,
         delivery_log_table: str | None = None,
         delivery_log_conn_id: str | None = None,
@@ -171,6 +190,7 @@ class SendConversionsOperator(BaseSQLOperator):
             raise ValueError("chunk_size and max_concurrency must be at least 1.")
         if not 0 <= max_error_rate <= 1:
             raise ValueError(f"max_error_rate is a share between 0 and 1, got {max_error_rate}.")
+        check_guard_arguments(min_match_coverage, max_coverage_drop)
         self.sql = sql
         self.parameters = parameters
         self.gravity_conn_id = gravity_conn_id
@@ -185,6 +205,8 @@ class SendConversionsOperator(BaseSQLOperator):
         self.max_error_rate = max_error_rate
         self.require_match_key = require_match_key
         self.max_event_age = max_event_age
+        self.min_match_coverage = dict(min_match_coverage or {})
+        self.max_coverage_drop = max_coverage_drop
         # Shadows BaseOperator.dry_run(), a method Airflow 3 itself no longer calls.
         self.dry_run = dry_run  # type: ignore[method-assign, assignment]
         self.delivery_log_table = delivery_log_table
@@ -218,10 +240,14 @@ class SendConversionsOperator(BaseSQLOperator):
 
         dry_run = _as_bool(self.dry_run)
         pipeline: ConversionPipeline | None = None
+        floors = self._coverage_floors(context)
         try:
             delivery_log = self._delivery_log(dry_run)
             pipeline = self._pipeline(context, dry_run, delivery_log)
-            result = self._run(pipeline, delivery_log, dry_run)
+            result = self._run(pipeline, delivery_log, dry_run, floors)
+        except MatchKeysCollapsed as refusal:
+            self._refuse_collapsed_sample(context, pipeline, dry_run, refusal)
+            raise
         except ColumnContractError as err:
             self._record_stopped_try(context, pipeline, dry_run, RunFailure(str(err), retryable=False))
             raise GravityRunRefused(str(err)) from None
@@ -230,7 +256,40 @@ class SendConversionsOperator(BaseSQLOperator):
             reason = str(error) if isinstance(error, GravityError) else f"the run stopped with {type(error).__name__}"
             self._record_stopped_try(context, pipeline, dry_run, RunFailure(reason, retryable=True))
             raise
-        return self._finish(result, context, dry_run)
+        return self._finish(result, context, dry_run, floors)
+
+    def _coverage_floors(self, context: Context) -> list[CoverageFloor]:
+        """The match-key guard's floors for this run; ``max_coverage_drop`` needs the run history."""
+        if self.max_coverage_drop is None:
+            return coverage_floors(self.min_match_coverage, None, None)
+        if not self.run_history_table:
+            raise GravityRunRefused(
+                "max_coverage_drop compares a run with the task's earlier runs, which need a run_history_table: "
+                "set run_history_table, or remove max_coverage_drop."
+            )
+        baseline = read_coverage_baseline(self, context)
+        floors = coverage_floors(self.min_match_coverage, self.max_coverage_drop, baseline)
+        if baseline is not None:
+            self.log.info(
+                "Match-key guard: %d earlier successful runs in the history; floors: %s.",
+                baseline.runs,
+                ", ".join(f"{floor.key} {floor.floor:.2%} ({floor.rule})" for floor in floors) or "none",
+            )
+        return floors
+
+    def _refuse_collapsed_sample(
+        self, context: Context, pipeline: ConversionPipeline | None, dry_run: bool, refusal: MatchKeysCollapsed
+    ) -> None:
+        """Record, count and publish a night refused on its first sample, before anything was sent."""
+        from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunFailure
+
+        summary = pipeline.summary() if pipeline is not None else ConversionPipeline.empty_summary()
+        summary["match_key_guard"] = refusal.breach.to_json()
+        self.log.error("Match-key guard: %s", refusal.breach.message())
+        failure = RunFailure(refusal.breach.message(), retryable=False)
+        record_run_history(self, context, summary, dry_run=dry_run, failure=failure, too_many_errors=False)
+        self._emit_metrics(summary, dry_run)
+        context["ti"].xcom_push(key="gravity_summary", value=summary)
 
     def _record_stopped_try(
         self, context: Context, pipeline: ConversionPipeline | None, dry_run: bool, failure: RunFailure
@@ -257,12 +316,22 @@ class SendConversionsOperator(BaseSQLOperator):
             progress_interval=self.progress_interval,
         )
 
-    def _run(self, pipeline: ConversionPipeline, delivery_log: DeliveryLog | None, dry_run: bool) -> RunResult:
+    def _run(
+        self,
+        pipeline: ConversionPipeline,
+        delivery_log: DeliveryLog | None,
+        dry_run: bool,
+        floors: list[CoverageFloor],
+    ) -> RunResult:
         from airflow_provider_gravity.conversions.read.chunks import read_chunks
 
         chunks = read_chunks(self.sql_hook, self.sql, self.parameters, self.chunk_size)
         try:
-            return pipeline.run(chunks)
+            if not floors:
+                return pipeline.run(chunks)
+            sampled = SampledChunks(chunks)
+            self._check_sample(sampled, pipeline, floors)
+            return pipeline.run(sampled)
         finally:
             chunks.close()  # releases the database cursor even when the run stopped early
             if delivery_log is not None:
@@ -270,8 +339,26 @@ class SendConversionsOperator(BaseSQLOperator):
             if not dry_run:
                 self.gravity_hook.close()
 
-    def _finish(self, result: RunResult, context: Context, dry_run: bool) -> dict[str, Any]:
+    def _check_sample(self, sampled: SampledChunks, pipeline: ConversionPipeline, floors: list[CoverageFloor]) -> None:
+        """Refuse the night before anything is sent when the first sample's coverage is under a floor."""
+        coverage, events = sample_coverage(sampled.sample(), pipeline.settings, pipeline.clock(), pipeline.pii_cache)
+        if events < MIN_SAMPLE_EVENTS:
+            self.log.info("Match-key guard: %d valid events in the first sample; the run's summary decides.", events)
+            return
+        breach = first_breach(coverage, floors, events=events, stage="sample")
+        if breach is not None:
+            raise MatchKeysCollapsed(breach)
+        self.log.info(
+            "Match-key guard: a first sample of %d events passes (%s).",
+            events,
+            ", ".join(f"{floor.key} {coverage[floor.key]:.2%} >= {floor.floor:.2%}" for floor in floors),
+        )
+
+    def _finish(
+        self, result: RunResult, context: Context, dry_run: bool, floors: list[CoverageFloor]
+    ) -> dict[str, Any]:
         """Log the summary; return it, or push it and raise the exception that says whether a retry helps."""
+        from airflow_provider_gravity.conversions.run.pipeline import RunFailure
         from airflow_provider_gravity.conversions.run.tally import format_summary
 
         summary = result.summary
@@ -281,12 +368,26 @@ class SendConversionsOperator(BaseSQLOperator):
             for event in result.preview:
                 self.log.info("Dry-run preview (PII hashed): %s", json.dumps(event, sort_keys=True))
         failure = result.failure
+        # Nothing sent, nothing to measure: an empty night is not a collapsed one.
+        breach = first_breach(
+            summary["match_key_coverage"],
+            floors if summary["events_sent"] else (),
+            events=summary["events_sent"],
+            stage="summary",
+        )
+        if breach is not None:
+            # Refused even with events undelivered: a retry would send more of a night whose match keys collapsed.
+            summary["match_key_guard"] = breach.to_json()
+            self.log.error("Match-key guard: %s", breach.message())
+            failure = RunFailure(breach.message(), retryable=False)
         too_many_errors = summary["error_rate"] > self.max_error_rate
         record_run_history(self, context, summary, dry_run=dry_run, failure=failure, too_many_errors=too_many_errors)
         self._emit_metrics(summary, dry_run)
         if failure or too_many_errors:
             # A failed task returns nothing: keep its summary where the UI and downstream tasks can read it.
             context["ti"].xcom_push(key="gravity_summary", value=summary)
+        if breach is not None:
+            raise MatchKeysCollapsed(breach, f"\n{table}")
         if failure and failure.retryable:
             raise GravityRunIncomplete(
                 f"{summary['undelivered']:,} events were not delivered ({failure.message}); a retry of this task "
