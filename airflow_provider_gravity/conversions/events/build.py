@@ -402,15 +402,21 @@ def _user_data(
     Rows without a pixel object (nearly all) are written column by column; the others as one dict each.
     """
     columns = {**pixel_ids, **user_fields}
-    fragments = [_field_fragments(key, values, user_fields, user_texts) for key, values in sorted(columns.items())]
+    keys = sorted(columns)
+    fragments = [_field_fragments(key, columns[key], user_fields, user_texts) for key in keys]
     joined = joined_objects(fragments, rows)
+    present = {
+        key: _present(columns[key], user_texts.get(key), fragment)
+        for key, fragment in zip(keys, fragments, strict=True)
+    }
     coverage_bits = np.zeros(rows, dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
-    for bit, keys in enumerate(COVERAGE_KEYS):
-        if all(key in columns for key in keys):
-            present = np.logical_and.reduce([_flags(columns[key], _is_present, rows) for key in keys])
-            coverage_bits |= present.astype(np.int64) << bit
-            matched |= np.logical_and.reduce([_flags(columns[key], bool, rows) for key in keys])
+    for bit, coverage_keys in enumerate(COVERAGE_KEYS):
+        if all(key in columns for key in coverage_keys):
+            # A value present is never empty (no empty list, no empty text): present is also a match key.
+            found = np.logical_and.reduce([present[key] for key in coverage_keys])
+            coverage_bits |= found.astype(np.int64) << bit
+            matched |= found
     coverage, has_match_key = coverage_bits.tolist(), matched.tolist()
     if not any(pixel_objects):
         return _UserData(joined, fragments, has_match_key, coverage)
@@ -425,12 +431,18 @@ def _user_data(
     return _UserData(objects, fragments, has_match_key, coverage)
 
 
-def _is_present(value: object) -> bool:
-    return value is not None
+def _present(values: list[Any], texts: np.ndarray | None, fragments: Fragments) -> np.ndarray:
+    """Which rows have a value of the field: from its texts when it has them (and values that could not be
+    written), else from the values."""
+    if texts is None:
+        return ~np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))
+    present: np.ndarray = np.not_equal(texts, None)  # type: ignore[call-overload]  # numpy's stubs leave out None
+    present[fragments.unencodable] = True
+    return present
 
 
-def _flags(values: list[Any], test: Callable[[object], bool], rows: int) -> np.ndarray:
-    return np.fromiter(map(test, values), dtype=bool, count=rows)
+def _is_missing(value: object) -> bool:
+    return value is None
 
 
 def _field_fragments(

@@ -486,6 +486,35 @@ def _email_results(strings: list[str]) -> _FieldResult:
     return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
 
 
+# External ids of printable ASCII without a quote, a backslash or a "[" (a JSON array) are their own JSON text.
+_ARROW_PLAIN_ID = r"^[\x20\x21\x23-\x5a\x5d-\x7e]*$"
+
+
+def _external_id_results(strings: list[str]) -> _FieldResult:
+    """The results of distinct external id strings, as :func:`_results_of_distinct` gives them; plain ids are
+    trimmed and quoted by Arrow kernels, others go through :func:`_external_id_result`."""
+    try:
+        distinct = pa.array(strings, pa.large_string())
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate (a python-backed string column)
+        return _results_of_distinct([_external_id_result(text) for text in strings])
+    plain = np.asarray(pc.fill_null(pc.match_substring_regex(distinct, _ARROW_PLAIN_ID), False))
+    trimmed = pc.utf8_trim(distinct, characters=" ")
+    kept = plain & np.asarray(pc.greater(pc.utf8_length(trimmed), 0))
+    positions = np.flatnonzero(kept)
+    ids = _taken(trimmed, positions)
+    count = len(strings)
+    values = np.empty(count + 1, dtype=object)
+    texts = np.empty(count + 1, dtype=object)
+    values[positions] = _objects(([text] for text in ids), len(ids))
+    texts[positions] = ['["' + text + '"]' for text in ids]
+    invalid = np.zeros(count + 1, dtype=np.int64)
+    unreadable = np.zeros(count + 1, dtype=np.int64)
+    for position in np.flatnonzero(~plain).tolist():
+        value, invalid[position], unreadable[position] = _external_id_result(strings[position])
+        values[position], texts[position] = value, None if value is None else _json_text(value)
+    return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+
+
 def _taken(strings: pa.Array, positions: np.ndarray) -> list[str]:
     return pc.take(strings, pa.array(positions, type=pa.int64())).to_pylist()  # type: ignore[no-any-return]
 
@@ -579,5 +608,7 @@ def _hash_user_fields(
         if name in columns:
             result.fields[name] = keep(name, _field(frame, name, _name_result)).tolist()
     if "external_id" in columns:
-        result.fields["external_id"] = keep("external_id", _field(frame, "external_id", _external_id_result)).tolist()
+        result.fields["external_id"] = keep(
+            "external_id", _field(frame, "external_id", _external_id_result, _external_id_results)
+        ).tolist()
     return result

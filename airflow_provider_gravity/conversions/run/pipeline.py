@@ -314,14 +314,15 @@ class ConversionPipeline:
             self.tally.update(earlier)
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
-        valid_rows = np.flatnonzero(np.not_equal(np.asarray(built.encoded, dtype=object), None)).tolist()  # type: ignore[call-overload]
-        names = map(built.event_names.__getitem__, valid_rows)
-        keys = list(zip(names, map(built.event_ids.__getitem__, valid_rows), strict=True))
-        for row, first in zip(valid_rows, self.seen.first_occurrences(keys), strict=True):
-            if not first:
-                built.encoded[row] = None
-                built.coverage[row] = 0
-                built.reasons[row] = "duplicate_in_run"
+        valid = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
+        valid_rows = np.flatnonzero(valid)
+        names = np.asarray(built.event_names, dtype=object)[valid_rows].tolist()
+        ids = np.asarray(built.event_ids, dtype=object)[valid_rows].tolist()
+        first = np.asarray(self.seen.first_occurrences_of(names, ids), dtype=bool)
+        for row in valid_rows[~first].tolist():
+            built.encoded[row] = None
+            built.coverage[row] = 0
+            built.reasons[row] = "duplicate_in_run"
 
     def _account_local_rows(
         self, index: int, built: BuiltChunk, acked: list[tuple[int, int]]
