@@ -19,6 +19,7 @@ import os
 
 import pendulum
 from airflow.sdk import Param
+from gravity_window import DEFAULT_LOOKBACK_DAYS
 
 SCHEDULE = os.environ.get("GRAVITY_DAG_SCHEDULE", "0 3 * * *")
 TIMEZONE = os.environ.get("GRAVITY_DAG_TIMEZONE", "UTC")
@@ -58,7 +59,20 @@ def conversion_params() -> dict[str, Param]:
         ),
         "crm_table": Param("crm_conversions", type="string", pattern=_IDENTIFIER),
         "store_table": Param("store_transactions", type="string", pattern=_IDENTIFIER),
-        "delivery_log_table": Param("gravity_delivery_log", type="string", pattern=_IDENTIFIER),
+        "delivery_log_table": Param(
+            "gravity_delivery_log",
+            type=["null", "string"],
+            pattern=f"^$|{_IDENTIFIER}",
+            description="the delivery log (never sends a conversion twice); empty or null for none, which "
+            "needs lookback_days 0",
+        ),
+        "lookback_days": Param(
+            DEFAULT_LOOKBACK_DAYS,
+            type="integer",
+            minimum=0,
+            description="days before the data interval read again, for rows that land late; the delivery log "
+            "skips what was delivered. 0 for none",
+        ),
         "window_start": Param(
             None, type=["null", "string"], description="ISO-8601 start of an explicit window (naive = UTC)"
         ),
@@ -72,7 +86,7 @@ CONNECTION_ARGS = {
     "conn_id": "{{ params.warehouse_conn_id }}",
     "gravity_conn_id": "{{ params.gravity_conn_id }}",
     "delivery_log_conn_id": "{{ params.delivery_log_conn_id or params.warehouse_conn_id }}",
-    "delivery_log_table": "{{ params.delivery_log_table }}",
+    "delivery_log_table": "{{ params.delivery_log_table or '' }}",
     "dry_run": "{{ params.dry_run }}",
 }
 #: What each table sends: its SQL (relative to the DAG file) and the defaults for rows without them.

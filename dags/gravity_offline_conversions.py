@@ -19,8 +19,10 @@ use `0 0 * * *` for calendar days.
 **Params** (defaults in brackets): `warehouse_conn_id` [`gravity_warehouse`], `gravity_conn_id`
 [`gravity_default`], `delivery_log_conn_id` [empty: the warehouse], `crm_table` [`crm_conversions`],
 `store_table` [`store_transactions`], `delivery_log_table` [`gravity_delivery_log`], and
-`window_start` / `window_end` to send an explicit period instead of the data interval, and `dry_run`
-[false] to read, validate and hash without sending.
+`window_start` / `window_end` to send an explicit period instead of the data interval, `dry_run`
+[false] to read, validate and hash without sending, and `lookback_days` [0; 2 recommended] to read
+that many days before the data interval again, for rows that land late (the delivery log skips what
+was delivered; refused when `delivery_log_table` is empty).
 
 **Manual runs.** Trigger with a logical date (the last complete interval before it is sent), or set
 `window_start` and `window_end`, e.g. `{"window_start": "2025-06-02T00:00:00Z", "window_end":

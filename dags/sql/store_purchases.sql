@@ -1,4 +1,5 @@
-{#- In-store purchases made in the run's window, one Purchase event per till transaction.
+{#- In-store purchases made in the run's window, or in the lookback_days before it (rows that
+    landed late; the delivery log skips what was delivered), one Purchase event per till transaction.
     The column aliases are the mapping to Gravity's fields; see the column contract in the README.
     Timestamps are naive UTC; the window strings compare correctly on PostgreSQL and SQLite.
     With params.shard_count set (the sharded DAG), only the rows of shard params.shard are selected:
