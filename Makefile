@@ -78,7 +78,7 @@ bench-pii: $(STAMP)
 	$(PY) benchmarks/bench_pii.py
 
 # Issue 10's figures, written to benchmarks/RESULTS.md between bench_e2e.py's markers (several minutes).
-# `make bench BENCH_ARGS=--skip-5m` leaves out the 5 M-row memory run; `--rows 100000 --skip-5m --no-write`
+# `make bench BENCH_ARGS=--skip-large` leaves out the 10 M-row run; `--rows 100000 --skip-large --no-write`
 # is a quick check that prints without writing.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_e2e.py $(BENCH_ARGS)

@@ -1,21 +1,24 @@
 """End-to-end benchmark: PostgreSQL -> SendConversionsOperator -> a fast local sink, against the naive loop.
 
 Run from the repository root with ``make bench`` or ``.venv/bin/python benchmarks/bench_e2e.py``; add
-``--skip-5m`` to leave out the 5 M-row memory run, ``--rows 100000 --skip-5m --no-write`` for a quick check.
+``--skip-large`` to leave out the 10 M-row run, ``--rows 100000 --skip-large --no-write`` for a quick check.
 
 1. Loads ``gravity_bench.orders`` in the local PostgreSQL with ``COPY`` (re-used when already loaded).
 2. Runs each configuration in its own subprocess, so each peak RSS is its own, on the same rows:
    (a) the operator with its default ``chunk_size``/``max_concurrency`` -> the fast sink over HTTP;
+   (e) the same with ``adbc-driver-postgresql`` hidden, as ``pip install`` without the ``[arrow]`` extra
+       leaves it: the DB-API cursor path;
    (b) the operator with tuned ones (``--chunk-size``, ``--max-concurrency``) -> the fast sink;
    (c) the operator (tuned) -> the sandbox over HTTP;
    (d) the naive per-row loop of a PythonOperator (``naive_baseline.py``) -> the fast sink.
    Each HTTP configuration gets a fresh server (``fast_sink.py``, or the sandbox with ``--no-store-events``),
    whose counters check that every row arrived once.
-3. Memory: the operator's own peak is the peak RSS of (a) minus that of the same task over an empty result
-   (the same query, ``seq <= 0``), at ``--rows`` and at ``--rows-large`` (5 M).
+3. Memory and linear cost: the operator's own peak is the peak RSS of (a) minus that of the same task over an
+   empty result (the same query, ``seq <= 0``), at ``--rows`` and at ``--rows-large`` (10 M); rows/s of the
+   two runs are compared too.
 4. Transform: ``build_events`` (validation, PII, encoding; no I/O) over every chunk of the rows, read first
    and untimed, with one ``PiiCache`` for the run as the pipeline has.
-5. Each stage timed alone (``profile_stages.py``).
+5. Each stage timed alone (``profile_stages.py``), written beside the floor issue 18 measured (``floors.py``).
 6. Writes the figures, the machine and the command to ``benchmarks/RESULTS.md``, between this script's own
    markers: every other section of the file is kept.
 """
@@ -47,20 +50,28 @@ for path in (str(REPO_ROOT), str(BENCH_DIR)):
 
 import warehouse  # noqa: E402
 from fast_sink import FastSink  # noqa: E402
+from floors import PROTOTYPE_ROWS_PER_SECOND, PROTOTYPE_SPEEDUP, STAGE_FLOORS  # noqa: E402
 
 SANDBOX_ARGS = ["--no-store-events", "--log-level", "warning"]
 RESULT_PREFIX = "BENCH-RESULT "
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
 BEGIN_MARKER = "<!-- bench_e2e.py: begin (generated; edit outside these markers) -->"
 END_MARKER = "<!-- bench_e2e.py: end -->"
-COMPARISON = ("default", "tuned", "sandbox", "naive")
-OPERATOR_CONFIGS = ("default", "tuned", "sandbox", "null", "empty")
+STAGES_PREFIX = "STAGES-JSON "
+COMPARISON = ("default", "cursor", "tuned", "sandbox", "naive")
+OPERATOR_CONFIGS = ("default", "cursor", "tuned", "sandbox", "null", "empty")
+#: Configurations that run with the operator's own defaults.
+DEFAULT_ARGS_CONFIGS = ("default", "cursor", "empty")
 #: Configurations whose events go to the fast sink.
-FAST_SINK_CONFIGS = ("default", "tuned", "naive", "empty")
+FAST_SINK_CONFIGS = ("default", "cursor", "tuned", "naive", "empty")
+#: The driver a plain ``pip install`` (without the ``[arrow]`` extra) does not have.
+ARROW_EXTRA_DRIVER = "adbc_driver_postgresql"
 SPEEDUP_TARGET = 10.0
+CURSOR_SPEEDUP_TARGET = 5.0
 TRANSFORM_TARGET = 500_000
 MEMORY_TARGET_MB = 100.0
 MEMORY_GROWTH_TARGET = 0.10
+LINEAR_COST_TARGET = 0.10
 
 
 def operator_defaults() -> dict[str, int]:
@@ -75,6 +86,7 @@ def config_label(config: str, args: argparse.Namespace) -> str:
     tuned = f"chunk_size={args.chunk_size:,}, max_concurrency={args.max_concurrency}"
     return {
         "default": "(a) operator, default args -> fast sink (HTTP)",
+        "cursor": "(e) operator, default args, no [arrow] extra (cursor path) -> fast sink (HTTP)",
         "tuned": f"(b) operator, {tuned} -> fast sink (HTTP)",
         "sandbox": f"(c) operator, {tuned} -> sandbox (HTTP)",
         "naive": "(d) naive per-row loop -> fast sink (HTTP)",
@@ -102,8 +114,12 @@ class Measurement:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the comparison (default 1,000,000)")
-    parser.add_argument("--rows-large", type=int, default=5_000_000, help="rows of the memory check (default 5 M)")
-    parser.add_argument("--skip-5m", action="store_true", help="skip the memory run at --rows-large")
+    parser.add_argument(
+        "--rows-large", type=int, default=10_000_000, help="rows of the memory and linear-cost check (default 10 M)"
+    )
+    parser.add_argument(
+        "--skip-large", "--skip-5m", dest="skip_large", action="store_true", help="skip the run at --rows-large"
+    )
     parser.add_argument("--customers", type=int, default=200_000, help="distinct customers (default 200,000)")
     parser.add_argument("--chunk-size", type=int, default=50_000, help="tuned chunk_size, (b) and (c) (50,000)")
     parser.add_argument("--max-concurrency", type=int, default=4, help="tuned max_concurrency, (b) and (c) (4)")
@@ -116,7 +132,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--configs",
         default=",".join(COMPARISON),
-        help="comma-separated subset of default,tuned,sandbox,naive,null (default: all but null)",
+        help="comma-separated subset of default,cursor,tuned,sandbox,naive,null (default: all but null)",
     )
     parser.add_argument("--sink-server", choices=("asyncio", "threaded"), default="asyncio", help="fast sink server")
     parser.add_argument("--skip-transform", action="store_true", help="skip the transform rows/s")
@@ -154,7 +170,7 @@ def _build_operator(args: argparse.Namespace):
 
         operator_class = NullSinkSendConversionsOperator
     tuned = {}
-    if args.worker not in ("default", "empty"):  # (a) and its empty twin: the operator's own defaults
+    if args.worker not in DEFAULT_ARGS_CONFIGS:  # (a), (e) and the empty run: the operator's own defaults
         tuned = {"chunk_size": args.chunk_size, "max_concurrency": args.max_concurrency}
     return operator_class(
         task_id="bench_send_conversions",
@@ -178,6 +194,9 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         return {**outcome, "delivered": outcome["accepted"], "peak_rss_mb": _peak_rss_mb()}
     if args.worker == "transform":
         return run_transform(args)
+    if args.worker == "cursor":
+        # What a missing module gives: importlib.util.find_spec answers None, so no Arrow source offers itself.
+        sys.modules[ARROW_EXTRA_DRIVER] = None  # type: ignore[assignment]
     operator = _build_operator(args)
     started = time.monotonic()
     summary = operator.execute(context={})
@@ -385,17 +404,20 @@ def _postgres_version() -> str:
         return cursor.fetchone()[0]
 
 
-def run_stage_profile(rows: int, chunk_size: int) -> str:
-    """The output of ``profile_stages.py``: each stage of the path timed alone."""
+def run_stage_profile(rows: int, chunk_size: int) -> tuple[str, dict[str, float]]:
+    """The output of ``profile_stages.py`` (each stage of the path timed alone), and each stage's us/row."""
     print(f"-> timing each stage alone on {rows:,} rows ...", flush=True)
     command = [sys.executable, str(BENCH_DIR / "profile_stages.py"), "--rows", str(rows)]
     command += ["--chunk-size", str(chunk_size)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
-        return f"stage timing failed:\n{completed.stderr[-2000:]}"
+        return f"stage timing failed:\n{completed.stderr[-2000:]}", {}
+    lines = completed.stdout.splitlines()
+    figures = [json.loads(line[len(STAGES_PREFIX) :]) for line in lines if line.startswith(STAGES_PREFIX)]
     # Airflow's logging writes to stdout too: keep the stage lines only.
-    return "\n".join(line for line in completed.stdout.splitlines() if not LOG_LINE.match(line)).strip()
+    kept = [line for line in lines if not LOG_LINE.match(line) and not line.startswith(STAGES_PREFIX)]
+    return "\n".join(kept).strip(), (figures[-1] if figures else {})
 
 
 def _verdict(met: bool) -> str:
@@ -411,6 +433,7 @@ class Figures:
     empty: Measurement | None
     transform: Measurement | None
     stages: str | None
+    stage_figures: dict[str, float] = field(default_factory=dict)
 
 
 def _throughput_lines(figures: Figures, args: argparse.Namespace) -> list[str]:
@@ -437,14 +460,18 @@ def _throughput_lines(figures: Figures, args: argparse.Namespace) -> list[str]:
     naive = by_config.get("naive")
     if naive and naive.rows_per_second:
         lines.append("")
-        for config in ("default", "tuned", "sandbox", "null"):
+        targets = {"default": SPEEDUP_TARGET, "tuned": SPEEDUP_TARGET, "cursor": CURSOR_SPEEDUP_TARGET}
+        for config in ("default", "cursor", "tuned", "sandbox", "null"):
             if config in by_config:
                 ratio = by_config[config].rows_per_second / naive.rows_per_second
-                target = f" (target ≥{SPEEDUP_TARGET:g}x: {_verdict(ratio >= SPEEDUP_TARGET)})"
                 name = config_label(config, args).split(" ", 1)[0] if config != "null" else "null sink"
-                lines.append(
-                    f"- {name} / (d) = **{ratio:.1f}x** (rows/s){target if config in ('default', 'tuned') else ''}"
-                )
+                target = ""
+                if config in targets:
+                    target = f" (target ≥{targets[config]:g}x: {_verdict(ratio >= targets[config])})"
+                lines.append(f"- {name} / (d) = **{ratio:.1f}x** (rows/s){target}")
+        lines.append(
+            f"- issue 18's prototype: {PROTOTYPE_ROWS_PER_SECOND:,} rows/s, {PROTOTYPE_SPEEDUP:g}x its own naive run"
+        )
     return lines
 
 
@@ -459,12 +486,14 @@ def _memory_lines(figures: Figures, args: argparse.Namespace) -> list[str]:
         f"Peak RSS of the task minus the peak RSS of the same task over an empty result "
         f"({config_label('empty', args)}: {empty.peak_rss_mb:,.0f} MB, which holds Python, Airflow, pandas, "
         "pyarrow and the drivers). Target: at most "
-        f"{MEMORY_TARGET_MB:g} MB at 1,000,000 rows, and within {MEMORY_GROWTH_TARGET:.0%} of that at 5,000,000.",
+        f"{MEMORY_TARGET_MB:g} MB at 1,000,000 rows, and within {MEMORY_GROWTH_TARGET:.0%} of that at "
+        f"{args.rows_large:,}; rows/s there within {LINEAR_COST_TARGET:.0%} of rows/s at {args.rows:,} (linear cost).",
         "",
         "| configuration | rows | rows/s | peak RSS MB | operator's own MB |",
         "|---|---:|---:|---:|---:|",
     ]
     own = {}
+    speed = {(m.config, m.rows): m.rows_per_second for m in figures.memory}
     for m in figures.memory:
         own[(m.config, m.rows)] = m.peak_rss_mb - empty.peak_rss_mb
         lines.append(
@@ -486,7 +515,14 @@ def _memory_lines(figures: Figures, args: argparse.Namespace) -> list[str]:
             f"{args.rows:,} (target within {MEMORY_GROWTH_TARGET:.0%}: {_verdict(abs(growth) <= MEMORY_GROWTH_TARGET)})"
         )
     elif large is None:
-        lines.append(f"- {args.rows_large:,} rows: not measured in this run (`--skip-5m`).")
+        lines.append(f"- {args.rows_large:,} rows: not measured in this run (`--skip-large`).")
+    small_speed, large_speed = speed.get(("default", args.rows)), speed.get(("default", args.rows_large))
+    if small_speed and large_speed:
+        change = large_speed / small_speed - 1
+        lines.append(
+            f"- rows/s at {args.rows_large:,} rows against {args.rows:,}: **{change:+.1%}** "
+            f"(target within {LINEAR_COST_TARGET:.0%}: {_verdict(abs(change) <= LINEAR_COST_TARGET)})"
+        )
     return lines
 
 
@@ -504,6 +540,25 @@ def _transform_lines(figures: Figures) -> list[str]:
         f"- **{m.rows_per_second:,.0f} rows/s** ({m.seconds:.2f}s; target ≥{TRANSFORM_TARGET:,}: "
         f"{_verdict(m.rows_per_second >= TRANSFORM_TARGET)}); {m.note}.",
     ]
+
+
+def _floor_lines(stage_figures: dict[str, float], args: argparse.Namespace) -> list[str]:
+    lines = [
+        f"## Each stage beside its floor ({args.stages_rows:,} rows)",
+        "",
+        "The floor is issue 18's prototype on this machine (`benchmarks/floors.py`). Ours: read is `read_chunks`; "
+        "PII is `hash_user_fields`; encode is the rest of `build_events` (validation and JSON fragments) plus "
+        "`encode_body`; send is `GravityClient.send_events` on 4 threads against the fast sink.",
+        "",
+        "| stage | floor us/row | ours us/row | floor's way |",
+        "|---|---:|---:|---|",
+    ]
+    for floor in STAGE_FLOORS:
+        ours = stage_figures.get(floor.stage)
+        lines.append(
+            f"| {floor.stage} | {floor.floor_us_per_row} | {'-' if ours is None else f'{ours:.2f}'} | {floor.how} |"
+        )
+    return lines
 
 
 def render_report(figures: Figures, args: argparse.Namespace, command: str) -> str:
@@ -528,14 +583,16 @@ def render_report(figures: Figures, args: argparse.Namespace, command: str) -> s
         *_memory_lines(figures, args),
         *_transform_lines(figures),
     ]
+    if figures.stage_figures:
+        lines += ["", *_floor_lines(figures.stage_figures, args)]
     if figures.stages:
         lines += [
             "",
             f"## Where the time goes: each stage timed alone on {args.stages_rows:,} rows",
             "",
             "From `benchmarks/profile_stages.py` (single-threaded unless said, same rows, "
-            f"`chunk_size={args.chunk_size:,}`). The sink lines are the ceiling of any client against that server "
-            "on this machine.",
+            f"`chunk_size={operator_defaults()['chunk_size']:,}`, the operator's default). The sink lines are the "
+            "ceiling of any client against that server on this machine.",
             "",
             "```",
             figures.stages,
@@ -562,18 +619,20 @@ def main(argv: list[str] | None = None) -> int:
     python_shown = python.relative_to(REPO_ROOT).as_posix() if python.is_relative_to(REPO_ROOT) else str(python)
     command = shlex.join([python_shown, "benchmarks/bench_e2e.py", *(argv if argv is not None else sys.argv[1:])])
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    largest = args.rows if args.skip_5m else max(args.rows, args.rows_large)
+    largest = args.rows if args.skip_large else max(args.rows, args.rows_large)
     warehouse.ensure_rows(largest, customers=args.customers, dsn=args.dsn)
     comparison = [run_config(config, args.rows, args) for config in configs]
     empty = None
     memory = [m for m in comparison if m.config in ("default", "tuned")]
     if memory:
         empty = run_config("empty", 0, args)
-        if not args.skip_5m and "default" in configs:
+        if not args.skip_large and "default" in configs:
             memory.append(run_config("default", args.rows_large, args))
     transform = None if args.skip_transform else run_transform_config(args.rows, args)
-    stages = run_stage_profile(args.stages_rows, args.chunk_size) if args.stages_rows else None
-    figures = Figures(comparison, memory, empty, transform, stages)
+    stages, stage_figures = None, {}
+    if args.stages_rows:
+        stages, stage_figures = run_stage_profile(args.stages_rows, operator_defaults()["chunk_size"])
+    figures = Figures(comparison, memory, empty, transform, stages, stage_figures)
     report = render_report(figures, args, command)
     print()
     print(report)

@@ -40,17 +40,40 @@ from airflow_provider_gravity.sandbox.launcher import SandboxServer  # noqa: E40
 T = TypeVar("T")
 BATCH = 1_000
 LABEL_WIDTH = 72
+#: The last line of the output: each stage's microseconds per row, as JSON, for ``bench_e2e.py``'s table.
+STAGES_PREFIX = "STAGES-JSON "
+#: Microseconds per row of each timed line, by its label.
+MEASURED: dict[str, float] = {}
 
 
 def timed(label: str, rows: int, function: Callable[[], T]) -> T:
     started = time.perf_counter()
     result = function()
     seconds = time.perf_counter() - started
+    MEASURED[label] = seconds / rows * 1e6
     print(
         f"{label:<{LABEL_WIDTH}}{seconds:8.2f}s {rows / seconds:>12,.0f} rows/s {seconds / rows * 1e6:8.1f} us/row",
         flush=True,
     )
     return result
+
+
+READ_LABEL = "read: read_chunks (the operator's reader) -> DataFrames"
+BUILD_LABEL = "build_events (validate + PII + encode), one cache for the run"
+PII_LABEL = "  hash_user_fields alone, one cache for the run"
+BODY_LABEL = "encode: join the encoded events into 1,000-event bodies (encode_body)"
+SEND_LABEL = "fast sink: GravityClient.send_events (encode+POST+match), 4 threads"
+
+
+def stage_figures() -> dict[str, float]:
+    """Each stage of issue 18's floor table, in microseconds per row, from what was timed."""
+    figures = {"read": MEASURED[READ_LABEL]}
+    if PII_LABEL in MEASURED:
+        figures["PII"] = MEASURED[PII_LABEL]
+        figures["encode"] = MEASURED[BUILD_LABEL] - MEASURED[PII_LABEL] + MEASURED[BODY_LABEL]
+    if SEND_LABEL in MEASURED:
+        figures["send"] = MEASURED[SEND_LABEL]
+    return figures
 
 
 def post_bodies(url: str, headers: dict[str, str], bodies: Sequence[bytes], threads: int) -> None:
@@ -85,7 +108,7 @@ def read_frames(rows: int, chunk_size: int) -> list:
     hook = PostgresHook(postgres_conn_id="warehouse")
     sql = warehouse.OPERATOR_SQL.replace("%(rows)s", str(rows))
     frames = timed(
-        "read: read_chunks (the operator's reader) -> DataFrames",
+        READ_LABEL,
         rows,
         lambda: list(read_chunks(hook, sql, None, chunk_size)),
     )
@@ -100,7 +123,7 @@ def profile_events(frames: list, rows: int) -> list[list[Any]]:
     now = time.time()
     shared = PiiCache()
     built = timed(
-        "build_events (validate + PII + encode), one cache for the run",
+        BUILD_LABEL,
         rows,
         lambda: [build_events(frame, settings, now, shared) for frame in frames],
     )
@@ -116,7 +139,7 @@ def profile_events(frames: list, rows: int) -> list[list[Any]]:
     else:
         cache = PiiCache()
         timed(
-            "  hash_user_fields alone, one cache for the run",
+            PII_LABEL,
             rows,
             lambda: [hash_user_fields(frame, cache=cache) for frame in frames],
         )
@@ -160,7 +183,7 @@ def profile_fast_sink(rows: int, bodies: list[bytes], batches: list[list[Any]], 
         client = GravityClient(sink.url, sink.api_key, pool_size=4)
         try:
             timed(
-                "fast sink: GravityClient.send_events (encode+POST+match), 4 threads",
+                SEND_LABEL,
                 rows,
                 lambda: send_with_client(client, batches, 4),
             )
@@ -188,7 +211,7 @@ def main() -> int:
     batches = profile_events(frames, rows)
     del frames
     bodies = timed(
-        "encode: join the encoded events into 1,000-event bodies (encode_body)",
+        BODY_LABEL,
         rows,
         lambda: [encode_body(batch) for batch in batches],
     )
@@ -196,6 +219,7 @@ def main() -> int:
     profile_fast_sink(rows, bodies, batches, args.sink_server)
     if not args.skip_sandbox:
         profile_sandbox(rows, bodies)
+    print(STAGES_PREFIX + json.dumps(stage_figures()), flush=True)
     return 0
 
 
