@@ -8,9 +8,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
 from airflow_provider_gravity.conversions.events.cells import money, money_column
+from airflow_provider_gravity.conversions.events.encode import value_fragments
 
 NOW = 1_767_230_000
 
@@ -118,3 +121,45 @@ def test_ids_that_need_escaping_are_written_as_json_dumps_writes_them(event_id):
             assert text == canonical(text)
             assert json.loads(text)["event_id"] in ("plain", event_id)
     assert built.reasons[0] is None
+
+
+def _as_json_dumps_writes(key: str, values: list) -> list[str | None]:
+    written: list[str | None] = []
+    for value in values:
+        try:
+            written.append(None if value is None else f"{json.dumps(key)}:{json.dumps(value, allow_nan=False)}")
+        except ValueError:
+            written.append(None)
+    return written
+
+
+_NUMBER_CELLS = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0, max_value=1e10).map(lambda number: round(number, 2)),
+    st.sampled_from([0.0, -0.0, 12.0, 1e-4, 9.9e-5, 1e15 + 0.5, 1e16, 0.1 + 0.2, 2.0**53, 2**53 + 1]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NUMBER_CELLS, min_size=1, max_size=40))
+def test_numbers_are_written_as_json_dumps_writes_them_and_nan_is_refused(values):
+    fragments = value_fragments("value", values)
+
+    written = fragments.fragments if isinstance(fragments.fragments, list) else fragments.fragments.to_pylist()
+    expected = _as_json_dumps_writes("value", values)
+    assert written == expected
+    assert fragments.unencodable == [row for row, value in enumerate(values) if value is not None and not expected[row]]
+
+
+def test_ten_thousand_amounts_written_by_arrow_match_python_digit_for_digit():
+    rng = np.random.default_rng(18)
+    amounts = [
+        *np.round(rng.uniform(0, 10.0 ** rng.integers(1, 12, size=5_000)), 2).tolist(),
+        *rng.uniform(1e-4, 1e15, size=5_000).tolist(),
+    ]
+
+    written = value_fragments("value", amounts).fragments
+
+    assert written.to_pylist() == _as_json_dumps_writes("value", amounts)

@@ -627,18 +627,27 @@ def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: Con
     return values, reasons
 
 
+#: Below 2**33 a double's spacing is under 1e-6, so a double nearest a 6-place decimal rounds back to itself.
+_ROUNDED_AS_IS_LIMIT = 2.0**33
+
+
 def _json_numbers(numbers: np.ndarray) -> Converted:
     missing = np.isnan(numbers)
     with np.errstate(invalid="ignore"):
         bad = np.isinf(numbers) | (numbers < 0)
-    whole = ~missing & ~bad & (np.abs(numbers) < 2**53) & (np.floor(numbers) == numbers)
-    # As money() does one by one: whole numbers exact, others rounded to 6 places by Python (numpy's round
-    # multiplies first, and 913123182072546 came back as ...545).
-    converted = [
-        None if skip else int(number) if is_whole else round(number, 6)
-        for number, skip, is_whole in zip(numbers.tolist(), (missing | bad).tolist(), whole.tolist(), strict=True)
-    ]
-    return converted, np.where(bad, "bad_value", None).tolist()  # type: ignore[call-overload]  # None: object
+    sent = ~missing & ~bad
+    whole = sent & (np.abs(numbers) < 2**53) & (np.floor(numbers) == numbers)
+    # As money() does one by one: whole numbers exact, others rounded to 6 places by Python. numpy's round
+    # multiplies first (913123182072546 came back as ...545), but where it leaves a number below 2**33 as it
+    # is, that number is the double nearest a 6-place decimal, which Python's round leaves as it is too.
+    with np.errstate(invalid="ignore"):
+        unchanged = sent & ~whole & (np.abs(numbers) < _ROUNDED_AS_IS_LIMIT) & (np.round(numbers, 6) == numbers)
+    converted = np.full(len(numbers), None, dtype=object)
+    converted[whole] = numbers[whole].astype(np.int64).tolist()
+    converted[unchanged] = numbers[unchanged].tolist()
+    rounded = np.flatnonzero(sent & ~whole & ~unchanged)
+    converted[rounded] = [round(number, 6) for number in numbers[rounded].tolist()]
+    return converted.tolist(), np.where(bad, "bad_value", None).tolist()  # type: ignore[call-overload]
 
 
 def per_distinct_value(series: pd.Series, convert: Callable[[Any], Any]) -> Converted:

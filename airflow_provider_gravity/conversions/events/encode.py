@@ -169,8 +169,61 @@ def _text_fragments_one_by_one(key: str, values: Sequence[str | None]) -> Fragme
 
 
 def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = False) -> Fragments:
-    """Fragments of a field of any JSON value (numbers, lists, objects)."""
+    """Fragments of a field of any JSON value (numbers, lists, objects): a field of text only or of plain
+    numbers only (amounts, order ids, currencies) is written by Arrow, any other one value by value."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    if not kinds:
+        return Fragments(pa.nulls(len(values), pa.string()), [])
+    if kinds <= _NUMBER_KINDS:
+        numbers = _number_fragments(key, values, kinds)
+        if numbers is not None:
+            return numbers
+    elif kinds == {str}:
+        return text_fragments(key, values)
     return fragments_of(key, values, json_value, by_identity=by_identity)
+
+
+_NUMBER_KINDS = frozenset({int, float})
+#: A float as Python writes it in positional notation, from 1e-4 up to 1e16: Arrow writes the same shortest
+#: digits there, but whole floats without ".0", and small or large ones in another exponent form.
+_POSITIONAL_FLOAT = r"^[0-9]+\.[0-9]+$"
+_SMALLEST_POSITIONAL_FLOAT = 1e-4
+
+
+def _number_fragments(key: str, values: Sequence[Any], kinds: set[type]) -> Fragments | None:
+    """
+    Fragments of ints and floats (``None`` where absent) written by Arrow, each as :func:`json_value`
+    writes it; rows Arrow writes otherwise are written by Python. ``None`` for an int float64 cannot hold.
+    """
+    try:
+        numbers = pa.array(values, pa.float64())
+    except pa.ArrowInvalid:  # an int beyond 2**53
+        return None
+    texts = pc.cast(numbers, pa.string())
+    by_python = np.zeros(len(values), dtype=bool)
+    if float in kinds:
+        positional = pc.and_(
+            pc.match_substring_regex(texts, _POSITIONAL_FLOAT),
+            pc.greater_equal(pc.abs(numbers), _SMALLEST_POSITIONAL_FLOAT),
+        )
+        by_python = np.asarray(pc.invert(pc.fill_null(positional, True)))
+    if int in kinds:
+        # Every row that is not a float is an int or None (null either way).
+        is_int = ~np.fromiter(map(float.__instancecheck__, values), dtype=bool, count=len(values))
+        # Unsafe: the floats' truncations are thrown away by the if_else.
+        whole = pc.cast(pc.cast(numbers, pa.int64(), safe=False), pa.string())
+        texts = pc.if_else(pa.array(is_int), whole, texts)
+        by_python &= ~is_int
+    prefix = encode_basestring_ascii(key) + ":"
+    fragments = pc.binary_join_element_wise(prefix, texts, "")
+    unencodable: list[int] = []
+    if by_python.any():
+        rows = np.flatnonzero(by_python).tolist()
+        written = fragments_of(key, [values[row] for row in rows], json_value)
+        unencodable = [rows[position] for position in written.unencodable]
+        fragments = pc.replace_with_mask(fragments, pa.array(by_python), pa.array(written.fragments, pa.string()))
+    return Fragments(fragments, unencodable)
 
 
 def written_fragments(key: str, values: Sequence[Any], texts: np.ndarray) -> Fragments:
