@@ -125,18 +125,21 @@ class _PhoneTable:
             looked_up[position] = self._store(strings[position], compute(strings[position]))
         found = cast("list[str | _CellResult]", looked_up)
         count = len(found)
+        # Nearly every entry is a digest; the others (missing, dropped, several phones) are taken one by one.
+        others = np.flatnonzero(~np.fromiter(map(str.__instancecheck__, found), dtype=bool, count=count)).tolist()
+        other_results = [cast(_CellResult, found[position]) for position in others]
+        digests = cast("list[str]", found)
+        for position in others:
+            digests[position] = ""
         values = np.empty(count + 1, dtype=object)
-        values[:count] = _objects(([entry] if type(entry) is str else entry[0] for entry in found), count)
+        values[:count] = _objects(([digest] for digest in digests), count)
         texts = np.empty(count + 1, dtype=object)
-        texts[:count] = [
-            '["' + entry + '"]' if type(entry) is str else _json_text(entry[0]) if entry[0] is not None else None
-            for entry in found
-        ]
+        texts[:count] = ['["' + digest + '"]' for digest in digests]
         invalid = np.zeros(count + 1, dtype=np.int64)
         unreadable = np.zeros(count + 1, dtype=np.int64)
-        for position, entry in enumerate(found):
-            if type(entry) is not str:
-                _, invalid[position], unreadable[position] = cast(_CellResult, entry)
+        for position, (value, dropped, unread) in zip(others, other_results, strict=True):
+            values[position], texts[position] = value, None if value is None else _json_text(value)
+            invalid[position], unreadable[position] = dropped, unread
         return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
 
     def _store(self, raw: str, result: _CellResult) -> str | _CellResult:
