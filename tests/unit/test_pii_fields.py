@@ -262,3 +262,24 @@ def test_emails_outside_the_arrow_path_are_normalized_by_python(email: str, norm
     hashed = hash_user_fields(pd.DataFrame({"em": pd.Series([email, "other@example.com"], dtype="str")}))
 
     assert hashed.fields["em"][0] == [digest(normalized)]
+
+
+def test_the_run_remembers_at_most_max_entries_phones_across_all_regions_and_stays_exact() -> None:
+    regions = ["US", "FR", "DE", "GB", "JP", "BR"]
+    frame = pd.DataFrame(
+        {
+            "ph": [f"+1 650 555 {1000 + row:04d}" for row in range(60)],
+            "country": [regions[row % len(regions)] for row in range(60)],
+        }
+    ).astype({"ph": "string", "country": "string"})
+    cache = PiiCache(max_entries=25)
+
+    sizes = []
+    results = []
+    for start in range(0, 60, 10):
+        results.append(hash_user_fields(frame.iloc[start : start + 10].reset_index(drop=True), cache=cache))
+        sizes.append(cache.entries)
+
+    assert max(sizes) <= 25  # six regions, one bound: not 25 each
+    expected = [hash_user_fields(frame.iloc[start : start + 10].reset_index(drop=True)) for start in range(0, 60, 10)]
+    assert results == expected

@@ -110,12 +110,14 @@ class _ResultTable:
 class _PhoneTable:
     """
     The run's results of distinct phone strings of one region: a parsed, hashed phone is kept as its digest
-    (a hundred bytes or so an entry with its key), other results as they are. Emptied when full.
+    (a hundred bytes or so an entry with its key), other results as they are. When the run's tables together
+    hold their ``budget``, they are all emptied.
     """
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+    def __init__(self, budget: _EntryBudget) -> None:
+        self.budget = budget
         self.entries: dict[str, str | _CellResult] = {}
+        budget.tables.append(self)
 
     def results(self, strings: list[str], compute: Callable[[Any], _CellResult]) -> _FieldResult:
         """The results of distinct ``strings`` (see :func:`_results_of_distinct`), each computed on its first
@@ -143,13 +145,29 @@ class _PhoneTable:
         return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
 
     def _store(self, raw: str, result: _CellResult) -> str | _CellResult:
-        if len(self.entries) >= self.max_entries:
-            self.entries.clear()
+        self.budget.take_one()
         value = result[0]
         single_digest = result[1:] == (0, 0) and type(value) is list and len(value) == 1 and len(value[0]) == 64
         entry = value[0] if single_digest else result  # a hex digest needs no escaping in its JSON text
         self.entries[raw] = entry
         return entry
+
+
+class _EntryBudget:
+    """The entries the phone tables of a run may hold together."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.used = 0
+        self.tables: list[_PhoneTable] = []
+
+    def take_one(self) -> None:
+        """Count a new entry, emptying every table first when they hold ``max_entries`` already."""
+        if self.used >= self.max_entries:
+            for table in self.tables:
+                table.entries.clear()
+            self.used = 0
+        self.used += 1
 
 
 class PiiCache:
@@ -160,18 +178,24 @@ class PiiCache:
     memory only (its keys are the raw cells) and is never logged or returned; create one per run and drop
     it at the end.
 
-    :param max_entries: the most distinct phones kept per region; a full table is emptied.
+    :param max_entries: the most distinct phones kept, all regions together; when full, all are forgotten.
     """
 
     def __init__(self, max_entries: int = 250_000) -> None:
         self.max_entries = max_entries
+        self._budget = _EntryBudget(max_entries)
         self._tables: dict[Hashable, _PhoneTable] = {}
+
+    @property
+    def entries(self) -> int:
+        """The phones remembered now, all regions together."""
+        return sum(len(table.entries) for table in self._tables.values())
 
     def phones(self, name: Hashable) -> _PhoneTable:
         """The table of one region and set of phone options."""
         table = self._tables.get(name)
         if table is None:
-            table = self._tables[name] = _PhoneTable(self.max_entries)
+            table = self._tables[name] = _PhoneTable(self._budget)
         return table
 
 

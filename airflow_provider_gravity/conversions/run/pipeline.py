@@ -35,8 +35,8 @@ from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
 
 log = logging.getLogger(__name__)
 
-# Distinct raw values remembered per PII field: enough for the repeat customers of a night, and a bound on
-# memory (a few hundred bytes an entry) whatever the number of rows.
+# Distinct phones remembered, all regions together: enough for the repeat customers of a night, and a bound on
+# memory (about 200 bytes an entry, 50 MB at most) whatever the number of rows and regions.
 PII_CACHE_ENTRIES = 250_000
 
 
