@@ -7,9 +7,10 @@ interval per run:
 * `send_crm_conversions` — CRM leads, sign-ups and phone orders (`sql/crm_conversions.sql`);
 * `send_store_purchases` — in-store purchases with their line items (`sql/store_purchases.sql`).
 
-Each run selects the rows of `[data_interval_start, data_interval_end)` (UTC), sends them with
-`SendConversionsOperator` and records every event in the delivery log table, so that a re-run or a
-backfill weeks later never counts a conversion twice (Gravity itself only deduplicates for 48 hours).
+Each run selects the rows of `[data_interval_start - lookback_days, data_interval_end)` (UTC; 2 days
+of lookback by default, for rows that land late), sends them with `SendConversionsOperator` and records
+every event in the delivery log table, so that the lookback, a re-run or a backfill weeks later never
+counts a conversion twice (Gravity itself only deduplicates for 48 hours).
 
 **Schedule.** The cron comes from `GRAVITY_DAG_SCHEDULE` (default `0 3 * * *`) and its time zone from
 `GRAVITY_DAG_TIMEZONE` (default `UTC`), read when the DAG file is parsed. Each interval runs from one
@@ -20,9 +21,11 @@ use `0 0 * * *` for calendar days.
 [`gravity_default`], `delivery_log_conn_id` [empty: the warehouse], `crm_table` [`crm_conversions`],
 `store_table` [`store_transactions`], `delivery_log_table` [`gravity_delivery_log`], and
 `window_start` / `window_end` to send an explicit period instead of the data interval, `dry_run`
-[false] to read, validate and hash without sending, and `lookback_days` [0; 2 recommended] to read
-that many days before the data interval again, for rows that land late (the delivery log skips what
-was delivered; refused when `delivery_log_table` is empty).
+[false] to read, validate and hash without sending, `lookback_days` [2] to read that many days
+before the data interval again, for rows that land late (the delivery log skips what was delivered;
+refused when `delivery_log_table` is empty; 0 turns it off), and `min_match_coverage`
+[`{"em": 0.2}`], the least share of events each match key must cover: a night whose e-mail column
+collapsed fails before sending instead of being delivered green (null or `{}` for no floor).
 
 **Manual runs.** Trigger with a logical date (the last complete interval before it is sent), or set
 `window_start` and `window_end`, e.g. `{"window_start": "2025-06-02T00:00:00Z", "window_end":

@@ -15,7 +15,8 @@ on the Celery or Kubernetes executor the shards run on different workers, and th
 one window is what one worker sends in reasonable time; `max_active_tis_per_dagrun` caps how many
 shards of one run hit the API at once. An index on the time column keeps each shard's scan cheap.
 
-Params, schedule (`GRAVITY_DAG_SCHEDULE`, `GRAVITY_DAG_TIMEZONE`) and backfill work as in
+Params (the lookback and the match-key floor included; the floor is checked per shard), schedule
+(`GRAVITY_DAG_SCHEDULE`, `GRAVITY_DAG_TIMEZONE`) and backfill work as in
 `gravity_offline_conversions`; run one of the two for a given warehouse, not both (with the same
 delivery log they would not double count, but the second would only skip).
 """

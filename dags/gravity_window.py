@@ -10,7 +10,7 @@ Where the window comes from, in order:
    manual run of an arbitrary period;
 2. the run's data interval ``[data_interval_start, data_interval_end)``, for scheduled runs,
    backfills and manual runs triggered with a logical date, read from ``lookback_days`` (param,
-   default :data:`DEFAULT_LOOKBACK_DAYS`; 2 recommended) days before its start, so that a row that
+   default :data:`DEFAULT_LOOKBACK_DAYS`, 2) days before its start, so that a row that
    landed in the warehouse after its night ran is sent by one of the next nights. The delivery log
    skips what earlier nights delivered (``skipped_delivered``), so a lookback needs one: without
    ``delivery_log_table`` it is refused.
@@ -30,9 +30,9 @@ import pendulum
 from airflow_provider_gravity.exceptions import AirflowFailException
 
 SQL_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
-#: Days before a data interval that each run reads again, for rows that reach the warehouse late. 2 is what we
-#: recommend; the default stays 0 while other tests of these DAGs pin the exact data interval as the read window.
-DEFAULT_LOOKBACK_DAYS = 0
+#: Days before a data interval that each run reads again, for rows that reach the warehouse late (POS syncs and
+#: CRM qualification often land a day or two after the event).
+DEFAULT_LOOKBACK_DAYS = 2
 
 
 class Window(NamedTuple):

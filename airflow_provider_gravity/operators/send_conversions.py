@@ -108,8 +108,10 @@ class SendConversionsOperator(BaseSQLOperator):
     :param max_event_age: refuse events older than this (a ``timedelta`` or seconds); ``None`` for no limit.
     :param min_match_coverage: the least share of events each named match key must cover (``em``, ``ph``,
         ``fn_ln``, ``external_id``, ``click_id``, as in the summary's ``match_key_coverage``), e.g.
-        ``{"em": 0.5}``. Checked on a first sample of rows, before anything is sent, and on the summary after
-        the run; a key under its floor fails the task without retries (``GravityRunRefused``).
+        ``{"em": 0.5}``, or that mapping as JSON text, e.g. a DAG param rendered with
+        ``"{{ params.min_match_coverage | tojson }}"``. Checked on a first sample of rows, before anything is
+        sent, and on the summary after the run; a key under its floor fails the task without retries
+        (``GravityRunRefused``) (templated).
     :param max_coverage_drop: with a ``run_history_table``, also fail the task when a key's coverage falls
         under this share of its median over the task's last 7 successful runs (e.g. ``0.5``: under half the
         usual). Checked once the history holds 3 such runs.
@@ -142,6 +144,7 @@ class SendConversionsOperator(BaseSQLOperator):
         "delivery_log_conn_id",
         "run_history_table",
         "run_history_conn_id",
+        "min_match_coverage",
         "dry_run",
     )
     template_ext: Sequence[str] = (".sql",)
@@ -168,7 +171,7 @@ class SendConversionsOperator(BaseSQLOperator):
         max_error_rate: float = 0.01,
         require_match_key: bool = False,
         max_event_age: timedelta | float | None = None,
-        min_match_coverage: Mapping[str, float] | None = None,
+        min_match_coverage: Mapping[str, float] | str | None = None,
         max_coverage_drop: float | None = None,
         dry_run: bool | str = False,
         delivery_log_table: str | None = None,
@@ -190,7 +193,11 @@ class SendConversionsOperator(BaseSQLOperator):
             raise ValueError("chunk_size and max_concurrency must be at least 1.")
         if not 0 <= max_error_rate <= 1:
             raise ValueError(f"max_error_rate is a share between 0 and 1, got {max_error_rate}.")
-        check_guard_arguments(min_match_coverage, max_coverage_drop)
+        if isinstance(min_match_coverage, str):  # JSON text, often a template: checked once rendered
+            check_guard_arguments(None, max_coverage_drop)
+        else:
+            check_guard_arguments(min_match_coverage, max_coverage_drop)
+            min_match_coverage = dict(min_match_coverage or {})
         self.sql = sql
         self.parameters = parameters
         self.gravity_conn_id = gravity_conn_id
@@ -205,7 +212,7 @@ class SendConversionsOperator(BaseSQLOperator):
         self.max_error_rate = max_error_rate
         self.require_match_key = require_match_key
         self.max_event_age = max_event_age
-        self.min_match_coverage = dict(min_match_coverage or {})
+        self.min_match_coverage: dict[str, float] | str = min_match_coverage
         self.max_coverage_drop = max_coverage_drop
         # Shadows BaseOperator.dry_run(), a method Airflow 3 itself no longer calls.
         self.dry_run = dry_run  # type: ignore[method-assign, assignment]
@@ -260,15 +267,16 @@ class SendConversionsOperator(BaseSQLOperator):
 
     def _coverage_floors(self, context: Context) -> list[CoverageFloor]:
         """The match-key guard's floors for this run; ``max_coverage_drop`` needs the run history."""
+        min_match_coverage = self._min_match_coverage()
         if self.max_coverage_drop is None:
-            return coverage_floors(self.min_match_coverage, None, None)
+            return coverage_floors(min_match_coverage, None, None)
         if not self.run_history_table:
             raise GravityRunRefused(
                 "max_coverage_drop compares a run with the task's earlier runs, which need a run_history_table: "
                 "set run_history_table, or remove max_coverage_drop."
             )
         baseline = read_coverage_baseline(self, context)
-        floors = coverage_floors(self.min_match_coverage, self.max_coverage_drop, baseline)
+        floors = coverage_floors(min_match_coverage, self.max_coverage_drop, baseline)
         if baseline is not None:
             self.log.info(
                 "Match-key guard: %d earlier successful runs in the history; floors: %s.",
@@ -276,6 +284,27 @@ class SendConversionsOperator(BaseSQLOperator):
                 ", ".join(f"{floor.key} {floor.floor:.2%} ({floor.rule})" for floor in floors) or "none",
             )
         return floors
+
+    def _min_match_coverage(self) -> dict[str, float]:
+        """``min_match_coverage`` as rendered: a mapping, or JSON text of one (empty text or ``null``: none)."""
+        floors: Any = self.min_match_coverage
+        if isinstance(floors, str):
+            try:
+                floors = json.loads(floors) if floors.strip() else None
+            except ValueError:
+                raise GravityRunRefused(
+                    f'min_match_coverage must be a mapping of match key to share, e.g. {{"em": 0.5}}, or its JSON '
+                    f"text; got text that is not JSON: {floors[:200]!r}."
+                ) from None
+        if floors is not None and not isinstance(floors, Mapping):
+            raise GravityRunRefused(
+                f'min_match_coverage must be a mapping of match key to share, e.g. {{"em": 0.5}}; got {floors!r}.'
+            )
+        try:
+            check_guard_arguments(floors, None)
+        except (TypeError, ValueError) as error:
+            raise GravityRunRefused(str(error)) from None
+        return dict(floors or {})
 
     def _refuse_collapsed_sample(
         self, context: Context, pipeline: ConversionPipeline | None, dry_run: bool, refusal: MatchKeysCollapsed

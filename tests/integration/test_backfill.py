@@ -43,6 +43,8 @@ BACKFILL_DAYS = [SAMPLE.start + dt.timedelta(days=offset) for offset in range(1,
 RUNS_TIMEOUT = 180.0
 CRM_EVENT_NAMES = {"lead": "Lead", "sign_up": "CompleteRegistration", "phone_order": "Purchase"}
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
+#: Each run reads exactly its day (the DAG's default lookback reads the two days before it too).
+EXACT_WINDOW = json.dumps({"lookback_days": 0})
 
 
 @pytest.fixture
@@ -176,7 +178,7 @@ def test_backfill_sends_each_row_once_and_a_reprocessed_backfill_after_48_hours_
             airflow.wait_for_dag(DAG_ID)
             airflow.cli("dags", "unpause", DAG_ID)
 
-            first = airflow.create_backfill(DAG_ID, from_date, to_date)
+            first = airflow.create_backfill(DAG_ID, from_date, to_date, "--dag-run-conf", EXACT_WINDOW)
             runs = airflow.wait_for_backfill_runs(first, len(BACKFILL_DAYS), RUNS_TIMEOUT)
             assert_runs_cover_days(runs)
 
@@ -198,7 +200,9 @@ def test_backfill_sends_each_row_once_and_a_reprocessed_backfill_after_48_hours_
             # Past Gravity's 48-hour dedup window only the delivery log stands between a re-run and a double count.
             airflow.wait_for_backfill_completed(first)
             sandbox.advance_clock(hours=49)
-            second = airflow.create_backfill(DAG_ID, from_date, to_date, "--reprocess-behavior", "completed")
+            second = airflow.create_backfill(
+                DAG_ID, from_date, to_date, "--reprocess-behavior", "completed", "--dag-run-conf", EXACT_WINDOW
+            )
             rerun = airflow.wait_for_backfill_runs(second, len(BACKFILL_DAYS), RUNS_TIMEOUT)
             assert_runs_cover_days(rerun)
 

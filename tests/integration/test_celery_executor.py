@@ -208,7 +208,13 @@ def test_sharded_backfill_on_celery_recovers_from_a_worker_killed_mid_send(
             airflow.cli("dags", "unpause", DAG_ID)
             last_day = FIRST_DAY + dt.timedelta(days=DAYS - 1)
             backfill = airflow.create_backfill(
-                DAG_ID, FIRST_DAY.isoformat(), last_day.isoformat(), "--max-active-runs", str(DAYS)
+                DAG_ID,
+                FIRST_DAY.isoformat(),
+                last_day.isoformat(),
+                "--max-active-runs",
+                str(DAYS),
+                "--dag-run-conf",
+                json.dumps({"lookback_days": 0}),  # each shard reads exactly its day, as the assertions count
             )
             ready = time.monotonic()
 

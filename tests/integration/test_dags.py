@@ -37,6 +37,8 @@ DAGS_FOLDER = REPO_ROOT / "dags"
 NIGHTLY = "gravity_offline_conversions"
 SHARDED = "gravity_offline_conversions_sharded"
 SAMPLE = SampleConfig(days=3, crm_rows_per_day=300, store_rows_per_day=400, start=dt.date(2025, 6, 2), seed=7)
+#: The params of a test that reads exactly the data interval: the DAGs' default lookback (2 days) widens it.
+EXACT_WINDOW = {"lookback_days": 0}
 
 
 def load_dag_bag() -> BundleDagBag:
@@ -149,7 +151,7 @@ def test_schedule_and_timezone_come_from_the_environment(monkeypatch):
 def test_sql_selects_exactly_the_scheduled_window(dag_bag, warehouse, task_id, table):
     dag = dag_bag.dags[NIGHTLY]
     interval = first_scheduled_interval(dag, dt.datetime(2025, 6, 2, tzinfo=dt.UTC))
-    task = render_task(dag, task_id, run_context(dag, interval))
+    task = render_task(dag, task_id, run_context(dag, interval, **EXACT_WINDOW))
 
     time_column = TIME_COLUMNS[table]
     assert f"{time_column} >= '2025-06-02 03:00:00'" in task.sql
@@ -204,6 +206,9 @@ def test_operator_arguments_come_from_params_with_defaults(dag_bag):
     assert (crm.event_name, crm.action_source) == ("Lead", "system_generated")
     assert (store.event_name, store.action_source) == ("Purchase", "physical_store")
     assert "FROM crm_conversions AS c" in crm.sql
+    # The defaults read the two days before the interval again (the delivery log is on) and guard e-mails.
+    assert "created_at >= '2025-05-31 03:00:00'" in crm.sql and "created_at < '2025-06-03 03:00:00'" in crm.sql
+    assert crm._min_match_coverage() == store._min_match_coverage() == {"em": 0.2}
 
     overrides = {
         "warehouse_conn_id": "dwh",
@@ -216,6 +221,9 @@ def test_operator_arguments_come_from_params_with_defaults(dag_bag):
     assert (custom.conn_id, custom.gravity_conn_id) == ("dwh", "gravity_prod")
     assert (custom.delivery_log_conn_id, custom.delivery_log_table) == ("ledger", "ledger_table")
     assert "FROM crm.conversions AS c" in custom.sql
+    for floors, expected in (({"em": 0.5, "ph": 0.1}, {"em": 0.5, "ph": 0.1}), ({}, {}), (None, {})):
+        custom = render_task(dag, "send_crm_conversions", run_context(dag, interval, min_match_coverage=floors))
+        assert custom._min_match_coverage() == expected, floors
 
 
 def test_table_params_reject_sql_injection(dag_bag):
@@ -224,6 +232,15 @@ def test_table_params_reject_sql_injection(dag_bag):
     params = ParamsDict(dag_bag.dags[NIGHTLY].params)
     with pytest.raises(ParamValidationError, match="crm_table"):
         params["crm_table"] = "crm; DROP TABLE crm"
+
+
+@pytest.mark.parametrize("floors", [{"email": 0.5}, {"em": 1.5}, {"em": "half"}, [0.5]])
+def test_the_coverage_floor_param_refuses_unknown_keys_and_shares_outside_0_to_1(dag_bag, floors):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dag_bag.dags[NIGHTLY].params)
+    with pytest.raises(ParamValidationError, match="min_match_coverage"):
+        params["min_match_coverage"] = floors
 
 
 def test_sharded_dag_maps_one_task_per_shard(dag_bag):
@@ -246,7 +263,8 @@ def test_shards_partition_the_window(dag_bag, warehouse, table):
 
     per_shard = []
     for shard_params in task.expand_input.value["params"]:
-        sql = render_sql_file(dag, task.partial_kwargs["sql"], run_context(dag, interval, **shard_params))
+        context = run_context(dag, interval, **shard_params, **EXACT_WINDOW)
+        sql = render_sql_file(dag, task.partial_kwargs["sql"], context)
         per_shard.append(set(query_event_ids(warehouse, sql)))
 
     union = set().union(*per_shard)
@@ -295,7 +313,7 @@ def test_the_nightly_sql_is_not_mariadb_sql_but_its_port_selects_exactly_the_win
     dag = dag_bag.dags[NIGHTLY]
     interval = first_scheduled_interval(dag, dt.datetime(2025, 6, 2, tzinfo=dt.UTC))
     assert interval.start == MARIADB_WINDOW_START
-    context = run_context(dag, interval)
+    context = run_context(dag, interval, **EXACT_WINDOW)
     for task_id, table in (("send_crm_conversions", CRM_TABLE), ("send_store_purchases", STORE_TABLE)):
         shipped = render_task(dag, task_id, context).sql
         with engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match=r"1064.*TEXT\)"):
@@ -334,7 +352,7 @@ def test_nightly_dag_with_its_sql_ported_sends_a_mariadb_window_once_and_logs_de
     end = MARIADB_WINDOW_START + dt.timedelta(days=1)
 
     def run_night() -> tuple[dict, dict]:
-        dag_run = dag.test(logical_date=end, run_conf={"warehouse_conn_id": "warehouse_mariadb"})
+        dag_run = dag.test(logical_date=end, run_conf={"warehouse_conn_id": "warehouse_mariadb", **EXACT_WINDOW})
         states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
         with create_session() as session:
             rows = session.query(XComModel).filter_by(dag_id=NIGHTLY, run_id=dag_run.run_id, key="return_value")

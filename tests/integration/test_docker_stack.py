@@ -25,7 +25,7 @@ from airflow.timetables.base import DataInterval
 from packaging.requirements import Requirement
 
 from demo.sample_data import CRM_TABLE, STORE_TABLE, SampleConfig, write_postgres_sql, write_sqlite
-from tests.integration.test_dags import NIGHTLY, SHARDED, load_dag_bag, render_sql_file, run_context
+from tests.integration.test_dags import EXACT_WINDOW, NIGHTLY, SHARDED, load_dag_bag, render_sql_file, run_context
 from tests.support.airflow_fixtures import REPO_ROOT
 
 DOCKER_DIR = REPO_ROOT / "docker"
@@ -228,7 +228,7 @@ def test_dag_sql_selects_the_same_window_on_postgres_and_sqlite(
 ):
     interval = DataInterval(pendulum.datetime(2025, 6, 3, 3, tz="UTC"), pendulum.datetime(2025, 6, 4, 3, tz="UTC"))
     dag = dag_bag.dags[dag_id]
-    sql = render_sql_file(dag, sql_path, run_context(dag, interval))
+    sql = render_sql_file(dag, sql_path, run_context(dag, interval, **EXACT_WINDOW))
     with sqlite3.connect(sqlite_warehouse) as sqlite:
         on_sqlite = [row[0] for row in sqlite.execute(sql)]
     on_postgres = [row[0] for row in postgres_rows(seeded_postgres, sql)]
@@ -241,7 +241,8 @@ def test_dag_sql_selects_the_same_window_on_postgres_and_sqlite(
         {
             row[0]
             for row in postgres_rows(
-                seeded_postgres, render_sql_file(sharded, sql_path, run_context(sharded, interval, **s))
+                seeded_postgres,
+                render_sql_file(sharded, sql_path, run_context(sharded, interval, **s, **EXACT_WINDOW)),
             )
         }
         for s in shards
@@ -261,13 +262,13 @@ def test_window_boundaries_are_half_open_on_postgres(dag_bag, seeded_postgres):
     ids_before = {
         r[0]
         for r in postgres_rows(
-            seeded_postgres, render_sql_file(dag, "sql/crm_conversions.sql", run_context(dag, before))
+            seeded_postgres, render_sql_file(dag, "sql/crm_conversions.sql", run_context(dag, before, **EXACT_WINDOW))
         )
     }
     ids_after = {
         r[0]
         for r in postgres_rows(
-            seeded_postgres, render_sql_file(dag, "sql/crm_conversions.sql", run_context(dag, after))
+            seeded_postgres, render_sql_file(dag, "sql/crm_conversions.sql", run_context(dag, after, **EXACT_WINDOW))
         )
     }
     assert first_id[0][0] in ids_after and first_id[0][0] not in ids_before
@@ -307,10 +308,10 @@ def test_nightly_and_sharded_dags_deliver_the_same_events_from_postgres(airflow_
         )
     }
 
-    airflow_dags_test(NIGHTLY, logical_date, env, {"delivery_log_table": "delivery_log_nightly"})
+    airflow_dags_test(NIGHTLY, logical_date, env, {"delivery_log_table": "delivery_log_nightly", **EXACT_WINDOW})
     nightly = {(event["event_name"], event["event_id"]) for event in sandbox.events()}
     sandbox.reset()
-    airflow_dags_test(SHARDED, logical_date, env, {"delivery_log_table": "delivery_log_sharded"})
+    airflow_dags_test(SHARDED, logical_date, env, {"delivery_log_table": "delivery_log_sharded", **EXACT_WINDOW})
     sharded_events = sandbox.events()
     sharded = {(event["event_name"], event["event_id"]) for event in sharded_events}
 

@@ -246,7 +246,8 @@ def test_installed_wheel_runs_the_example_dag_against_the_sandbox(clean_venv, tm
         env["AIRFLOW_CONN_GRAVITY_DEFAULT"] = gravity_connection_json(sandbox)
         env["AIRFLOW_CONN_GRAVITY_WAREHOUSE"] = json.dumps({"conn_type": "sqlite", "host": str(home / "warehouse.db")})
         run(
-            [airflow, "dags", "test", DAG_ID, f"{end.isoformat()}+00:00"],
+            # The exact interval: the DAG's default lookback would read the first seeded day too.
+            [airflow, "dags", "test", DAG_ID, f"{end.isoformat()}+00:00", "--conf", '{"lookback_days": 0}'],
             timeout=600,
             env=env,
             cwd=tmp_path,
