@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import sqlalchemy
 
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
 from airflow_provider_gravity.conversions.events.cells import cell_text
@@ -174,3 +175,19 @@ def test_the_arrow_path_holds_infinity_at_year_9999_not_at_year_1(postgres):
     arrow_built, cursor_built = _built(arrow_frames), _built(cursor_frames)
     assert [reason for _, reason, *_ in arrow_built] == ["event_time_in_future", "bad_event_time", None]
     assert arrow_built == cursor_built
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_the_cursor_path_yields_every_row_once_in_order_with_literal_percent_signs(postgres, driver):
+    engine, _ = postgres
+    url = engine.url.set(drivername=f"postgresql+{driver}")
+    sql = "SELECT x AS event_id, 'a%b' AS note FROM generate_series(1, 25001) x WHERE x % 1 = 0 ORDER BY x"
+    driver_engine = sqlalchemy.create_engine(url)
+    try:
+        frames = list(stream_query(driver_engine, sql, None, 10_000))
+    finally:
+        driver_engine.dispose()
+
+    assert [len(frame) for frame in frames] == [10_000, 10_000, 5_001]
+    assert [value for frame in frames for value in frame["event_id"].tolist()] == list(range(1, 25_002))
+    assert {note for frame in frames for note in frame["note"].tolist()} == {"a%b"}
