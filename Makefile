@@ -16,10 +16,11 @@ AIRFLOW_VENV := .venv-airflow-$(AIRFLOW_VERSION)
 # keeps no reference that holds its lifespan open: every task fails with "'State' object has no attribute
 # 'svcs_registry'".
 AIRFLOW_PINS_3.2.2 := 'fastapi<0.137' 'svcs<26'
-# What runs on an older line: the operator, DAG, delivery-log and backfill integration tests. Not tests/unit:
-# it never imports Airflow (a test checks that), so another Airflow changes nothing there.
+# What runs on an older line: the operator, DAG, delivery-log, backfill and asset integration tests (asset events
+# go through each line's own task runner and execution API). Not tests/unit: it never imports Airflow (a test
+# checks that), so another Airflow changes nothing there.
 AIRFLOW_TESTS := tests/integration/test_operator.py tests/integration/test_dags.py \
-  tests/integration/test_delivery_log.py tests/integration/test_backfill.py
+  tests/integration/test_delivery_log.py tests/integration/test_backfill.py tests/integration/test_assets.py
 
 .PHONY: install system-packages browser-packages test test-pandas2 test-airflow test-airflow-versions dist lint bench bench-pii demo demo-view clean
 

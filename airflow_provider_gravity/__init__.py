@@ -26,6 +26,14 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_gravity.operators.send_conversions"],
             }
         ],
+        "asset-uris": [
+            {
+                "schemes": ["gravity"],
+                "handler": "airflow_provider_gravity.assets.sanitize_uri",
+                "factory": "airflow_provider_gravity.assets.create_asset",
+                "to_openlineage_converter": "airflow_provider_gravity.assets.convert_asset_to_openlineage",
+            }
+        ],
         "integrations": [
             {
                 "integration-name": "Gravity",

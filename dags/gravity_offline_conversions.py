@@ -27,6 +27,11 @@ refused when `delivery_log_table` is empty; 0 turns it off), and `min_match_cove
 [`{"em": 0.2}`], the least share of events each match key must cover: a night whose e-mail column
 collapsed fails before sending instead of being delivered green (null or `{}` for no floor).
 
+**Assets.** Each task updates the asset `gravity://<host>/conversions/<event_name>` (`Lead` for
+`send_crm_conversions`, `Purchase` for `send_store_purchases`; `<host>` is the Gravity connection's),
+with an event only when the run delivered something new: schedule a downstream DAG on it, e.g.
+`schedule=[Asset("gravity://api.trygravity.ai/conversions/Purchase")]`.
+
 **Manual runs.** Trigger with a logical date (the last complete interval before it is sent), or set
 `window_start` and `window_end`, e.g. `{"window_start": "2025-06-02T00:00:00Z", "window_end":
 "2025-06-03T00:00:00Z"}`. A run with neither fails and says so; it never selects nothing silently.

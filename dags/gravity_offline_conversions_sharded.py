@@ -16,9 +16,10 @@ one window is what one worker sends in reasonable time; `max_active_tis_per_dagr
 shards of one run hit the API at once. An index on the time column keeps each shard's scan cheap.
 
 Params (the lookback and the match-key floor included; the floor is checked per shard), schedule
-(`GRAVITY_DAG_SCHEDULE`, `GRAVITY_DAG_TIMEZONE`) and backfill work as in
-`gravity_offline_conversions`; run one of the two for a given warehouse, not both (with the same
-delivery log they would not double count, but the second would only skip).
+(`GRAVITY_DAG_SCHEDULE`, `GRAVITY_DAG_TIMEZONE`), backfill and assets work as in
+`gravity_offline_conversions` (each shard that delivers something adds its own event to its task's
+asset); run one of the two for a given warehouse, not both (with the same delivery log they would not
+double count, but the second would only skip).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.providers.common.sql.operators.sql import BaseSQLOperator
 from airflow.sdk import BaseHook
 
+from airflow_provider_gravity.assets import conversions_alias, conversions_asset, convert_asset_to_openlineage
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
+from airflow_provider_gravity.conversions.buckets import Bucket
 from airflow_provider_gravity.conversions.errors import ColumnContractError, GravityError
 from airflow_provider_gravity.coverage_guard import (
     MIN_SAMPLE_EVENTS,
@@ -224,6 +226,11 @@ class SendConversionsOperator(BaseSQLOperator):
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
         self.durable = durable
+        # The asset's URI needs the connection's host and the rendered event_name, known when the task runs:
+        # the task declares an alias, and names the asset through it only after a run that delivered something.
+        self.asset_alias = conversions_alias(self.dag_id, self.task_id)
+        if self.asset_alias not in self.outlets:
+            self.outlets.append(self.asset_alias)
 
     @cached_property
     def sql_hook(self) -> DbApiHook:
@@ -432,7 +439,26 @@ class SendConversionsOperator(BaseSQLOperator):
                 f"Error rate {summary['error_rate']:.2%} is above max_error_rate {self.max_error_rate:.2%} "
                 f"(rejected + invalid over rows read).\n{table}"
             )
+        self._emit_asset_event(context, summary, dry_run)
         return summary
+
+    def _emit_asset_event(self, context: Context, summary: Mapping[str, Any], dry_run: bool) -> None:
+        """
+        The asset event of a successful run that delivered something: the task's asset, added to its alias,
+        with the run's bucket counts as the event's extra. A dry run, or a run whose events were all skipped
+        or already held by Gravity, emits none, so a DAG scheduled on the asset runs only for new conversions.
+        """
+        if dry_run or not summary["delivered"]:
+            self.log.info("Nothing new delivered: no asset event.")
+            return
+        try:
+            asset = conversions_asset(self.gravity_conn_id, self.event_name)
+        except ValueError as error:  # the delivery stands; failing now would make the retry skip it all
+            self.log.error("No asset event: the asset could not be named (%s).", error)
+            return
+        extra: dict[str, Any] = {str(key): int(summary.get(key) or 0) for key in ("rows_read", *Bucket)}
+        context["outlet_events"][self.asset_alias].add(asset, extra=extra)
+        self.log.info("Asset event for %s: %d events delivered.", asset.uri, summary["delivered"])
 
     def _emit_metrics(self, summary: Mapping[str, Any], dry_run: bool) -> None:
         """The try's metrics, through Airflow's metrics configuration; a dry run delivers nothing and emits none."""
@@ -522,10 +548,11 @@ class SendConversionsOperator(BaseSQLOperator):
     def get_openlineage_facets_on_complete(self, task_instance) -> Any:
         """
         Lineage: the tables the query reads (found by OpenLineage's SQL parser, as for SQLExecuteQueryOperator)
-        as inputs, and Gravity's conversions of the event name as output. Makes no call to Gravity.
+        as inputs, and Gravity's conversions of the event name as output: the task's asset
+        (:func:`~airflow_provider_gravity.assets.conversions_asset`) in OpenLineage's form. Makes no call to
+        Gravity.
         """
         try:
-            from airflow.providers.common.compat.openlineage.facet import Dataset
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
@@ -534,15 +561,11 @@ class SendConversionsOperator(BaseSQLOperator):
         except Exception as error:  # noqa: BLE001 - lineage must never fail the task
             log.debug("OpenLineage could not parse the query's tables: %s", type(error).__name__)
             parsed = OperatorLineage()
-        gravity_host = "api.trygravity.ai"
         try:
-            gravity_host = BaseHook.get_connection(self.gravity_conn_id).host or gravity_host
-        except Exception:  # noqa: BLE001 - lineage must never fail the task
-            log.debug("No Gravity connection %r for lineage; using %s.", self.gravity_conn_id, gravity_host)
-        output = Dataset(
-            namespace=f"gravity://{gravity_host.split('://')[-1].rstrip('/')}",
-            name=f"conversions/{self.event_name or 'events'}",
-        )
+            output = convert_asset_to_openlineage(conversions_asset(self.gravity_conn_id, self.event_name))
+        except Exception as error:  # noqa: BLE001 - lineage must never fail the task
+            log.debug("No lineage output: the asset could not be named (%s).", type(error).__name__)
+            return parsed
         return OperatorLineage(
             inputs=parsed.inputs, outputs=[output], run_facets=parsed.run_facets, job_facets=parsed.job_facets
         )
