@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import sys
 import unicodedata
-from functools import cache
 
 import pandas as pd
 
@@ -22,10 +20,10 @@ _EMAIL = re.compile(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-@cache
-def _format_characters() -> dict[int, None]:
-    """A ``str.translate`` table deleting every format character (Unicode category Cf); built once."""
-    return {code: None for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cf"}
+def _without_format_characters(text: str) -> str:
+    """``text`` without its format characters (Unicode category Cf), looked up one character at a time: a
+    table of every Cf code point takes 0.7 s to build, more than a night's non-ASCII emails take this way."""
+    return "".join([char for char in text if char.isascii() or unicodedata.category(char) != "Cf"])
 
 
 def normalize_email_text(text: str) -> str | None:
@@ -39,7 +37,7 @@ def normalize_email_text(text: str) -> str | None:
         return text.lower()
     if not text.isascii():
         # Format characters go; a lone surrogate (from a hand-built or \ud800-escaped JSON cell) is no address.
-        text = text.translate(_format_characters()).strip()
+        text = _without_format_characters(text).strip()
         if _SURROGATE.search(text):
             return None
     email = text.lower()
