@@ -456,8 +456,12 @@ class SendConversionsOperator(BaseSQLOperator):
         except ValueError as error:  # the delivery stands; failing now would make the retry skip it all
             self.log.error("No asset event: the asset could not be named (%s).", error)
             return
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:  # executed outside a task runner (a script, a benchmark): no asset to update
+            self.log.info("No asset event: this run has no task context to record it in.")
+            return
         extra: dict[str, Any] = {str(key): int(summary.get(key) or 0) for key in ("rows_read", *Bucket)}
-        context["outlet_events"][self.asset_alias].add(asset, extra=extra)
+        outlet_events[self.asset_alias].add(asset, extra=extra)
         self.log.info("Asset event for %s: %d events delivered.", asset.uri, summary["delivered"])
 
     def _emit_metrics(self, summary: Mapping[str, Any], dry_run: bool) -> None:
