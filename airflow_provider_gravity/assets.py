@@ -9,8 +9,7 @@ has none). The same host and name are the operator's OpenLineage output (namespa
 The scheme is registered in the provider info's ``asset-uris``: Airflow normalizes every ``gravity://`` URI
 with :func:`sanitize_uri` (host in lower case, no default port, the path checked). An asset is its name and its
 URI, and an ``Asset(uri)`` is named by the text given: the operator's asset is named by its normalized URI, so
-a downstream DAG schedules on that text, e.g. ``Asset("gravity://api.trygravity.ai/conversions/Purchase")``
-(or on ``Asset.ref(uri=...)``, which matches the URI alone).
+a downstream DAG schedules on that text, e.g. ``Asset("gravity://api.trygravity.ai/conversions/Purchase")``.
 """
 
 from __future__ import annotations
