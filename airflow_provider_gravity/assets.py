@@ -42,15 +42,21 @@ def conversions_host(gravity_conn_id: str) -> str:
 
     :param gravity_conn_id: the Gravity connection.
     """
-    host = None
+    host = port = None
     try:
-        host = BaseHook.get_connection(gravity_conn_id).host
+        connection = BaseHook.get_connection(gravity_conn_id)
+        host, port = connection.host, connection.port
     except Exception:  # noqa: BLE001 - naming the asset must never fail the task
         log.debug("No Gravity connection %r to name the asset; using %s.", gravity_conn_id, DEFAULT_HOST)
     if not host:
         return DEFAULT_HOST
     netloc = urllib.parse.urlsplit(host if "://" in host else f"//{host}").netloc
-    return netloc.rpartition("@")[2] or DEFAULT_HOST  # a base URL with user info names the same host
+    netloc = netloc.rpartition("@")[2]  # a base URL with user info names the same host
+    if not netloc:
+        return DEFAULT_HOST
+    if port and ":" not in netloc.rpartition("]")[2]:  # the hook sends to the connection's port field
+        netloc = f"{netloc}:{port}"
+    return netloc
 
 
 def create_asset(*, host: str, event_name: str | None = None, extra: dict[str, Any] | None = None) -> Asset:
@@ -92,11 +98,11 @@ def conversions_alias(dag_id: str, task_id: str) -> AssetAlias:
 def sanitize_uri(uri: SplitResult) -> SplitResult:
     """
     Normalize a ``gravity://`` asset URI (the ``handler`` of the provider's ``asset-uris``): the host in lower
-    case, without the default port (443, 80), and a path ``/conversions/<event_name>``.
+    case and without a trailing dot, without the default port (443, 80), and a path ``/conversions/<event_name>``.
 
     :param uri: the URI, already split and normalized by Airflow (no user info, no fragment, no trailing
         slash).
-    :raises ValueError: without a host, or with another path.
+    :raises ValueError: without a host, with a port that is not one, or with another path.
     """
     if not uri.hostname:
         raise ValueError("URI format gravity:// must contain a host: gravity://<host>/conversions/<event_name>")
@@ -107,10 +113,19 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
         )
     if uri.query:
         raise ValueError("URI format gravity:// takes no query")
-    host = uri.hostname
+    try:
+        port = uri.port
+    except ValueError:  # not a number, or out of range; the text is not quoted, it may be a piece of user info
+        raise ValueError(
+            "URI format gravity:// must be gravity://<host>[:<port>]/conversions/<event_name>, with a port from "
+            "0 to 65535"
+        ) from None
+    host = uri.hostname.rstrip(".")  # a fully qualified name's trailing dot names the same host
+    if not host:
+        raise ValueError("URI format gravity:// must contain a host: gravity://<host>/conversions/<event_name>")
     if ":" in host:  # an IPv6 literal
         host = f"[{host}]"
-    netloc = host if uri.port is None or str(uri.port) in _DEFAULT_PORTS else f"{host}:{uri.port}"
+    netloc = host if port is None or str(port) in _DEFAULT_PORTS else f"{host}:{port}"
     return uri._replace(scheme=SCHEME, netloc=netloc)
 
 

@@ -1,0 +1,73 @@
+"""Round 3 of the adversarial review: assets, the match-key guard's argument and the DAG window's lookback."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import pytest
+
+from airflow_provider_gravity.assets import conversions_asset, create_asset, sanitize_uri
+from airflow_provider_gravity.hooks.gravity import GravityHook
+
+# -- 1. assets -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        {"conn_type": "gravity", "host": "127.0.0.1", "port": 8085, "password": "secret-key-1"},
+        {"conn_type": "gravity", "host": "api.trygravity.ai", "port": 8443, "password": "secret-key-1"},
+        "gravity://:secret-key-1@127.0.0.1:8085",  # the README's URI form, with a port
+    ],
+)
+def test_the_asset_names_the_port_the_hook_sends_to(monkeypatch, connection):
+    """The port field is part of the base URL the hook sends to: two endpoints must not share one asset."""
+    value = connection if isinstance(connection, str) else json.dumps(connection)
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_PORTED", value)
+
+    base_url = GravityHook("gravity_ported").client.base_url
+    asset = conversions_asset("gravity_ported", "Purchase")
+
+    assert asset.uri == f"gravity://{urllib.parse.urlsplit(base_url).netloc}/conversions/Purchase"
+
+
+def test_a_port_in_the_host_field_is_not_doubled_by_the_port_field(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GRAVITY_TWICE",
+        json.dumps({"conn_type": "gravity", "host": "https://api.trygravity.ai:8443", "port": 8443}),
+    )
+
+    assert conversions_asset("gravity_twice", "Lead").uri == "gravity://api.trygravity.ai:8443/conversions/Lead"
+
+
+def test_a_trailing_dot_names_the_same_host_as_without_it():
+    with_dot = create_asset(host="API.trygravity.ai.", event_name="Purchase")
+
+    assert with_dot.uri == with_dot.name == "gravity://api.trygravity.ai/conversions/Purchase"
+    with pytest.raises(ValueError, match="must contain a host"):
+        sanitize_uri(urllib.parse.urlsplit("gravity://./conversions/Purchase"))
+
+
+@pytest.mark.parametrize("netloc", ["host:abc", "host:99999", "user:s3cr3t/x"])
+def test_a_port_that_is_not_one_is_refused_in_the_uri_formats_words_without_quoting_it(netloc):
+    """A password with a slash in a base URL's user info splits into a "port": it must not reach the log."""
+    uri = urllib.parse.urlsplit(f"gravity://{netloc.partition('/')[0]}/conversions/Purchase")
+
+    with pytest.raises(ValueError, match="gravity://") as refused:
+        sanitize_uri(uri)
+
+    assert "abc" not in str(refused.value) and "s3cr3t" not in str(refused.value)
+    assert "99999" not in str(refused.value)
+
+
+def test_a_connection_whose_user_info_holds_a_slash_never_puts_the_key_in_the_asset_error(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GRAVITY_USERINFO",
+        json.dumps({"conn_type": "gravity", "host": "https://user:s3cr3t/tail@api.trygravity.ai"}),
+    )
+
+    with pytest.raises(ValueError) as refused:
+        conversions_asset("gravity_userinfo", "Purchase")
+
+    assert "s3cr3t" not in str(refused.value) and "tail" not in str(refused.value)
