@@ -13,6 +13,7 @@ The figures are shares and key names only: nothing here sees a value.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,14 +100,28 @@ class MatchKeysCollapsed(GravityRunRefused):
 
 
 def check_guard_arguments(min_match_coverage: Mapping[str, float] | None, max_coverage_drop: float | None) -> None:
-    """Refuse unknown match keys and shares outside 0 to 1 when the DAG is parsed."""
+    """Refuse anything but a mapping of known match keys to shares from 0 to 1 when the DAG is parsed."""
+    if min_match_coverage is not None and not isinstance(min_match_coverage, Mapping):
+        raise ValueError(
+            'min_match_coverage must be a mapping of match key to share, e.g. {"em": 0.5}; '
+            f"got {min_match_coverage!r}."
+        )
     for key, share in (min_match_coverage or {}).items():
         if key not in MATCH_KEYS:
             raise ValueError(f"min_match_coverage has an unknown match key {key!r}; the keys are {MATCH_KEYS}.")
-        if not 0 <= share <= 1:
-            raise ValueError(f"min_match_coverage[{key!r}] is a share between 0 and 1, got {share}.")
-    if max_coverage_drop is not None and not 0 < max_coverage_drop <= 1:
-        raise ValueError(f"max_coverage_drop is a share of the median, above 0 and at most 1, got {max_coverage_drop}.")
+        if not _is_share(share, low_open=False):
+            raise ValueError(f"min_match_coverage[{key!r}] is a share between 0 and 1, got {share!r}.")
+    if max_coverage_drop is not None and not _is_share(max_coverage_drop, low_open=True):
+        raise ValueError(
+            f"max_coverage_drop is a share of the median, above 0 and at most 1, got {max_coverage_drop!r}."
+        )
+
+
+def _is_share(value: Any, *, low_open: bool) -> bool:
+    """A number (not a bool, text or None, which ``<=`` refuses with a ``TypeError``) in [0, 1], or (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return (0 < value if low_open else 0 <= value) and value <= 1
 
 
 def coverage_floors(

@@ -298,7 +298,7 @@ class SendConversionsOperator(BaseSQLOperator):
         if isinstance(floors, str):
             try:
                 floors = json.loads(floors) if floors.strip() else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
                 raise GravityRunRefused(
                     f'min_match_coverage must be a mapping of match key to share, e.g. {{"em": 0.5}}, or its JSON '
                     f"text; got text that is not JSON: {floors[:200]!r}."

@@ -8,7 +8,9 @@ import urllib.parse
 import pytest
 
 from airflow_provider_gravity.assets import conversions_asset, create_asset, sanitize_uri
+from airflow_provider_gravity.exceptions import GravityRunRefused
 from airflow_provider_gravity.hooks.gravity import GravityHook
+from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 
 # -- 1. assets -------------------------------------------------------------------------------------------
 
@@ -71,3 +73,50 @@ def test_a_connection_whose_user_info_holds_a_slash_never_puts_the_key_in_the_as
         conversions_asset("gravity_userinfo", "Purchase")
 
     assert "s3cr3t" not in str(refused.value) and "tail" not in str(refused.value)
+
+
+# -- 2. the match-key guard's min_match_coverage ---------------------------------------------------------
+
+
+def _operator(min_match_coverage) -> SendConversionsOperator:
+    return SendConversionsOperator(
+        task_id="send", sql="SELECT 1", conn_id="nowhere", min_match_coverage=min_match_coverage
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"em": "0.2"}', r"min_match_coverage\['em'\] is a share between 0 and 1, got '0.2'"),
+        ('{"em": null}', r"min_match_coverage\['em'\] is a share between 0 and 1, got None"),
+        ('{"em": [0.2]}', r"min_match_coverage\['em'\] is a share between 0 and 1, got \[0.2\]"),
+        ('{"em": true}', r"min_match_coverage\['em'\] is a share between 0 and 1, got True"),
+        ("[" * 100_000, "not JSON"),
+        ('{"em": ' * 100_000, "not JSON"),
+    ],
+)
+def test_hostile_min_match_coverage_text_is_refused_in_words_before_anything_is_read(text, words):
+    operator = _operator(text)
+
+    with pytest.raises(GravityRunRefused, match=words):
+        operator._coverage_floors({})
+
+
+@pytest.mark.parametrize(
+    ("floors", "words"),
+    [
+        ({"em": "0.2"}, r"min_match_coverage\['em'\] is a share between 0 and 1, got '0.2'"),
+        ({"em": None}, r"got None"),
+        ({"em": True}, r"got True"),
+        ([("em", 0.5)], "min_match_coverage must be a mapping"),
+        ([], "min_match_coverage must be a mapping"),
+    ],
+)
+def test_a_min_match_coverage_that_is_no_mapping_of_shares_is_refused_when_the_dag_is_parsed(floors, words):
+    with pytest.raises(ValueError, match=words):
+        _operator(floors)
+
+
+def test_max_coverage_drop_as_text_is_refused_in_words_when_the_dag_is_parsed():
+    with pytest.raises(ValueError, match="max_coverage_drop is a share"):
+        SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="nowhere", max_coverage_drop="0.5")
