@@ -103,12 +103,22 @@ def resolve_window(
             "a schedule must give real data intervals (CronDataIntervalTimetable), or set the params "
             "window_start < window_end."
         )
-    read_start = start - dt.timedelta(days=lookback_days)
-    return Window(
-        read_start.strftime(SQL_TIMESTAMP_FORMAT),
-        end.strftime(SQL_TIMESTAMP_FORMAT),
-        start.strftime(SQL_TIMESTAMP_FORMAT),
-    )
+    try:
+        read_start = start - dt.timedelta(days=lookback_days)
+    except OverflowError:
+        raise WindowError(
+            f"param lookback_days={lookback_days} reaches back before the year 1, where no timestamp is; "
+            "give fewer days, or an explicit window_start and window_end"
+        ) from None
+    return Window(_sql_timestamp(read_start), _sql_timestamp(end), _sql_timestamp(start))
+
+
+def _sql_timestamp(moment: dt.datetime) -> str:
+    """
+    ``moment`` as :data:`SQL_TIMESTAMP_FORMAT` with a four-digit year: ``strftime`` writes the year 3 as ``3``,
+    which PostgreSQL reads as 2008-03-02 in ``3-02-08`` and which sorts after ``2026`` as SQLite compares text.
+    """
+    return f"{moment.year:04d}-{moment.strftime(SQL_TIMESTAMP_FORMAT.removeprefix('%Y-'))}"
 
 
 def _lookback_days(params: dict[str, Any]) -> int:

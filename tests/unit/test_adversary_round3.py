@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.parse
+from pathlib import Path
 
+import pendulum
 import pytest
 
 from airflow_provider_gravity.assets import conversions_asset, create_asset, sanitize_uri
@@ -120,3 +123,59 @@ def test_a_min_match_coverage_that_is_no_mapping_of_shares_is_refused_when_the_d
 def test_max_coverage_drop_as_text_is_refused_in_words_when_the_dag_is_parsed():
     with pytest.raises(ValueError, match="max_coverage_drop is a share"):
         SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="nowhere", max_coverage_drop="0.5")
+
+
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+
+
+# -- 2b. the DAGs' lookback_days -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gravity_window(monkeypatch):
+    monkeypatch.syspath_prepend(str(DAGS_FOLDER))
+    sys.modules.pop("gravity_window", None)
+    import gravity_window
+
+    yield gravity_window
+    sys.modules.pop("gravity_window", None)
+
+
+NIGHT_START = pendulum.datetime(2026, 6, 2, 3)
+NIGHT_END = pendulum.datetime(2026, 6, 3, 3)
+
+
+def _window(module, **params):
+    return module.resolve_window(
+        params={"delivery_log_table": "gravity_delivery_log", **params},
+        data_interval_start=NIGHT_START,
+        data_interval_end=NIGHT_END,
+        logical_date=NIGHT_START,
+    )
+
+
+@pytest.mark.parametrize("days", [740_000, 1_000_000, 999_999_999, 10**9, 10**12, 10**100])
+def test_a_lookback_reaching_before_year_1_is_refused_in_words(gravity_window, days):
+    with pytest.raises(gravity_window.WindowError, match="lookback_days"):
+        _window(gravity_window, lookback_days=days)
+
+
+@pytest.mark.parametrize("days", [400_000, 739_000, 739_768])
+def test_a_lookback_of_centuries_starts_at_a_four_digit_year_that_sql_reads_as_that_year(gravity_window, days):
+    """PostgreSQL reads '3-02-08' as 2008-03-02, and SQLite's text comparison puts it after 2026."""
+    window = _window(gravity_window, lookback_days=days)
+
+    expected = (NIGHT_START - pendulum.duration(days=days)).naive()
+    assert window.start == f"{expected.year:04d}-{expected:%m-%d %H:%M:%S}"
+    assert window.start < window.night_start < window.end  # also as text, as SQLite compares them
+
+
+def test_an_explicit_window_of_an_early_year_is_written_with_four_digits(gravity_window):
+    window = gravity_window.resolve_window(
+        params={"window_start": "0050-01-01", "window_end": "2026-01-01"},
+        data_interval_start=None,
+        data_interval_end=None,
+        logical_date=None,
+    )
+
+    assert window.start == "0050-01-01 00:00:00"
