@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import sqlalchemy
 
+from airflow_provider_gravity.conversions.errors import ColumnContractError
 from airflow_provider_gravity.conversions.read.arrow import UnreadableSchema, arrow_chunks, arrow_source_for
 from airflow_provider_gravity.conversions.read.held_times import hold_times_beyond_python
 
@@ -84,16 +85,36 @@ def _psycopg_chunks(
         # server closes it with the transaction, when the connection goes back to the pool.
         cursor = driver_connection.cursor(name=READ_CURSOR_NAME)
         cursor.itersize = chunk_size
-        if parameters:
-            cursor.execute(sql, parameters)
-        else:  # the driver parses no placeholder: a literal % stays as it is
-            cursor.execute(sql)
-        rows = cursor.fetchmany(chunk_size)
-        # A named cursor describes its columns once it has fetched.
-        columns = [column[0] for column in cursor.description or ()]
-        while rows:
-            yield frame_of_rows(rows, columns)
+        try:
+            if parameters:
+                cursor.execute(sql, parameters)
+            else:  # the driver parses no placeholder: a literal % stays as it is
+                cursor.execute(sql)
+            _refuse_statements_after_the_query(cursor)
             rows = cursor.fetchmany(chunk_size)
+            # A named cursor describes its columns once it has fetched.
+            columns = [column[0] for column in cursor.description or ()]
+            while rows:
+                yield frame_of_rows(rows, columns)
+                rows = cursor.fetchmany(chunk_size)
+        except Exception:
+            if driver_connection.closed:  # dropped: the pool must not roll back (and log) a dead connection
+                connection.invalidate()
+            raise
+
+
+def _refuse_statements_after_the_query(cursor: Any) -> None:
+    """
+    psycopg 2 sends ``DECLARE ... FOR <sql>`` as one text: with ``SELECT ...; SELECT ...`` the cursor holds the
+    first query's rows, the later statements run too, and their status replaces the cursor's (psycopg 3 refuses
+    such text itself). Reading only part of what the query says would deliver a night short, green.
+    """
+    status = getattr(cursor, "statusmessage", None)  # None for psycopg 3's named cursors
+    if status is not None and status != "DECLARE CURSOR":
+        raise ColumnContractError(
+            "The query is more than one SQL statement: the read would hold the first one's rows only. Give one "
+            "statement (a trailing semicolon or comment is fine)."
+        )
 
 
 def frame_of_rows(rows: list[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
