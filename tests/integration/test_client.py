@@ -300,3 +300,82 @@ def test_a_key_pasted_with_its_line_break_works_and_a_connection_test_never_quot
     assert GravityHook("gravity_pasted").test_connection()[0] is True
     ok, message = GravityHook("gravity_unicode").test_connection()
     assert ok is False and "ключ" not in message
+
+
+class _ForwardProxy:
+    """A plain HTTP forward proxy on loopback that records each request line it relays."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+        import urllib.request
+
+        self.relayed: list[str] = []
+        proxy = self
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # not through itself
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                proxy.relayed.append(f"{self.command} {self.path}")
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hop_by_hop = ("host", "connection", "proxy-connection", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+                forwarded = urllib.request.Request(self.path, data=body, headers=headers, method="POST")
+                with direct.open(forwarded, timeout=10) as answer:
+                    payload = answer.read()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def forward_proxy():
+    proxy = _ForwardProxy()
+    yield proxy
+    proxy.close()
+
+
+def test_the_proxy_of_the_environment_carries_every_request(sandbox, forward_proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=FAST_RETRY, timeout=5)
+    try:
+        first = client.send_events(make_events(3, prefix="proxied"))
+        second = client.send_events(make_events(2, prefix="proxied-again"))
+    finally:
+        client.close()
+
+    assert [r.status for r in first + second] == ["ok"] * 5
+    assert forward_proxy.relayed == [f"POST {sandbox.url}/gateway/events"] * 2
+    monkeypatch.delenv("HTTP_PROXY")  # the sandbox's own stats are read straight
+    assert sandbox.stats()["requests"] == 2
+
+
+def test_no_proxy_sends_straight_to_gravity(sandbox, forward_proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    client = GravityClient(sandbox.url, sandbox.api_key, retry=FAST_RETRY, timeout=5)
+    try:
+        results = client.send_events(make_events(2, prefix="direct"))
+    finally:
+        client.close()
+
+    assert [r.status for r in results] == ["ok", "ok"]
+    assert forward_proxy.relayed == []
+    monkeypatch.delenv("HTTP_PROXY")
+    assert sandbox.stats()["requests"] == 1

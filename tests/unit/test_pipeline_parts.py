@@ -397,3 +397,25 @@ def test_a_decimal_too_small_or_large_to_write_is_unreadable_not_zero():
         with pytest.raises(UnreadableCell):
             cell_text(value)
     assert cell_text(Decimal("0.000123")) == "0.000123"
+
+
+def test_results_in_order_keep_attribution_and_names_and_numeric_ids_match_their_text():
+    keys = [("Purchase", "1"), ("Purchase", "2"), ("Lead", "3"), ("Purchase", "4")]
+    in_order = [
+        {"event_id": "1", "status": "ok", "attributed": True},
+        {"event_id": "2", "status": "ok", "attributed": "yes"},  # not a bool: not known
+        {"event_id": "3", "status": "ok", "attributed": False},
+        {"event_id": "4", "status": "duplicate"},
+    ]
+    assert match_results(keys, in_order) == [
+        EventResult("1", "ok", None, True),
+        EventResult("2", "ok", None, None),
+        EventResult("3", "ok", None, False),
+        EventResult("4", "duplicate", None, None),
+    ]
+    # Ids Gravity writes as numbers, and results naming their event, still pair by position.
+    numeric = [{"event_id": 1, "status": "ok"}, {"event_id": 2, "status": "ok", "event_name": "Purchase"}]
+    assert [r.status for r in match_results(keys[:2], numeric)] == ["ok", "ok"]
+    # A result naming another event at that position is not this event's.
+    named_wrong = [{"event_id": "1", "status": "ok", "event_name": "Lead"}, {"event_id": "2", "status": "ok"}]
+    assert [r.status for r in match_results(keys[:2], named_wrong)] == ["missing", "ok"]
