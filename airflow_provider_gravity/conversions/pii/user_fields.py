@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple, cast
 
@@ -555,25 +554,62 @@ def _phone_field(
     by cell.
     """
     series = frame["ph"]
-    text = _is_text_column(series)
-    cells = series if text else series.to_numpy(dtype=object)
     region_codes, distinct_regions = pd.factorize(regions)
+    if _is_text_column(series):
+        return _text_phone_field(series, region_codes, distinct_regions.tolist(), cache, normalizer, with_plus)
+    cells = series.to_numpy(dtype=object)
     values = np.empty(len(cells), dtype=object)
     texts = np.empty(len(cells), dtype=object)
     invalid = unreadable = 0
     for code, region in enumerate(distinct_regions.tolist()):
         rows = slice(None) if len(distinct_regions) == 1 else np.flatnonzero(region_codes == code)
-        compute = _phone_result(normalizer, with_plus, region)
-        if text:
-            table = cache.phones((normalizer.backend, with_plus, region))
-            resolved = _text_field(cells.iloc[rows], compute, partial(table.results, compute=compute))
-        else:
-            resolved = _resolve_rows(cells[rows].tolist(), _ResultTable(), compute)
+        resolved = _resolve_rows(cells[rows].tolist(), _ResultTable(), _phone_result(normalizer, with_plus, region))
         values[rows] = resolved.values
         texts[rows] = resolved.texts
         invalid += resolved.invalid
         unreadable += resolved.unreadable
     return _FieldResult(values, texts, invalid, unreadable)
+
+
+def _text_phone_field(
+    series: pd.Series,
+    region_codes: np.ndarray,
+    regions: list[str],
+    cache: PiiCache,
+    normalizer: PhoneNormalizer,
+    with_plus: bool,
+) -> _FieldResult:
+    """
+    A text column of phones, resolved per distinct ``(region, phone)`` pair of the chunk: the column factorized
+    once, the pairs sorted by region, each region's phones looked up in its table of the run.
+    """
+    phone_codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    strings = np.asarray(uniques.tolist() + [None], dtype=object)  # code -1, a missing phone, is the last
+    width = len(strings)
+    phone_codes = np.where(phone_codes < 0, width - 1, phone_codes)
+    distinct_pairs, row_pairs = np.unique(region_codes.astype(np.int64) * width + phone_codes, return_inverse=True)
+    pair_regions, pair_phones = np.divmod(distinct_pairs, width)
+    count = len(distinct_pairs)
+    values = np.empty(count, dtype=object)
+    texts = np.empty(count, dtype=object)
+    invalid = np.zeros(count, dtype=np.int64)
+    unreadable = np.zeros(count, dtype=np.int64)
+    bounds = np.searchsorted(pair_regions, np.arange(len(regions) + 1)).tolist()
+    for code, region in enumerate(regions):
+        pairs = slice(bounds[code], bounds[code + 1])
+        phones = pair_phones[pairs]
+        present = phones != width - 1
+        table = cache.phones((normalizer.backend, with_plus, region))
+        found = table.results(strings[phones[present]].tolist(), _phone_result(normalizer, with_plus, region))
+        assert found.invalid_each is not None and found.unreadable_each is not None
+        # Present phones are the first entries of what the table gives, in order; the missing one its last.
+        entries = np.where(present, np.cumsum(present) - 1, len(found.values) - 1)
+        values[pairs], texts[pairs] = found.values[entries], found.texts[entries]
+        invalid[pairs], unreadable[pairs] = found.invalid_each[entries], found.unreadable_each[entries]
+    row_pairs = row_pairs.reshape(-1)
+    return _FieldResult(
+        values[row_pairs], texts[row_pairs], int(invalid[row_pairs].sum()), int(unreadable[row_pairs].sum())
+    )
 
 
 def hash_user_fields(
