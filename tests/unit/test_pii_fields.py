@@ -283,3 +283,26 @@ def test_the_run_remembers_at_most_max_entries_phones_across_all_regions_and_sta
     assert max(sizes) <= 25  # six regions, one bound: not 25 each
     expected = [hash_user_fields(frame.iloc[start : start + 10].reset_index(drop=True)) for start in range(0, 60, 10)]
     assert results == expected
+
+
+def test_one_national_number_in_a_text_column_is_read_in_each_row_s_own_region() -> None:
+    national = "020 8366 1177"  # a London number in GB, not a number in the US
+    phones = [national, "(650) 555-1212", national, None, national, "  ", national]
+    countries = ["GB", "US", None, "GB", "gb", "FR", "Narnia"]
+    frame = pd.DataFrame({"ph": pd.array(phones, dtype="string"), "country": countries})
+
+    hashed = hash_user_fields(frame, default_region="US", cache=PiiCache())
+
+    assert hashed.fields["ph"] == [[LONDON], [MOUNTAIN_VIEW], None, None, [LONDON], None, None]
+    assert list(hashed.texts["ph"]) == [
+        f'["{LONDON}"]',
+        f'["{MOUNTAIN_VIEW}"]',
+        None,
+        None,
+        f'["{LONDON}"]',
+        None,
+        None,
+    ]
+    # The same text read in the US (default region, twice: no country and an unknown one) is no number there.
+    assert hashed.drops["invalid_phone"] == 2
+    assert hashed.drops["invalid_country"] == 1
