@@ -30,7 +30,7 @@ from airflow_provider_gravity.coverage_guard import (
 )
 from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
 from airflow_provider_gravity.history.recording import read_coverage_baseline, record_run_history
-from airflow_provider_gravity.hooks.gravity import GravityHook, _as_bool
+from airflow_provider_gravity.hooks.gravity import GravityHook
 from airflow_provider_gravity.metrics import emit_run_metrics
 
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ class SendConversionsOperator(BaseSQLOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_gravity.conversions.run.pipeline import RunFailure
 
-        dry_run = _as_bool(self.dry_run)
+        dry_run = _dry_run_flag(self.dry_run)
         pipeline: ConversionPipeline | None = None
         floors = self._coverage_floors(context)
         try:
@@ -573,6 +573,25 @@ class SendConversionsOperator(BaseSQLOperator):
         return OperatorLineage(
             inputs=parsed.inputs, outputs=[output], run_facets=parsed.run_facets, job_facets=parsed.job_facets
         )
+
+
+_TRUE_TEXTS = frozenset({"1", "true", "yes", "on"})
+_FALSE_TEXTS = frozenset({"0", "false", "no", "off", "", "none", "null"})
+
+
+def _dry_run_flag(value: Any) -> bool:
+    """
+    ``dry_run`` as rendered: a bool, or text of one (``"{{ params.dry_run }}"`` renders ``True``/``False``).
+    Other text is refused before anything is read: a typo (``ture``) must not turn a dry run into a delivery.
+    """
+    if not isinstance(value, str):
+        return bool(value)
+    text = value.strip().lower()
+    if text in _TRUE_TEXTS or text in _FALSE_TEXTS:
+        return text in _TRUE_TEXTS
+    raise GravityRunRefused(
+        f"dry_run must be true or false (or 1/0, yes/no, on/off); got {value[:100]!r}. Nothing was read or sent."
+    )
 
 
 def _sql_hook(conn_id: str) -> DbApiHook:

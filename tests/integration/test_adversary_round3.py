@@ -217,3 +217,39 @@ def test_a_lookback_of_centuries_selects_the_old_rows_on_postgres_and_sqlite(pos
         on_sqlite = [row[0] for row in sqlite.execute(select.format(t="orders", w=window))]
 
     assert on_postgres == on_sqlite == [1, 2]
+
+
+# -- an asset event never follows a dry run, even one whose flag is mistyped --------------------------------
+
+
+@pytest.mark.parametrize(("dry_run", "state"), [("ture", "failed"), (" True ", "success"), ("yes", "success")])
+def test_a_dry_run_flag_that_is_not_a_bool_sends_nothing_and_emits_no_asset_event(
+    postgres, sandbox, airflow_db, monkeypatch, dry_run, state
+):
+    """'ture' read as false: the run delivered for real and its asset event started the downstream DAGs."""
+    from tests.integration.test_assets import asset_events
+
+    engine, schema = postgres
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"CREATE TABLE {schema}.orders AS SELECT g AS order_id, now() - interval '1 hour' AS created_at, "
+            "'buyer' || g || '@example.com' AS email FROM generate_series(1, 30) AS g"
+        )
+    monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, max_retries=0))
+    dag_id = f"gravity_adversary_dry_run_{dry_run.strip().lower()}"
+    dag = single_task_dag(
+        dag_id,
+        SendConversionsOperator,
+        sql=f"SELECT order_id AS event_id, created_at AS event_time, email AS em FROM {schema}.orders",
+        conn_id="warehouse",
+        event_name="Purchase",
+        dry_run=dry_run,
+        retries=0,
+    )
+
+    dag_run, _ = run_dag_test(dag)
+
+    assert task_states(dag_run)["send"][0] == state
+    assert sandbox.stats()["requests"] == 0 and sandbox.events() == []
+    host = sandbox.url.split("://")[1]
+    assert asset_events(f"gravity://{host}/conversions/Purchase", dag_id) == []
