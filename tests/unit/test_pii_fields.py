@@ -235,7 +235,8 @@ def test_conversions_import_without_airflow() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-LATIN_LETTERS = [chr(code) for code in range(0xC0, 0x180) if code != 0x130]
+# Latin-1 and Latin Extended-A but U+0130, and Latin Extended Additional (Vietnamese).
+LATIN_LETTERS = [chr(code) for code in [*range(0xC0, 0x180), *range(0x1E00, 0x1F00)] if code != 0x130]
 
 
 @pytest.mark.parametrize("letter", LATIN_LETTERS)

@@ -466,12 +466,12 @@ def _field(frame: pd.DataFrame, column: str, compute: Callable[[Any], _CellResul
     return _resolve_rows(series.to_numpy(dtype=object).tolist(), _ResultTable(), compute)
 
 
-# Emails made only of printable ASCII, tabs and the letters of Latin-1 and Latin Extended-A (nearly all) are
-# trimmed, lowercased and checked by Arrow kernels. Those letters lowercase as Python lowercases them, one to
-# one (a test checks each), except U+0130, which Python lowers to two characters; no format character or space
-# is among them. Any other email (Greek, with its final sigma; control characters; a JSON array, which
-# _email_result splits) goes through normalize_email_text.
-_ARROW_EMAIL_INPUT = r"^[\t\x20-\x5a\x5c-\x7e\x{00c0}-\x{012f}\x{0131}-\x{017f}]*$"
+# Emails made only of printable ASCII, tabs and the letters of Latin-1, Latin Extended-A and Latin Extended
+# Additional (Vietnamese: nearly all the rest) are trimmed, lowercased and checked by Arrow kernels. Those letters
+# lowercase as Python lowercases them, one to one (a test checks each), except U+0130, which Python lowers to two
+# characters; no format character or space is among them. Any other email (Greek, with its final sigma; control
+# characters; a JSON array, which _email_result splits) goes through normalize_email_text.
+_ARROW_EMAIL_INPUT = r"^[\t\x20-\x5a\x5c-\x7e\x{00c0}-\x{012f}\x{0131}-\x{017f}\x{1e00}-\x{1eff}]*$"
 _ARROW_SHA256_HEX = r"^[0-9a-f]{64}$"
 _ARROW_EMAIL = (
     r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f][^@\s\x00-\x1f\x7f]*\.[^@\s\x00-\x1f\x7f]*[^@\s.\x00-\x1f\x7f]$"
