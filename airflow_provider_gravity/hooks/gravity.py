@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,18 @@ def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
+
+
+def _with_port(base_url: str, port: int) -> str:
+    """
+    ``base_url`` with the connection's port field in its authority, where a port belongs: appended to the text it
+    landed after a path (``https://host/gravity:8443``) or after the host's own port (``host:8443:8443``). A port
+    written in the host field wins.
+    """
+    parts = urllib.parse.urlsplit(base_url)
+    if not parts.netloc or ":" in parts.netloc.rpartition("@")[2].rpartition("]")[2]:
+        return base_url
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
 
 
 def _max_retries(value: Any) -> int:
@@ -99,7 +112,7 @@ class GravityHook(BaseHook):
         if base_url and "://" not in base_url:
             base_url = f"{conn.schema or 'https'}://{base_url}"
         if base_url and conn.port:
-            base_url = f"{base_url.rstrip('/')}:{conn.port}"
+            base_url = _with_port(base_url, conn.port)
         return GravityClient(
             base_url,
             api_key,

@@ -24,6 +24,8 @@ from airflow_provider_gravity.operators.send_conversions import SendConversionsO
         {"conn_type": "gravity", "host": "127.0.0.1", "port": 8085, "password": "secret-key-1"},
         {"conn_type": "gravity", "host": "api.trygravity.ai", "port": 8443, "password": "secret-key-1"},
         "gravity://:secret-key-1@127.0.0.1:8085",  # the README's URI form, with a port
+        {"conn_type": "gravity", "host": "https://api.example.com/gravity", "port": 8443, "password": "secret-key-1"},
+        {"conn_type": "gravity", "host": "http://[::1]", "port": 8085, "password": "secret-key-1"},
     ],
 )
 def test_the_asset_names_the_port_the_hook_sends_to(monkeypatch, connection):
@@ -35,6 +37,25 @@ def test_the_asset_names_the_port_the_hook_sends_to(monkeypatch, connection):
     asset = conversions_asset("gravity_ported", "Purchase")
 
     assert asset.uri == f"gravity://{urllib.parse.urlsplit(base_url).netloc}/conversions/Purchase"
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "base_url"),
+    [
+        # The port field went after the path: the requests went to port 443, /gravity:8443/gateway/events.
+        ("https://api.example.com/gravity", 8443, "https://api.example.com:8443/gravity"),
+        ("https://api.example.com:8443", 8443, "https://api.example.com:8443"),  # was https://...:8443:8443
+        ("api.example.com", 8443, "https://api.example.com:8443"),
+        ("http://[::1]", 8085, "http://[::1]:8085"),
+    ],
+)
+def test_the_hook_puts_the_connections_port_field_in_the_base_urls_authority(monkeypatch, host, port, base_url):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GRAVITY_PORTED",
+        json.dumps({"conn_type": "gravity", "host": host, "port": port, "password": "secret-key-1"}),
+    )
+
+    assert GravityHook("gravity_ported").client.base_url == base_url
 
 
 def test_a_port_in_the_host_field_is_not_doubled_by_the_port_field(monkeypatch):
