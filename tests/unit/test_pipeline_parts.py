@@ -419,3 +419,26 @@ def test_results_in_order_keep_attribution_and_names_and_numeric_ids_match_their
     # A result naming another event at that position is not this event's.
     named_wrong = [{"event_id": "1", "status": "ok", "event_name": "Lead"}, {"event_id": "2", "status": "ok"}]
     assert [r.status for r in match_results(keys[:2], named_wrong)] == ["missing", "ok"]
+
+
+def test_the_client_s_adapter_keeps_requests_tls_settings_per_origin_and_ca_bundle(tmp_path):
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    from airflow_provider_gravity.conversions.api.client import GravityClient
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("not read here")
+    client = GravityClient("https://api.example.test", "k3y-for-this-test")
+    adapter = client.session.get_adapter("https://api.example.test")
+    plain = HTTPAdapter()
+    request = requests.Request("POST", "https://api.example.test/gateway/events").prepare()
+    other = requests.Request("POST", "https://other.example.test:8443/gateway/events").prepare()
+
+    for verify in (True, str(bundle), str(tmp_path), False, str(bundle)):
+        for prepared in (request, other, request):
+            got = adapter.build_connection_pool_key_attributes(prepared, verify)
+            assert got == plain.build_connection_pool_key_attributes(prepared, verify)
+            got[1]["cert_reqs"] = "CERT_NONE"  # what a caller does to the answer stays its own
+    assert adapter.build_connection_pool_key_attributes(request, True)[1]["cert_reqs"] == "CERT_REQUIRED"
+    client.close()

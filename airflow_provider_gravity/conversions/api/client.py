@@ -218,7 +218,7 @@ class GravityClient:
         self.requests_sent = 0
         self.retries = 0
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
+        adapter = _PoolKeyCachingAdapter(pool_connections=1, pool_maxsize=max(1, pool_size), max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers.update(
@@ -639,6 +639,29 @@ def _to_result(event_id: str, raw: dict[str, Any], scrub: Callable[[object], str
         error=None if error is None else scrub(error),
         attributed=attributed if isinstance(attributed, bool) else None,
     )
+
+
+class _PoolKeyCachingAdapter(HTTPAdapter):
+    """
+    requests' adapter, remembering each origin's connection-pool key: requests works it out again for every
+    request, a ``stat`` of the CA bundle included, which on a busy interpreter waits for the GIL once more.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool_keys: dict[Any, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The pool key of ``request``'s origin with these TLS settings, worked out once (see requests)."""
+        origin = urlsplit(request.url or "")[:2]
+        key = (origin, verify, cert)
+        known = self._pool_keys.get(key)
+        if known is None:
+            known = self._pool_keys[key] = super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params, pool_kwargs = known
+        return dict(host_params), dict(pool_kwargs)
 
 
 def _read_environment_once(session: requests.Session, url: str) -> None:
