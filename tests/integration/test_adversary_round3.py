@@ -253,3 +253,38 @@ def test_a_dry_run_flag_that_is_not_a_bool_sends_nothing_and_emits_no_asset_even
     assert sandbox.stats()["requests"] == 0 and sandbox.events() == []
     host = sandbox.url.split("://")[1]
     assert asset_events(f"gravity://{host}/conversions/Purchase", dag_id) == []
+
+
+# -- the same on MariaDB: mysqlclient connects with multiple statements on ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "read"),
+    [
+        ("SELECT id FROM orders WHERE id < 5; SELECT id FROM orders", None),
+        ("SELECT id FROM orders WHERE id < 5;", [1, 2, 3, 4]),
+        ("-- the first four\nSELECT id FROM orders WHERE id < 5; -- done", [1, 2, 3, 4]),
+        ("SELECT id FROM orders WHERE id < 5 AND 'a%' LIKE 'a%%'", [1, 2, 3, 4]),
+    ],
+)
+def test_a_query_of_two_statements_is_refused_on_mariadb_before_a_row_is_read(mariadb, sql, read):
+    """mysqlclient read the first statement's rows and dropped the rest: a night delivered short, green."""
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    from airflow_provider_gravity.conversions.read.chunks import read_chunks
+
+    engine, _ = mariadb
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE orders (id int)")
+        connection.exec_driver_sql("INSERT INTO orders VALUES " + ", ".join(f"({i})" for i in range(1, 10)))
+    hook = MySqlHook(mysql_conn_id="warehouse_mariadb")
+
+    chunks = read_chunks(hook, sql, None, 100)
+    try:
+        if read is None:
+            with pytest.raises(sa.exc.ProgrammingError, match="1064"):
+                next(chunks)
+        else:
+            assert [row for frame in chunks for row in frame["id"].tolist()] == read
+    finally:
+        chunks.close()

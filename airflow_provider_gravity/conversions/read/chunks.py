@@ -60,11 +60,27 @@ def stream_query(
             # The server drops a result nobody reads for net_write_timeout (60 s): sending pauses reading
             # while Gravity is slow or retried, so allow an hour.
             connection.exec_driver_sql(f"SET SESSION net_write_timeout = {MYSQL_NET_WRITE_TIMEOUT}")
+            _one_statement_per_query(connection.connection.dbapi_connection)
         streaming = connection.execution_options(stream_results=True, max_row_buffer=chunk_size)
         result = streaming.exec_driver_sql(sql, parameters) if parameters else streaming.exec_driver_sql(sql)
         columns = list(result.keys())
         while rows := result.fetchmany(chunk_size):
             yield frame_of_rows([tuple(row) for row in rows], columns)
+
+
+#: mysqlclient's mysql_set_server_option() value that turns multiple statements per query off.
+_MYSQL_OPTION_MULTI_STATEMENTS_OFF = 1
+
+
+def _one_statement_per_query(dbapi_connection: Any) -> None:
+    """
+    mysqlclient connects with multiple statements on: ``SELECT ...; SELECT ...`` read the first statement's rows
+    and dropped the rest, a night delivered short and green. Off, the server refuses such text (a syntax error)
+    before a row is read; a trailing semicolon or comment still reads. PyMySQL has them off already.
+    """
+    set_server_option = getattr(dbapi_connection, "set_server_option", None)
+    if set_server_option is not None:
+        set_server_option(_MYSQL_OPTION_MULTI_STATEMENTS_OFF)
 
 
 def _psycopg_chunks(
