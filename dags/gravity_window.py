@@ -58,7 +58,10 @@ def _as_utc(value: Any, name: str) -> dt.datetime:
             raise WindowError(f"param {name}={value!r} is not an ISO-8601 timestamp") from error
     if not isinstance(value, dt.datetime):
         raise WindowError(f"{name} must be a timestamp, got {type(value).__name__}")
-    return pendulum.instance(value, tz="UTC").in_timezone("UTC")
+    try:
+        return pendulum.instance(value, tz="UTC").in_timezone("UTC")
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in the year 0 in UTC
+        raise WindowError(f"{name}={value.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 def resolve_window(

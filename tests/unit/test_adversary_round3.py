@@ -200,3 +200,17 @@ def test_an_explicit_window_of_an_early_year_is_written_with_four_digits(gravity
     )
 
     assert window.start == "0050-01-01 00:00:00"
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [("0001-01-01T00:00:00+01:00", "2026-01-01"), ("2026-01-01", "9999-12-31T23:59:59-01:00")],
+)
+def test_an_explicit_window_outside_the_years_1_to_9999_in_utc_is_refused_in_words(gravity_window, start, end):
+    with pytest.raises(gravity_window.WindowError, match="outside the years 1 to 9999"):
+        gravity_window.resolve_window(
+            params={"window_start": start, "window_end": end},
+            data_interval_start=None,
+            data_interval_end=None,
+            logical_date=None,
+        )
