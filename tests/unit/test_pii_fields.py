@@ -295,7 +295,7 @@ def test_one_national_number_in_a_text_column_is_read_in_each_row_s_own_region()
     hashed = hash_user_fields(frame, default_region="US", cache=PiiCache())
 
     assert hashed.fields["ph"] == [[LONDON], [MOUNTAIN_VIEW], None, None, [LONDON], None, None]
-    assert list(hashed.texts["ph"]) == [
+    assert hashed.texts["ph"].to_pylist() == [
         f'["{LONDON}"]',
         f'["{MOUNTAIN_VIEW}"]',
         None,

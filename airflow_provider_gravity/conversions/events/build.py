@@ -393,7 +393,7 @@ class _UserData(NamedTuple):
 def _user_data(
     rows: int,
     user_fields: dict[str, list[Any]],
-    user_texts: dict[str, np.ndarray],
+    user_texts: dict[str, pa.Array],
     pixel_ids: dict[str, list[Any]],
     pixel_objects: list[dict[Any, Any] | None],
 ) -> _UserData:
@@ -431,12 +431,12 @@ def _user_data(
     return _UserData(objects, fragments, has_match_key, coverage)
 
 
-def _present(values: list[Any], texts: np.ndarray | None, fragments: Fragments) -> np.ndarray:
+def _present(values: list[Any], texts: pa.Array | None, fragments: Fragments) -> np.ndarray:
     """Which rows have a value of the field: from its texts when it has them (and values that could not be
     written), else from the values."""
     if texts is None:
         return ~np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))
-    present: np.ndarray = np.not_equal(texts, None)  # type: ignore[call-overload]  # numpy's stubs leave out None
+    present = np.asarray(texts.is_valid())
     present[fragments.unencodable] = True
     return present
 
@@ -446,7 +446,7 @@ def _is_missing(value: object) -> bool:
 
 
 def _field_fragments(
-    key: str, values: list[Any], user_fields: dict[str, list[Any]], user_texts: dict[str, np.ndarray]
+    key: str, values: list[Any], user_fields: dict[str, list[Any]], user_texts: dict[str, pa.Array]
 ) -> Fragments:
     if key not in user_fields:
         return text_fragments(key, values)  # the pixel's ids, as they came

@@ -226,16 +226,15 @@ def _number_fragments(key: str, values: Sequence[Any], kinds: set[type]) -> Frag
     return Fragments(fragments, unencodable)
 
 
-def written_fragments(key: str, values: Sequence[Any], texts: np.ndarray) -> Fragments:
+def written_fragments(key: str, values: Sequence[Any], texts: pa.Array) -> Fragments:
     """
-    Fragments of a field whose values were written as JSON already (``texts``, ``None`` where absent), such
-    as the hashed match keys, written once per distinct value: joined to the key by Arrow.
+    Fragments of a field whose values were written as JSON already (``texts``, null where absent), such as the
+    hashed match keys, written once per distinct value: joined to the key by Arrow.
     """
-    present = np.not_equal(texts, None)  # type: ignore[call-overload]  # numpy's stubs leave out None
-    fragments = pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", pa.array(texts, pa.string()), "")
+    fragments = pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", texts, "")
     # A value without its text could not be written (a lone surrogate in an external id).
-    unencodable = [row for row in np.flatnonzero(~present).tolist() if values[row] is not None]
-    return Fragments(fragments, unencodable)
+    absent = np.flatnonzero(np.asarray(texts.is_null())).tolist() if texts.null_count else []
+    return Fragments(fragments, [row for row in absent if values[row] is not None])
 
 
 def object_fragments(key: str, objects: Sequence[str | None] | pa.Array) -> Fragments:
