@@ -442,3 +442,12 @@ def test_the_client_s_adapter_keeps_requests_tls_settings_per_origin_and_ca_bund
             got[1]["cert_reqs"] = "CERT_NONE"  # what a caller does to the answer stays its own
     assert adapter.build_connection_pool_key_attributes(request, True)[1]["cert_reqs"] == "CERT_REQUIRED"
     client.close()
+
+
+@pytest.mark.parametrize("field", ["event_name", "action_source", "event_source_url"])
+@pytest.mark.parametrize("value", [123, b"Purchase", 1.5, ["Purchase"]])
+def test_settings_that_are_not_text_are_refused_by_name_before_any_row(field, value):
+    from airflow_provider_gravity.conversions.events.build import EventSettings
+
+    with pytest.raises(TypeError, match=f"^{field} must be text or None, got a {type(value).__name__}"):
+        EventSettings(**{field: value})

@@ -75,6 +75,13 @@ class EventSettings:
     future_tolerance_seconds: float = 300.0
     phone_backend: str = "phonenumbers"
 
+    def __post_init__(self) -> None:
+        for name in ("event_name", "action_source", "event_source_url"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                # A template rendered as a native object can give a number or bytes: named before any row is read.
+                raise TypeError(f"{name} must be text or None, got a {type(value).__name__}.")
+
 
 @dataclass
 class BuiltChunk:
