@@ -451,3 +451,13 @@ def test_settings_that_are_not_text_are_refused_by_name_before_any_row(field, va
 
     with pytest.raises(TypeError, match=f"^{field} must be text or None, got a {type(value).__name__}"):
         EventSettings(**{field: value})
+
+
+@pytest.mark.parametrize("text", ["1_000", "\u0661\u0662\u0663", "\uff11\uff12", "1 000", "12,50"])
+def test_amount_text_that_is_no_plain_number_is_a_bad_value_not_a_guess(text):
+    from airflow_provider_gravity.conversions.events.cells import money_column
+
+    values, reasons = money_column(pd.Series([text, "19.90", " 7 "], dtype="str"))
+
+    assert values == [None, 19.9, 7]
+    assert reasons == ["bad_value", None, None]

@@ -317,6 +317,9 @@ def money(value: Any) -> float | int | None:
     if isinstance(value, (str, *TEXT_BYTES)):
         try:
             text = cell_text(value) or "nan"
+            # Python's float() also reads "1_000" and digits of other scripts, which no warehouse writes as a number.
+            if not text.isascii() or "_" in text:
+                raise ValueError(text)
             value = float(text)
         except (UnreadableCell, ValueError):
             raise BadCell("bad_value") from None
