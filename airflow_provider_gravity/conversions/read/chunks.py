@@ -113,9 +113,11 @@ def _psycopg_chunks(
             while rows:
                 yield frame_of_rows(rows, columns)
                 rows = cursor.fetchmany(chunk_size)
-        except Exception:
+        except Exception as error:
             if driver_connection.closed:  # dropped: the pool must not roll back (and log) a dead connection
                 connection.invalidate()
+            if _is_several_statements_refusal(error):  # psycopg 3's own refusal: a retry would fail the same way
+                raise ColumnContractError(_SEVERAL_STATEMENTS) from None
             raise
 
 
@@ -127,10 +129,18 @@ def _refuse_statements_after_the_query(cursor: Any) -> None:
     """
     status = getattr(cursor, "statusmessage", None)  # None for psycopg 3's named cursors
     if status is not None and status != "DECLARE CURSOR":
-        raise ColumnContractError(
-            "The query is more than one SQL statement: the read would hold the first one's rows only. Give one "
-            "statement (a trailing semicolon or comment is fine)."
-        )
+        raise ColumnContractError(_SEVERAL_STATEMENTS)
+
+
+_SEVERAL_STATEMENTS = (
+    "The query is more than one SQL statement: the read would hold the first one's rows only. Give one "
+    "statement (a trailing semicolon or comment is fine)."
+)
+
+
+def _is_several_statements_refusal(error: Exception) -> bool:
+    """Whether ``error`` is PostgreSQL refusing several statements in one declared cursor (SQLSTATE 42601)."""
+    return getattr(error, "sqlstate", None) == "42601" and "multiple commands" in str(error)
 
 
 def frame_of_rows(rows: list[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
