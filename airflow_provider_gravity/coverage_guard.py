@@ -99,18 +99,24 @@ class MatchKeysCollapsed(GravityRunRefused):
         self.breach = breach
 
 
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: an argument pasted wrong can be a megabyte, too long for a task log line."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text):,} characters)"
+
+
 def check_guard_arguments(min_match_coverage: Mapping[str, float] | None, max_coverage_drop: float | None) -> None:
     """Refuse anything but a mapping of known match keys to shares from 0 to 1 when the DAG is parsed."""
     if min_match_coverage is not None and not isinstance(min_match_coverage, Mapping):
         raise ValueError(
             'min_match_coverage must be a mapping of match key to share, e.g. {"em": 0.5}; '
-            f"got {min_match_coverage!r}."
+            f"got {_shown(min_match_coverage)}."
         )
     for key, share in (min_match_coverage or {}).items():
         if key not in MATCH_KEYS:
-            raise ValueError(f"min_match_coverage has an unknown match key {key!r}; the keys are {MATCH_KEYS}.")
+            raise ValueError(f"min_match_coverage has an unknown match key {_shown(key)}; the keys are {MATCH_KEYS}.")
         if not _is_share(share, low_open=False):
-            raise ValueError(f"min_match_coverage[{key!r}] is a share between 0 and 1, got {share!r}.")
+            raise ValueError(f"min_match_coverage[{key!r}] is a share between 0 and 1, got {_shown(share)}.")
     if max_coverage_drop is not None and not _is_share(max_coverage_drop, low_open=True):
         raise ValueError(
             f"max_coverage_drop is a share of the median, above 0 and at most 1, got {max_coverage_drop!r}."

@@ -461,3 +461,12 @@ def test_amount_text_that_is_no_plain_number_is_a_bad_value_not_a_guess(text):
 
     assert values == [None, 19.9, 7]
     assert reasons == ["bad_value", None, None]
+
+
+def test_an_unknown_match_key_of_a_megabyte_is_named_in_a_short_error():
+    from airflow_provider_gravity.coverage_guard import check_guard_arguments
+
+    for wrong in ({"x" * 1_000_000: 0.5}, {"em": "9" * 1_000_000}, ["em"] * 200_000):
+        with pytest.raises(ValueError, match=r"\.\.\. \([0-9,]+ characters\)") as refused:
+            check_guard_arguments(wrong, None)
+        assert len(str(refused.value)) < 250
