@@ -127,7 +127,8 @@ def _is_share(value: Any, *, low_open: bool) -> bool:
     """A number (not a bool, text or None, which ``<=`` refuses with a ``TypeError``) in [0, 1], or (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    return (0 < value if low_open else 0 <= value) and value <= 1
+    share = float(value)  # NaN compares false both ways: no share
+    return (0 < share if low_open else 0 <= share) and share <= 1
 
 
 def coverage_floors(
