@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -437,15 +438,11 @@ class ConversionPipeline:
 
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
         state = self._chunks[batch.chunk_index]
-        batch_tally = _outcome_tally(outcomes, batch.coverage)
+        kinds = Counter(outcomes)  # a handful of distinct outcomes, nearly always one: delivered
+        batch_tally = _outcome_tally(kinds, outcomes, batch.coverage)
         self._add(state, batch_tally)
         state.pending_batches -= 1
-        answered = [
-            (event, outcome, digest)
-            for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
-            if outcome.bucket != Bucket.UNDELIVERED
-        ]
-        if self.delivery_log is not None and answered:
+        if self.delivery_log is not None:
             records = [
                 DeliveryRecord(
                     fit_key(event.event_name),
@@ -454,10 +451,13 @@ class ConversionPipeline:
                     outcome.status_text,
                     digest if outcome.bucket == Bucket.DELIVERED else None,  # only a payload Gravity accepted
                 )
-                for event, outcome, digest in answered
+                for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
+                if outcome.bucket != Bucket.UNDELIVERED
             ]
-            self.delivery_log.record(records, run_id=self.run_id)
-        for first, last, tally in _acknowledged_ranges(batch, outcomes, batch_tally):
+            if records:
+                self.delivery_log.record(records, run_id=self.run_id)
+        all_answered = all(outcome.bucket != Bucket.UNDELIVERED for outcome in kinds)
+        for first, last, tally in _acknowledged_ranges(batch, outcomes, batch_tally, all_answered):
             self.resume.batch_acknowledged(batch.chunk_index, state.digest, first, last, tally)
         self._complete_chunk_if_done(batch.chunk_index)
 
@@ -531,29 +531,39 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
         yield batch
 
 
-def _outcome_tally(outcomes: Sequence[Outcome], coverages: Sequence[int]) -> Tally:
-    """The counters of sent events: their buckets and reasons, attributions, and the match keys of those sent."""
+def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: Sequence[int]) -> Tally:
+    """
+    The counters of sent events: their buckets and reasons, attributions, and the match keys of those sent.
+
+    :param kinds: how many events had each outcome, counted once for the batch.
+    """
     tally = Tally()
-    tally.count_outcomes((outcome.bucket, outcome.detail) for outcome in outcomes)
-    tally["attributed"] += sum(1 for outcome in outcomes if outcome.attributed)
-    tally.count_sent([coverage for coverage, outcome in zip(coverages, outcomes, strict=True) if outcome.sent])
+    attributed = 0
+    for outcome, rows in kinds.items():
+        tally.count_row(outcome.bucket, outcome.detail, rows)
+        attributed += rows if outcome.attributed else 0
+    tally["attributed"] += attributed
+    if all(outcome.sent for outcome in kinds):
+        tally.count_sent(coverages)
+    else:
+        tally.count_sent([coverage for coverage, outcome in zip(coverages, outcomes, strict=True) if outcome.sent])
     return tally
 
 
 def _acknowledged_ranges(
-    batch: _Batch, outcomes: list[Outcome], batch_tally: Tally
+    batch: _Batch, outcomes: list[Outcome], batch_tally: Tally, all_answered: bool
 ) -> Iterator[tuple[int, int, Tally]]:
     """
     The row ranges of a batch that are settled, each with its counters: the whole batch when every event
-    got an answer (``batch_tally`` and the rows settled here), else the stretches between the events left
-    ``undelivered``, so that a resumed try sends only those.
+    got an answer (``all_answered``: ``batch_tally`` and the rows settled here), else the stretches between the
+    events left ``undelivered``, so that a resumed try sends only those.
     """
-    unsettled = [row for row, outcome in zip(batch.rows, outcomes, strict=True) if outcome.bucket == Bucket.UNDELIVERED]
-    if not unsettled:
+    if all_answered:
         tally = Tally(batch_tally)
         tally.count_outcomes(batch.local_rows.values())
         yield batch.rows[0], batch.rows[-1], tally
         return
+    unsettled = [row for row, outcome in zip(batch.rows, outcomes, strict=True) if outcome.bucket == Bucket.UNDELIVERED]
     rows_outcome = dict(zip(batch.rows, outcomes, strict=True))
     bounds = [batch.rows[0] - 1, *unsettled, batch.rows[-1] + 1]
     for before, after in itertools.pairwise(bounds):
