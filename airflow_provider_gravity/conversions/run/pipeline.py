@@ -338,28 +338,28 @@ class ConversionPipeline:
         acknowledged. Return the rows left to send, and each row's local ``(bucket, reason)`` or ``None``.
         """
         state = self._chunks[index]
-        settled: list[tuple[str, str | None] | None] = [None] * len(built.encoded)
+        rows = len(built.encoded)
+        settled: list[tuple[str, str | None] | None] = [None] * rows
+        open_rows = np.ones(rows, dtype=bool)
+        for first, last in acked:
+            open_rows[first : last + 1] = False
+        valid = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
+        candidates = np.flatnonzero(open_rows & valid).tolist()
         dead_letters: list[DeliveryRecord] = []
-        candidates: list[int] = []
-        for row, text in enumerate(built.encoded):
-            if acked and any(first <= row <= last for first, last in acked):
-                continue
-            if text is None:
-                reason = built.reasons[row]
-                settled[row] = (Bucket.INVALID, reason)
-                if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
-                    key = (fit_key(cast(str, built.event_names[row])), fit_key(cast(str, built.event_ids[row])))
-                    dead_letters.append(DeliveryRecord(*key, Bucket.INVALID, reason, None))
-            else:
-                candidates.append(row)
-        to_send = candidates
-        if self.delivery_log is not None:
-            if dead_letters:
-                self.delivery_log.record(dead_letters, run_id=self.run_id)
-            to_send = self._skip_delivered(built, candidates, settled, state)
-        for outcome in settled:
-            if outcome is not None:
-                self._count(state, *outcome)
+        for row in np.flatnonzero(open_rows & ~valid).tolist():  # invalid rows, one by one: few
+            reason = built.reasons[row]
+            settled[row] = (Bucket.INVALID, reason)
+            self._count(state, Bucket.INVALID, reason)
+            if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
+                key = (fit_key(cast(str, built.event_names[row])), fit_key(cast(str, built.event_ids[row])))
+                dead_letters.append(DeliveryRecord(*key, Bucket.INVALID, reason, None))
+        if self.delivery_log is None:
+            return candidates, settled
+        if dead_letters:
+            self.delivery_log.record(dead_letters, run_id=self.run_id)
+        to_send = self._skip_delivered(built, candidates, settled, state)
+        if len(to_send) < len(candidates):
+            self._count(state, Bucket.SKIPPED_DELIVERED, rows=len(candidates) - len(to_send))
         return to_send, settled
 
     def _skip_delivered(
@@ -476,9 +476,9 @@ class ConversionPipeline:
         if len(self.tally) > _MOST_COUNTERS:  # thousands of distinct messages from Gravity
             self.tally.compact_messages(keep=_MOST_COUNTERS // 4)
 
-    def _count(self, state: _ChunkState, bucket: str, detail: str | None = None) -> None:
-        state.tally.count_row(bucket, detail)
-        self.tally.count_row(bucket, detail)
+    def _count(self, state: _ChunkState, bucket: str, detail: str | None = None, rows: int = 1) -> None:
+        state.tally.count_row(bucket, detail, rows)
+        self.tally.count_row(bucket, detail, rows)
 
     def _log_progress(self) -> None:
         now = time.monotonic()
