@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -65,7 +67,9 @@ def test_amounts_keep_every_digit_of_whole_numbers_and_round_others_as_money_doe
 
     converted, reasons = money_column(pd.Series(cells, dtype=object))
 
-    assert converted == [money(cell) for cell in cells]
+    expected = [money(cell) for cell in cells]
+    assert list(converted) == expected
+    assert [type(value) for value in converted] == [type(value) for value in expected]
     assert converted[0] == converted[1] == 913123182072546
     assert reasons == [None] * len(cells)
 
@@ -163,3 +167,35 @@ def test_ten_thousand_amounts_written_by_arrow_match_python_digit_for_digit():
     written = value_fragments("value", amounts).fragments
 
     assert written.to_pylist() == _as_json_dumps_writes("value", amounts)
+
+
+def test_numeric_amounts_are_written_from_float64_as_json_dumps_writes_money_of_each_cell():
+    cells = [
+        decimal.Decimal("9007199254740993"),  # 2**53 + 1: every digit, not float64's ...992
+        decimal.Decimal("19.90"),
+        None,
+        decimal.Decimal("NaN"),
+        decimal.Decimal("-1"),
+        decimal.Decimal("1E+21"),
+        decimal.Decimal("0.00001"),
+        decimal.Decimal("42.000"),
+        decimal.Decimal("8589934592.1234567"),  # above 2**33: rounded by Python
+        decimal.Decimal("0.1234565"),
+    ]
+    frame = pd.DataFrame(
+        {"event_id": [str(i) for i in range(len(cells))], "event_time": [NOW - 100] * len(cells), "value": cells}
+    )
+
+    built = build_events(frame, EventSettings(event_name="Purchase"), NOW)
+
+    for cell, text, reason in zip(cells, built.encoded, built.reasons, strict=True):
+        try:
+            expected = money(cell)
+        except Exception:  # noqa: BLE001 - the cell's reason is what the row gets
+            assert (text, reason) == (None, "bad_value")
+            continue
+        if expected is None:
+            assert "custom_data" not in json.loads(text)
+            continue
+        written = re.search(r'"value":([^,}]+)', text).group(1)
+        assert written == json.dumps(expected)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -187,7 +187,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed, column))
 
 
-def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tuple[list[Any], list[Any]]]:
+def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tuple[Sequence[Any], list[Any]]]:
     """Each optional column present, converted: ``(cells, reasons)``; custom_data keys keep their column names."""
     rows = len(frame)
     parts = {
@@ -316,8 +316,8 @@ class _ColumnReader:
         return [default if t is None else t for t in texts]
 
     def converted(
-        self, name: str, how: Callable[[pd.Series, Any], tuple[list[Any], list[Any]]], convert: Any
-    ) -> tuple[list[Any], list[Any]] | None:
+        self, name: str, how: Callable[[pd.Series, Any], tuple[Sequence[Any], list[Any]]], convert: Any
+    ) -> tuple[Sequence[Any], list[Any]] | None:
         if name not in self.frame.columns:
             return None
         return how(self.frame[name], convert)

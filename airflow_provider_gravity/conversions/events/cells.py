@@ -20,6 +20,8 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from airflow_provider_gravity.conversions.events.encode import JsonNumbers
+
 LIST_TYPES = (list, tuple, np.ndarray)
 TEXT_BYTES = (bytes, bytearray, memoryview)
 MAX_CONTENTS_ITEMS = 500
@@ -38,6 +40,8 @@ _IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network
 _TEXT_SCALARS = (uuid.UUID, dt.time, *_IP_TYPES)
 
 Converted = tuple[list[Any], list[str | None]]
+#: Plain numbers converted: held as float64 for the encoder, read row by row as Python numbers.
+NumbersConverted = tuple[JsonNumbers, list[str | None]]
 
 
 class BadCell(ValueError):
@@ -584,12 +588,13 @@ def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
     return texts, unreadable
 
 
-def money_column(series: pd.Series) -> Converted:
+def money_column(series: pd.Series) -> Converted | NumbersConverted:
     """
     ``value`` cells as JSON numbers (``None`` where missing) and the ``bad_value`` reason where a cell is
     negative, infinite or not a number. Plain numbers (also the ``Decimal`` of NUMERIC columns, as the cursor
-    and the Arrow reader give them) are checked with numpy; other cells one by one. Integral ints and Decimals
-    keep every digit, also beyond 2**53 where float64 rounds them.
+    and the Arrow reader give them) are checked with numpy, and kept as float64 (:class:`JsonNumbers`) for the
+    encoder; other cells one by one. Integral ints and Decimals keep every digit, also beyond 2**53 where float64
+    rounds them.
     """
     dtype = series.dtype
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
@@ -597,8 +602,16 @@ def money_column(series: pd.Series) -> Converted:
         return _exact_large_integers(series, numbers, _json_numbers(numbers))
     if dtype != np.dtype(object):
         return per_distinct_value(series, money)
-    kinds = np.fromiter(map(type, series.to_numpy(dtype=object)), dtype=object, count=len(series))
+    objects = series.to_numpy(dtype=object)
+    kinds = np.fromiter(map(type, objects), dtype=object, count=len(series))
     plain = np.fromiter(map(_PLAIN_NUMBER_TYPES.__contains__, kinds), dtype=bool, count=len(kinds))
+    if plain.all():  # NUMERIC's Decimals: float() of each, in numpy's loop (a signaling NaN refuses: below)
+        try:
+            numbers = np.asarray(objects, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError, ArithmeticError):
+            pass
+        else:
+            return _exact_large_integers(series, numbers, _json_numbers(numbers))
     try:
         numbers = pd.to_numeric(series.where(plain), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     except (TypeError, ValueError, OverflowError, ArithmeticError):
@@ -612,10 +625,10 @@ def money_column(series: pd.Series) -> Converted:
     return converted, reasons
 
 
-def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: Converted) -> Converted:
+def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: NumbersConverted) -> NumbersConverted:
     """
     ``converted`` (from the float64 ``numbers`` of ``series``) with each sent number of 2**53 or more that was an
-    int or an integral ``Decimal`` in ``series`` replaced by that integer, every digit (float64 made
+    int or an integral ``Decimal`` in ``series`` kept as that integer, every digit (float64 made
     9007199254740993 into ...992). Few rows if any: found with numpy, fixed one by one.
     """
     values, reasons = converted
@@ -626,7 +639,7 @@ def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: Con
         for i in large.tolist():
             exact = _exact_integer(cells[i])
             if exact is not None and reasons[i] is None:
-                values[i] = exact
+                values.exact[i] = exact
     return values, reasons
 
 
@@ -634,7 +647,7 @@ def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: Con
 _ROUNDED_AS_IS_LIMIT = 2.0**33
 
 
-def _json_numbers(numbers: np.ndarray) -> Converted:
+def _json_numbers(numbers: np.ndarray) -> NumbersConverted:
     missing = np.isnan(numbers)
     with np.errstate(invalid="ignore"):
         bad = np.isinf(numbers) | (numbers < 0)
@@ -645,12 +658,10 @@ def _json_numbers(numbers: np.ndarray) -> Converted:
     # is, that number is the double nearest a 6-place decimal, which Python's round leaves as it is too.
     with np.errstate(invalid="ignore"):
         unchanged = sent & ~whole & (np.abs(numbers) < _ROUNDED_AS_IS_LIMIT) & (np.round(numbers, 6) == numbers)
-    converted = np.full(len(numbers), None, dtype=object)
-    converted[whole] = numbers[whole].astype(np.int64).tolist()
-    converted[unchanged] = numbers[unchanged].tolist()
+    written = np.where(sent, numbers, np.nan)
     rounded = np.flatnonzero(sent & ~whole & ~unchanged)
-    converted[rounded] = [round(number, 6) for number in numbers[rounded].tolist()]
-    return converted.tolist(), np.where(bad, "bad_value", None).tolist()  # type: ignore[call-overload]
+    written[rounded] = [round(number, 6) for number in numbers[rounded].tolist()]
+    return JsonNumbers(written, whole), np.where(bad, "bad_value", None).tolist()  # type: ignore[call-overload]
 
 
 def per_distinct_value(series: pd.Series, convert: Callable[[Any], Any]) -> Converted:

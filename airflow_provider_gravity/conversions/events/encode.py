@@ -168,9 +168,44 @@ def _text_fragments_one_by_one(key: str, values: Sequence[str | None]) -> Fragme
     return Fragments(fragments, unencodable)
 
 
+class JsonNumbers(Sequence[int | float | None]):
+    """
+    A column of JSON numbers held as float64, for Arrow to write without a Python number per row.
+
+    :param numbers: each row's number, NaN where it has none.
+    :param whole: the rows written as integers (``42``, not ``42.0``).
+    :param exact: rows whose integer float64 cannot hold (from 2**53), as Python ints, every digit.
+
+    Indexing gives each row's value as a list of Python numbers would hold it.
+    """
+
+    def __init__(self, numbers: np.ndarray, whole: np.ndarray, exact: dict[int, int] | None = None) -> None:
+        self.numbers = numbers
+        self.whole = whole
+        self.exact = exact if exact is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, row: Any) -> Any:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        if row in self.exact:
+            return self.exact[row]
+        number = float(self.numbers[row])
+        if math.isnan(number):
+            return None
+        return int(number) if self.whole[row] else number
+
+
 def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = False) -> Fragments:
     """Fragments of a field of any JSON value (numbers, lists, objects): a field of text only or of plain
     numbers only (amounts, order ids, currencies) is written by Arrow, any other one value by value."""
+    if isinstance(values, JsonNumbers):
+        numbers = pa.array(values.numbers, pa.float64(), mask=np.isnan(values.numbers))
+        by_python = np.zeros(len(values), dtype=bool)
+        by_python[list(values.exact)] = True
+        return _written_numbers(key, numbers, values.whole, values, True, by_python)
     kinds = set(map(type, values))
     kinds.discard(type(None))
     if not kinds:
@@ -200,21 +235,33 @@ def _number_fragments(key: str, values: Sequence[Any], kinds: set[type]) -> Frag
         numbers = pa.array(values, pa.float64())
     except pa.ArrowInvalid:  # an int beyond 2**53
         return None
+    # Every row that is not a float is an int or None (null either way).
+    is_int = ~np.fromiter(map(float.__instancecheck__, values), dtype=bool, count=len(values)) if int in kinds else None
+    return _written_numbers(key, numbers, is_int, values, float in kinds, np.zeros(len(values), dtype=bool))
+
+
+def _written_numbers(
+    key: str, numbers: pa.Array, is_int: np.ndarray | None, values: Sequence[Any], floats: bool, by_python: np.ndarray
+) -> Fragments:
+    """
+    Fragments of ``numbers`` (float64, null where absent): integers where ``is_int``, other rows as floats in
+    Python's shortest form, where Arrow writes them as Python does; the rest, and the rows ``by_python`` says,
+    written from ``values`` by Python.
+    """
     texts = pc.cast(numbers, pa.string())
-    by_python = np.zeros(len(values), dtype=bool)
-    if float in kinds:
+    unlike_python = np.zeros(len(values), dtype=bool)
+    if floats:
         positional = pc.and_(
             pc.match_substring_regex(texts, _POSITIONAL_FLOAT),
             pc.greater_equal(pc.abs(numbers), _SMALLEST_POSITIONAL_FLOAT),
         )
-        by_python = np.asarray(pc.invert(pc.fill_null(positional, True)))
-    if int in kinds:
-        # Every row that is not a float is an int or None (null either way).
-        is_int = ~np.fromiter(map(float.__instancecheck__, values), dtype=bool, count=len(values))
+        unlike_python = np.asarray(pc.invert(pc.fill_null(positional, True)))
+    if is_int is not None:
         # Unsafe: the floats' truncations are thrown away by the if_else.
         whole = pc.cast(pc.cast(numbers, pa.int64(), safe=False), pa.string())
         texts = pc.if_else(pa.array(is_int), whole, texts)
-        by_python &= ~is_int
+        unlike_python &= ~is_int
+    by_python = by_python | unlike_python
     prefix = encode_basestring_ascii(key) + ":"
     fragments = pc.binary_join_element_wise(prefix, texts, "")
     unencodable: list[int] = []
