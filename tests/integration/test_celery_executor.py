@@ -51,7 +51,7 @@ SHARDS = 2
 WORKERS = (CeleryWorker("worker-a", concurrency=2), CeleryWorker("worker-b", concurrency=2))
 #: Every request to the sandbox takes this long, so that a shard sends for several seconds: long enough to be
 #: killed mid-send, whatever the machine's load.
-SLOW_RESPONSE_SECONDS = 1.0
+SLOW_RESPONSE_SECONDS = 2.0
 #: What one try of a shard can have sent without recording it, with the operator's defaults (which the DAG
 #: keeps): ``2 × max_concurrency`` batches handed to its sending threads, ``max_concurrency`` of them on the
 #: wire and as many queued or answered, waiting for the task's main thread to record them in the delivery log.
