@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -64,3 +66,17 @@ def mariadb(monkeypatch):
         conn.exec_driver_sql("SET SESSION lock_wait_timeout = 20")  # a leaked cursor of the operator fails here
         conn.exec_driver_sql(f"DROP DATABASE {database}")
     server.dispose()
+
+
+DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
+
+
+@pytest.fixture
+def gravity_window(monkeypatch):
+    """The example DAGs' ``gravity_window`` module, imported fresh from ``dags/`` and forgotten after the test."""
+    monkeypatch.syspath_prepend(str(DAGS_FOLDER))
+    sys.modules.pop("gravity_window", None)
+    import gravity_window
+
+    yield gravity_window
+    sys.modules.pop("gravity_window", None)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import sys
 import threading
 import urllib.parse
-from pathlib import Path
 
 import pendulum
 import pytest
@@ -32,7 +30,6 @@ from tests.support.sandbox_server import gravity_connection_json
 from tests.support.tcp_proxy import CuttableProxy
 
 DRIVERS = ("psycopg2", "psycopg")
-DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
 def warehouse_uri(url: sa.URL, driver: str) -> str:
@@ -177,16 +174,6 @@ def test_a_warehouse_dropped_mid_read_on_either_driver_leaves_every_answer_logge
 
 
 # -- the DAG window's lookback of centuries, on the real databases -----------------------------------------
-
-
-@pytest.fixture
-def gravity_window(monkeypatch):
-    monkeypatch.syspath_prepend(str(DAGS_FOLDER))
-    sys.modules.pop("gravity_window", None)
-    import gravity_window
-
-    yield gravity_window
-    sys.modules.pop("gravity_window", None)
 
 
 def test_a_lookback_of_centuries_selects_the_old_rows_on_postgres_and_sqlite(postgres, gravity_window, tmp_path):

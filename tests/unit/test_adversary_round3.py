@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.parse
-from pathlib import Path
 
 import pendulum
 import pytest
@@ -146,20 +144,7 @@ def test_max_coverage_drop_as_text_is_refused_in_words_when_the_dag_is_parsed():
         SendConversionsOperator(task_id="send", sql="SELECT 1", conn_id="nowhere", max_coverage_drop="0.5")
 
 
-DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-
-
 # -- 2b. the DAGs' lookback_days -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def gravity_window(monkeypatch):
-    monkeypatch.syspath_prepend(str(DAGS_FOLDER))
-    sys.modules.pop("gravity_window", None)
-    import gravity_window
-
-    yield gravity_window
-    sys.modules.pop("gravity_window", None)
 
 
 NIGHT_START = pendulum.datetime(2026, 6, 2, 3)
