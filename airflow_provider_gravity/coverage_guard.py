@@ -18,9 +18,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEY_BITS, MATCH_KEYS
 from airflow_provider_gravity.exceptions import GravityRunRefused
 from airflow_provider_gravity.history.baseline import CoverageBaseline
-from airflow_provider_gravity.history.table import MATCH_KEYS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +114,9 @@ def check_guard_arguments(min_match_coverage: Mapping[str, float] | None, max_co
         )
     for key, share in (min_match_coverage or {}).items():
         if key not in MATCH_KEYS:
-            raise ValueError(f"min_match_coverage has an unknown match key {_shown(key)}; the keys are {MATCH_KEYS}.")
+            raise ValueError(
+                f"min_match_coverage has an unknown match key {_shown(key)}; the keys are {tuple(MATCH_KEYS)}."
+            )
         if not _is_share(share, low_open=False):
             raise ValueError(f"min_match_coverage[{key!r}] is a share between 0 and 1, got {_shown(share)}.")
     if max_coverage_drop is not None and not _is_share(max_coverage_drop, low_open=True):
@@ -217,4 +219,4 @@ def sample_coverage(
     bits = [coverage for coverage, reason in zip(built.coverage, built.reasons, strict=True) if reason is None]
     if not bits:
         return dict.fromkeys(MATCH_KEYS, 0.0), 0
-    return {key: sum(1 for b in bits if b & (1 << i)) / len(bits) for i, key in enumerate(MATCH_KEYS)}, len(bits)
+    return {key: sum(1 for b in bits if b & bit) / len(bits) for key, bit in MATCH_KEY_BITS.items()}, len(bits)

@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import Param
 from gravity_window import DEFAULT_LOOKBACK_DAYS
 
-from airflow_provider_gravity.history.table import MATCH_KEYS
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 
 SCHEDULE = os.environ.get("GRAVITY_DAG_SCHEDULE", "0 3 * * *")
 TIMEZONE = os.environ.get("GRAVITY_DAG_TIMEZONE", "UTC")

@@ -14,6 +14,7 @@ import re
 
 import sqlalchemy as sa
 
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 from airflow_provider_gravity.conversions.run.delivery_log import index_name
 from airflow_provider_gravity.conversions.run.sql_types import UtcTimestamp
 
@@ -24,7 +25,6 @@ MAX_FAILURE_LENGTH = 1000
 BUCKET_COLUMNS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 #: Other counters of the summary that get a column.
 COUNT_COLUMNS = ("rows_read", *BUCKET_COLUMNS, "events_sent", "attributed", "changed_since_delivery")
-MATCH_KEYS = ("em", "ph", "fn_ln", "external_id", "click_id")
 COVERAGE_COLUMNS = {key: f"coverage_{key}" for key in MATCH_KEYS}
 #: The summary's dicts, stored as JSON text.
 JSON_COLUMNS = ("invalid_reasons", "rejected_errors", "field_drops")

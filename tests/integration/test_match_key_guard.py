@@ -11,12 +11,11 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
-from airflow_provider_gravity.conversions.run.tally import MATCH_KEYS as TALLY_MATCH_KEYS
 from airflow_provider_gravity.coverage_guard import SAMPLE_ROWS, CoverageFloor, coverage_floors
 from airflow_provider_gravity.history.baseline import CoverageBaseline, coverage_baseline
 from airflow_provider_gravity.history.queries import HistoryFilter, HistoryReader
-from airflow_provider_gravity.history.table import MATCH_KEYS
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
@@ -87,10 +86,6 @@ def seed_successful_runs(engine: sa.Engine, schema: str, dag_id: str, em_coverag
         interval_start = start + dt.timedelta(days=night)
         identity = RunIdentity(dag_id, "send", -1, f"scheduled__{interval_start:%Y-%m-%d}", 1, interval_start)
         history.record(identity, summary, "success", None)
-
-
-def test_the_guards_match_keys_are_the_summarys():
-    assert MATCH_KEYS == TALLY_MATCH_KEYS
 
 
 def test_an_emptied_email_column_is_refused_on_its_first_sample_and_nothing_is_sent(

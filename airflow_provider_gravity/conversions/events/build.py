@@ -29,6 +29,7 @@ from airflow_provider_gravity.conversions.events.encode import (
 )
 from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (
     UNREADABLE_DROP_REASONS,
@@ -41,8 +42,6 @@ from airflow_provider_gravity.conversions.pii.user_fields import (
 from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX, MAX_KEY_LENGTH
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
-#: The keys behind each match key of the run's coverage, in the order of ``run.tally.MATCH_KEYS`` (bit i).
-COVERAGE_KEYS = (("em",), ("ph",), ("fn", "ln"), ("external_id",), ("click_id",))
 # A control character in a key cannot be stored by PostgreSQL (NUL) or shown on one log line.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -92,7 +91,7 @@ class BuiltChunk:
     :param reasons: the ``invalid`` reason of each row, ``None`` for a valid one.
     :param event_names: each row's event name (or ``None``), for keys of invalid rows.
     :param event_ids: each row's event id (or ``None``).
-    :param coverage: each row's match keys, as bits of :data:`~..run.tally.MATCH_KEYS` order (0 for invalid rows).
+    :param coverage: each row's match keys, as bits of :data:`~..match_keys.MATCH_KEYS` order (0 for invalid rows).
     :param field_drops: counts of values dropped from otherwise valid events (``invalid_email``,
         ``unreadable_click_id``, ...).
     """
@@ -418,7 +417,7 @@ def _user_data(
     }
     coverage_bits = np.zeros(rows, dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
-    for bit, coverage_keys in enumerate(COVERAGE_KEYS):
+    for bit, coverage_keys in enumerate(MATCH_KEYS.values()):
         if all(key in columns for key in coverage_keys):
             # A value present is never empty (no empty list, no empty text): present is also a match key.
             found = np.logical_and.reduce([present[key] for key in coverage_keys])
@@ -471,7 +470,7 @@ def _pixel_user_data_json(merged: dict[Any, Any], fragments: list[Fragments], ro
 
 
 def _coverage(user_data: dict[Any, Any]) -> int:
-    return sum(1 << bit for bit, keys in enumerate(COVERAGE_KEYS) if all(key in user_data for key in keys))
+    return sum(1 << bit for bit, keys in enumerate(MATCH_KEYS.values()) if all(key in user_data for key in keys))
 
 
 def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> pa.Array:

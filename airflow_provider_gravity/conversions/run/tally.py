@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, Bucket
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEY_BITS, MATCH_KEYS
 
 BUCKETS = tuple(Bucket)
-MATCH_KEYS = ("em", "ph", "fn_ln", "external_id", "click_id")
 #: Gravity's messages counted one by one; the rest are summed under :data:`OTHER_MESSAGES`, so a run with
 #: thousands of distinct messages keeps a small summary and resume state.
 TOP_MESSAGES = 20
@@ -65,8 +65,8 @@ class Tally(Counter[str]):
         """
         self["sent"] += len(coverages)
         bits = np.fromiter(coverages, dtype=np.int64, count=len(coverages))
-        for bit, key in enumerate(MATCH_KEYS):
-            count = int(np.count_nonzero(bits & (1 << bit)))
+        for key, bit in MATCH_KEY_BITS.items():
+            count = int(np.count_nonzero(bits & bit))
             if count:
                 self[f"coverage.{key}"] += count
 
