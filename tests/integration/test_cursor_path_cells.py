@@ -21,8 +21,8 @@ import time
 import pandas as pd
 import pytest
 
+from airflow_provider_gravity.conversions.cells import cell_text
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
-from airflow_provider_gravity.conversions.events.cells import cell_text
 from airflow_provider_gravity.conversions.read.arrow import PostgresAdbcSource, arrow_chunks, arrow_source_for
 from airflow_provider_gravity.conversions.read.chunks import read_chunks, stream_query
 from airflow_provider_gravity.conversions.read.columns import normalize_column_names

@@ -10,8 +10,8 @@ import logging
 import pytest
 import sqlalchemy
 
+from airflow_provider_gravity.conversions.cells import cell_text
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
-from airflow_provider_gravity.conversions.events.cells import cell_text
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
 from airflow_provider_gravity.conversions.read.arrow import PostgresAdbcSource, arrow_chunks, arrow_source_for
 from airflow_provider_gravity.conversions.read.chunks import read_chunks, stream_query

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
-from airflow_provider_gravity.conversions.events.cells import money, money_column
 from airflow_provider_gravity.conversions.events.encode import value_fragments
+from airflow_provider_gravity.conversions.events.fields import money, money_column
 
 NOW = 1_767_230_000
 

@@ -391,7 +391,7 @@ def test_after_a_change_of_row_order_gravitys_earlier_messages_are_not_counted_t
 def test_a_decimal_too_small_or_large_to_write_is_unreadable_not_zero():
     from decimal import Decimal
 
-    from airflow_provider_gravity.conversions.events.cells import UnreadableCell, cell_text
+    from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text
 
     for value in (Decimal("1E-10000000"), Decimal("1E+10000000")):
         with pytest.raises(UnreadableCell):
@@ -455,7 +455,7 @@ def test_settings_that_are_not_text_are_refused_by_name_before_any_row(field, va
 
 @pytest.mark.parametrize("text", ["1_000", "\u0661\u0662\u0663", "\uff11\uff12", "1 000", "12,50"])
 def test_amount_text_that_is_no_plain_number_is_a_bad_value_not_a_guess(text):
-    from airflow_provider_gravity.conversions.events.cells import money_column
+    from airflow_provider_gravity.conversions.events.fields import money_column
 
     values, reasons = money_column(pd.Series([text, "19.90", " 7 "], dtype="str"))
 

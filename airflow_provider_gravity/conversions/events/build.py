@@ -14,12 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_gravity.conversions.events import cells
-from airflow_provider_gravity.conversions.events.cells import per_cell, per_distinct_value, text_column
+from airflow_provider_gravity.conversions.canonical_json import canonical_json
+from airflow_provider_gravity.conversions.events import fields
 from airflow_provider_gravity.conversions.events.encode import (
     UNENCODABLE,
     Fragments,
-    canonical_json,
     joined_objects,
     object_fragments,
     text_fragments,
@@ -29,6 +28,7 @@ from airflow_provider_gravity.conversions.events.encode import (
 )
 from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
+from airflow_provider_gravity.conversions.events.fields import per_cell, per_distinct_value, text_column
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (
@@ -40,6 +40,7 @@ from airflow_provider_gravity.conversions.pii.user_fields import (
     hash_user_fields,
 )
 from airflow_provider_gravity.conversions.read.columns import CUSTOM_PREFIX, MAX_KEY_LENGTH
+from airflow_provider_gravity.conversions.read.prepare import PreparedChunk, prepare_cells
 
 PIXEL_ID_FIELDS = ("click_id", "visitor_id", "session_id", "client_user_agent")
 # A control character in a key cannot be stored by PostgreSQL (NUL) or shown on one log line.
@@ -119,31 +120,37 @@ class BuiltChunk:
         )
 
 
-def build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None) -> BuiltChunk:
+def build_events(
+    chunk: PreparedChunk | pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None = None
+) -> BuiltChunk:
     """
     Validate a chunk, hash its PII and build one event per valid row.
 
-    :param frame: rows whose column names already follow the column contract (lower-case).
+    :param chunk: the chunk as :func:`~..read.prepare.prepare_chunk` made it ready, or a frame whose column names
+        already follow the column contract (lower-case), made ready here; the frame given is never changed.
     :param settings: the operator's choices.
     :param now: the run's reference time, Unix seconds.
     :param cache: normalized values of earlier chunks of the run, so repeat customers cost a lookup.
     """
+    frame = _prepared(chunk)
     with garbage_collection_paused():  # a chunk allocates many small dicts; rescanning the cache each time is waste
         return _build_events(frame, settings, now, cache)
 
 
-def event_keys(frame: pd.DataFrame, settings: EventSettings) -> tuple[list[str | None], list[str | None]]:
+def event_keys(
+    chunk: PreparedChunk | pd.DataFrame, settings: EventSettings
+) -> tuple[list[str | None], list[str | None]]:
     """Each row's ``(event_name, event_id)`` texts as :func:`build_events` reads them, without building events."""
-    cells.quiet_signaling_nans(frame)
-    cells.localizable_times(frame)
-    column = _ColumnReader(frame)
+    column = _ColumnReader(_prepared(chunk))
     return column.texts("event_name", settings.event_name), column.texts("event_id", None)
+
+
+def _prepared(chunk: PreparedChunk | pd.DataFrame) -> pd.DataFrame:
+    return chunk.frame if isinstance(chunk, PreparedChunk) else prepare_cells(chunk).frame
 
 
 def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cache: PiiCache | None) -> BuiltChunk:
     rows = len(frame)
-    cells.quiet_signaling_nans(frame)
-    cells.localizable_times(frame)
     column = _ColumnReader(frame)
     event_ids = column.texts("event_id", None)
     event_names = column.texts("event_name", settings.event_name)
@@ -190,20 +197,20 @@ def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tup
     """Each optional column present, converted: ``(cells, reasons)``; custom_data keys keep their column names."""
     rows = len(frame)
     parts = {
-        "user_data": column.converted("user_data", per_cell, lambda v: cells.json_object(v, "bad_user_data")),
+        "user_data": column.converted("user_data", per_cell, lambda v: fields.json_object(v, "bad_user_data")),
         "client_context": column.converted(
-            "client_context", per_cell, lambda v: cells.json_object(v, "bad_client_context")
+            "client_context", per_cell, lambda v: fields.json_object(v, "bad_client_context")
         ),
-        "value": column.converted("value", lambda series, _: cells.money_column(series), None),
-        "currency": column.converted("currency", per_distinct_value, cells.currency_code),
+        "value": column.converted("value", lambda series, _: fields.money_column(series), None),
+        "currency": column.converted("currency", per_distinct_value, fields.currency_code),
         "order_id": column.converted(
             "order_id", lambda series, _: (column.texts("order_id", None), [None] * rows), None
         ),
-        "contents": column.converted("contents", per_cell, cells.contents),
+        "contents": column.converted("contents", per_cell, fields.contents),
     }
     for name in frame.columns:
         if name.startswith(CUSTOM_PREFIX):
-            parts[name] = column.converted(name, per_cell, cells.custom_value)
+            parts[name] = column.converted(name, per_cell, fields.custom_value)
     return {name: part for name, part in parts.items() if part is not None}
 
 

@@ -10,7 +10,6 @@ also what the delivery log hashes.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
@@ -19,6 +18,8 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from airflow_provider_gravity.conversions.canonical_json import json_value
 
 #: Top-level keys with a fragment column, in canonical (sorted) order.
 TOP_KEYS = (
@@ -35,47 +36,6 @@ TOP_KEYS = (
 UNENCODABLE = "unencodable_text"
 # Text that is its own JSON string body: printable ASCII without a quote or a backslash (RE2 syntax).
 _PLAIN_JSON_STRING = r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$"
-
-
-def canonical_json(value: Any) -> str:
-    """
-    ``value`` as canonical JSON text (sorted keys, compact, ASCII).
-
-    :raises ValueError: for text that is not valid Unicode (a lone surrogate) or a number JSON cannot hold.
-    """
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    if "\\ud" in text:  # a surrogate escape: fine in a pair, refused alone (Gravity reads UTF-8)
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    return text
-
-
-def json_string(text: str) -> str:
-    """One string as a JSON string literal; :func:`canonical_json` for text, faster.
-
-    :raises ValueError: for a lone surrogate.
-    """
-    if not text.isascii():
-        text.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
-    return encode_basestring_ascii(text)
-
-
-def json_value(value: Any) -> str:
-    """
-    Any JSON value as canonical JSON text: text, whole numbers and lists of text (the hashed match keys,
-    nearly every value of a chunk) without :func:`json.dumps`, anything else through :func:`canonical_json`.
-
-    :raises ValueError: as :func:`canonical_json`.
-    """
-    kind = type(value)
-    if kind is str:
-        return json_string(value)
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float and math.isfinite(value):
-        return float.__repr__(value)
-    if kind is list and all(type(item) is str for item in value):
-        return "[" + ",".join([json_string(item) for item in value]) + "]"
-    return canonical_json(value)
 
 
 class Fragments(NamedTuple):

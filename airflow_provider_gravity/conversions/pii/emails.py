@@ -7,7 +7,7 @@ import unicodedata
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.events.cells import UnreadableCell, cell_text, map_distinct
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 from airflow_provider_gravity.conversions.pii.hashing import is_sha256_hex
 
 # One @, a non-empty local part, a domain with a dot that neither starts nor ends it, no whitespace and no

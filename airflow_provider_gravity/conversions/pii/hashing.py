@@ -7,7 +7,7 @@ import re
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.events.cells import UnreadableCell, cell_text, map_distinct
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 

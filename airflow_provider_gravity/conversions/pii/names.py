@@ -7,7 +7,7 @@ import unicodedata
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.events.cells import UnreadableCell, cell_text, map_distinct
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, map_distinct
 from airflow_provider_gravity.conversions.pii.hashing import is_sha256_hex
 
 _NOT_ASCII_LETTER = re.compile(r"[^a-z]+")

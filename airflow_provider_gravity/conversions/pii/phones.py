@@ -12,7 +12,7 @@ from typing import cast
 import numpy as np
 import pandas as pd
 
-from airflow_provider_gravity.conversions.events.cells import UnreadableCell, cell_text, factorize_cells, is_missing
+from airflow_provider_gravity.conversions.cells import UnreadableCell, cell_text, factorize_cells, is_missing
 from airflow_provider_gravity.conversions.pii.hashing import is_sha256_hex
 from airflow_provider_gravity.conversions.pii.phone_metadata_path import DEFER, parse_to_e164
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.events.cells import LIST_TYPES
+from airflow_provider_gravity.conversions.cells import LIST_TYPES
 
 #: Keys of the pixel's object that may hold plaintext PII; matched whatever their case or padding.
 PII_KEYS = ("em", "ph", "fn", "ln")

@@ -22,14 +22,14 @@ import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_provider_gravity.conversions.events.cells import (
+from airflow_provider_gravity.conversions.canonical_json import json_value
+from airflow_provider_gravity.conversions.cells import (
     LIST_TYPES,
     UnreadableCell,
     cell_text,
     hashable_cell,
     split_cell,
 )
-from airflow_provider_gravity.conversions.events.encode import json_value
 from airflow_provider_gravity.conversions.pii.emails import normalize_email_text
 from airflow_provider_gravity.conversions.pii.hashing import hash_text
 from airflow_provider_gravity.conversions.pii.names import normalize_name_text

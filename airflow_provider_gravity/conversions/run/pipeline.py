@@ -28,7 +28,7 @@ from airflow_provider_gravity.conversions.errors import GravityError, GravityRes
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
 from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
-from airflow_provider_gravity.conversions.read.columns import normalize_column_names
+from airflow_provider_gravity.conversions.read.prepare import PreparedChunk, prepare_chunk
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
 from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
@@ -165,12 +165,12 @@ class ConversionPipeline:
         gc.freeze()
         try:
             for index, frame in enumerate(chunks):
-                frame.columns = normalize_column_names(frame.columns)
+                chunk = prepare_chunk(frame)
                 self._rows_read += len(frame)
                 if self.failure:  # nothing more is sent, but every row read still ends in a bucket
-                    self._account_unsent_chunk(index, frame)
+                    self._account_unsent_chunk(index, chunk)
                     continue
-                self._process_chunk(index, frame, now, executor)
+                self._process_chunk(index, chunk, now, executor)
                 self._log_progress()
             while self._in_flight:
                 self._collect(wait_for_one=True)
@@ -262,10 +262,10 @@ class ConversionPipeline:
         except Exception as flush_error:  # noqa: BLE001 - the first error is the one raised
             log.error("Saving the resume state failed with %s after the run stopped.", type(flush_error).__name__)
 
-    def _process_chunk(self, index: int, frame: pd.DataFrame, now: float, executor: ThreadPoolExecutor) -> None:
+    def _process_chunk(self, index: int, chunk: PreparedChunk, now: float, executor: ThreadPoolExecutor) -> None:
         if self._in_flight:
             self._collect(wait_for_one=False)
-        built = build_events(frame, self.settings, now, self.pii_cache)
+        built = build_events(chunk, self.settings, now, self.pii_cache)
         digest = chunk_digest(built.event_names, built.event_ids)
         self._drop_in_run_duplicates(built)
         saved = self.resume.restore(index, digest)
@@ -291,7 +291,7 @@ class ConversionPipeline:
         state.submitted_all = True
         self._complete_chunk_if_done(index)
 
-    def _account_unsent_chunk(self, index: int, frame: pd.DataFrame) -> None:
+    def _account_unsent_chunk(self, index: int, chunk: PreparedChunk) -> None:
         """
         After a failure, a chunk still to read is not sent: what an earlier try settled of it keeps its
         counters (and its resume state), every other row is ``undelivered``, for the retry to send.
@@ -299,13 +299,14 @@ class ConversionPipeline:
         if not self._counting_unsent:
             self._counting_unsent = True
             log.warning("Sending stopped; the rows left are read and counted, not sent.")
-        event_names, event_ids = event_keys(frame, self.settings)
+        event_names, event_ids = event_keys(chunk, self.settings)
         saved = self.resume.restore(index, chunk_digest(event_names, event_ids))
+        rows = len(chunk.frame)
         settled = 0
         if saved is not None:
             self.tally.update(saved.tally)
-            settled = len(frame) if saved.complete else sum(last - first + 1 for first, last in saved.ranges)
-        self.tally["bucket.undelivered"] += len(frame) - settled
+            settled = rows if saved.complete else sum(last - first + 1 for first, last in saved.ranges)
+        self.tally["bucket.undelivered"] += rows - settled
 
     def _add_earlier_messages(self, earlier: Tally) -> None:
         """
