@@ -69,9 +69,9 @@ test-airflow: | system-packages
 	$(AIRFLOW_VENV)/bin/python -m pytest -q -p no:cacheprovider $(AIRFLOW_TESTS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo
+	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo tools
 	$(VENV)/bin/ruff check --preview --select AIR airflow_provider_gravity dags
-	$(VENV)/bin/ruff format --check airflow_provider_gravity dags tests benchmarks demo
+	$(VENV)/bin/ruff format --check airflow_provider_gravity dags tests benchmarks demo tools
 	$(VENV)/bin/mypy --strict airflow_provider_gravity/conversions
 	$(VENV)/bin/mypy
 
