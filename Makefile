@@ -75,6 +75,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy --strict airflow_provider_gravity/conversions
 	$(VENV)/bin/mypy
 
+# The provider docs of docs/ as HTML in build/docs/html, the operator's arguments rendered from its docstring; a
+# warning fails the build (CI runs it before the tests). -E re-reads every page, so a warning shows on every run.
+.PHONY: docs
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs build/docs/html
+
 bench-pii: $(STAMP)
 	$(PY) benchmarks/bench_pii.py
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -9,12 +10,22 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
 
 from tests.support.databases import POSTGRES_URL, airflow_uri, require_server
+from tests.support.examples import CI_MAX_EXAMPLES
 from tests.support.sandbox_server import SandboxServer
 from tests.support.warehouse import MARIADB_URL
 
 pytest_plugins = ["tests.support.airflow_fixtures"]
+
+# Hypothesis profiles: "ci" (CI=true) runs each property test with the examples it names, "dev" (elsewhere) a
+# tenth of them; HYPOTHESIS_PROFILE=ci runs the full ones locally. A test names its count as
+# max_examples=examples(n) (tests/support/examples.py), n scaled by the profile's max_examples over the "ci"
+# profile's: a bare max_examples=n would win over any profile.
+settings.register_profile("ci", max_examples=CI_MAX_EXAMPLES)
+settings.register_profile("dev", max_examples=CI_MAX_EXAMPLES // 10)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
 @pytest.fixture(scope="session")

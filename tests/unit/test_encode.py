@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events
 from airflow_provider_gravity.conversions.events.encode import value_fragments
 from airflow_provider_gravity.conversions.events.fields import money, money_column
+from tests.support.examples import examples
 
 NOW = 1_767_230_000
 
@@ -146,7 +147,7 @@ _NUMBER_CELLS = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_NUMBER_CELLS, min_size=1, max_size=40))
 def test_numbers_are_written_as_json_dumps_writes_them_and_nan_is_refused(values):
     fragments = value_fragments("value", values)

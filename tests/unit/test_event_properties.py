@@ -32,6 +32,7 @@ from airflow_provider_gravity.conversions.read.chunks import frame_of_rows
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunResult
 from airflow_provider_gravity.conversions.run.tally import BUCKETS
+from tests.support.examples import examples
 
 NOW = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp())
 TIMEZONES = ["UTC", "America/New_York", "Asia/Tokyo", "Pacific/Kiritimati", "Pacific/Pago_Pago"]
@@ -67,7 +68,7 @@ MARKER_LETTERS = "ghjkmnpqrstuvwxyz"
 
 # One bug per property is reported (and shrunk): the examples at the end of the module name each known defect.
 PROPERTY_SETTINGS = settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     # CI runs the same examples every time; a developer's runs explore (and keep what failed in .hypothesis).
     derandomize=os.environ.get("CI") == "true",

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_gravity.conversions.api.client import KeyScrubber
+from tests.support.examples import examples
 from tests.support.key_forms import ESCAPES, base64_cores, key_leaks
 
 PROPERTY_SETTINGS = settings(
-    max_examples=400,
+    max_examples=examples(400),
     deadline=None,
     derandomize=os.environ.get("CI") == "true",
     suppress_health_check=[HealthCheck.too_slow],
@@ -82,7 +83,7 @@ def test_no_form_of_the_key_is_left_wherever_it_sits_in_a_text(case):
     assert len(scrubbed) <= 300
 
 
-@settings(PROPERTY_SETTINGS, max_examples=150)  # each example compiles the full pattern: 30 ms
+@settings(PROPERTY_SETTINGS, max_examples=examples(150))  # each example compiles the full pattern: 30 ms
 @given(key=KEYS, pieces=st.lists(st.sampled_from(["key", "b64", "hex", "junk"]), min_size=1, max_size=40))
 def test_a_text_made_of_many_forms_of_the_key_leaves_none_in_the_part_kept(key, pieces):
     """What is kept is the first 300 characters of the text scrubbed whole, not a cut scrubbed afterwards."""

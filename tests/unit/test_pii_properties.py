@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from airflow_provider_gravity.conversions.pii import normalize_email, normalize_name, normalize_phone, sha256_hex
+from tests.support.examples import examples
 
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 COMMON_REGIONS = ["US", "GB", "FR", "DE", "JP", "BR", "IN", "AU", "CA", "ES", "IT", "MX", "CN", "AR", "NL", "ZA"]
@@ -39,7 +40,7 @@ BACKENDS = [
         ),
     ),
 ]
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def reference_e164(library, raw: str, region: str | None) -> str | None:
