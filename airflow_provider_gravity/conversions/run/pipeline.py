@@ -30,6 +30,7 @@ from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
 from airflow_provider_gravity.conversions.read.prepare import PreparedChunk, prepare_chunk
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
+from airflow_provider_gravity.conversions.run.ledger import Ledger, Settlement
 from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
 from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 PII_CACHE_ENTRIES = 250_000
 
 
-#: Counters a run keeps before summing its rarest messages from Gravity.
-_MOST_COUNTERS = 2_000
 #: Gravity's messages about rows an earlier try settled, when they cannot be told apart.
 EARLIER_TRY_MESSAGES = "(messages of an earlier try)"
 #: Event ids named in the log line about changed payloads.
@@ -91,14 +90,6 @@ class _Batch:
     local_rows: dict[int, tuple[str, str | None]] = field(default_factory=dict)
 
 
-@dataclass
-class _ChunkState:
-    digest: str
-    tally: Tally = field(default_factory=Tally)
-    pending_batches: int = 0
-    submitted_all: bool = False
-
-
 class ConversionPipeline:
     """
     Sends the rows of a query to Gravity, chunk by chunk, and accounts for every row.
@@ -142,14 +133,13 @@ class ConversionPipeline:
         self.progress_interval = progress_interval
         self.preview_size = preview_size
         self.clock = clock
-        self.tally = Tally()
+        self.ledger = Ledger(delivery_log=delivery_log, resume=self.resume, run_id=run_id)
         self.seen = SeenKeys()
         self.pii_cache = PiiCache(max_entries=PII_CACHE_ENTRIES)
         self.preview: list[dict[str, Any]] = []
         self.failure: RunFailure | None = None
         self._counting_unsent = False
         self._changed_ids: list[str] = []
-        self._chunks: dict[int, _ChunkState] = {}
         self._in_flight: dict[Future[tuple[list[Outcome], Exception | None]], _Batch] = {}
         self._rows_read = 0
         self._started = self._last_progress = time.monotonic()
@@ -182,7 +172,7 @@ class ConversionPipeline:
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
             gc.unfreeze()
-        undelivered = self.tally["bucket.undelivered"]
+        undelivered = self.ledger.tally["bucket.undelivered"]
         if self.failure is None and undelivered and self.sender is not None:
             self.failure = RunFailure(
                 f"{undelivered:,} events got no result from Gravity (left out of its answer, or answered twice "
@@ -202,8 +192,8 @@ class ConversionPipeline:
         The run summary so far. After a run that raised, rows read but not yet settled count as
         ``undelivered``, so that the summary still adds up to the rows read.
         """
-        tally = Tally(self.tally)
-        settled = sum(count for key, count in tally.items() if key.startswith("bucket."))
+        tally = Tally(self.ledger.tally)
+        settled = self.ledger.settled_rows()
         if self._rows_read > settled:
             tally["bucket.undelivered"] += self._rows_read - settled
         summary = build_summary(
@@ -234,10 +224,7 @@ class ConversionPipeline:
         for future, batch in list(self._in_flight.items()):
             if future.cancel():
                 del self._in_flight[future]
-                state = self._chunks[batch.chunk_index]
-                state.pending_batches -= 1
-                for _ in batch.events:
-                    self._count(state, Bucket.UNDELIVERED)
+                self.ledger.settle(batch.chunk_index, Settlement(_undelivered(len(batch.events)), ends_batch=True))
         if self._in_flight:
             log.warning(
                 "The run stopped (%s); waiting for the answers of the %d batches Gravity is handling, to record them.",
@@ -267,29 +254,30 @@ class ConversionPipeline:
             self._collect(wait_for_one=False)
         built = build_events(chunk, self.settings, now, self.pii_cache)
         digest = chunk_digest(built.event_names, built.event_ids)
-        self._drop_in_run_duplicates(built)
+        valid = self._drop_in_run_duplicates(built)
         saved = self.resume.restore(index, digest)
         if saved is not None and saved.complete:
-            self.tally.update(saved.tally)
+            self.ledger.add_to_run(saved.tally)
             return
-        state = self._chunks[index] = _ChunkState(digest)
+        self.ledger.open_chunk(index, digest, len(built.encoded))
         if saved is not None:
-            self._add(state, saved.tally)
-        self._add(state, _field_drops(built))
-        to_send, settled = self._account_local_rows(index, built, saved.ranges if saved else [])
+            self.ledger.settle(index, Settlement(saved.tally))  # the row ranges an earlier try settled
+        self.ledger.settle(index, Settlement(_field_drops(built)))
+        to_send, settled = self._account_local_rows(index, built, valid, saved.ranges if saved else [])
         for rows in _batches(to_send, built.event_ids, self.batch_size):
             events = built.encoded_events(rows)
             coverage = [built.coverage[row] for row in rows]
             hashes: list[str | None] = (
                 [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
             )
-            local_rows = cast(
-                "dict[int, tuple[str, str | None]]",
-                {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None},
-            )
+            local_rows: dict[int, tuple[str, str | None]] = {}
+            if rows[-1] - rows[0] + 1 > len(rows):  # some rows of the range were settled here
+                local_rows = cast(
+                    "dict[int, tuple[str, str | None]]",
+                    {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None},
+                )
             self._submit(executor, _Batch(index, events, rows, coverage, hashes, local_rows))
-        state.submitted_all = True
-        self._complete_chunk_if_done(index)
+        self.ledger.chunk_submitted(index)
 
     def _account_unsent_chunk(self, index: int, chunk: PreparedChunk) -> None:
         """
@@ -304,9 +292,9 @@ class ConversionPipeline:
         rows = len(chunk.frame)
         settled = 0
         if saved is not None:
-            self.tally.update(saved.tally)
+            self.ledger.add_to_run(saved.tally)
             settled = rows if saved.complete else sum(last - first + 1 for first, last in saved.ranges)
-        self.tally["bucket.undelivered"] += rows - settled
+        self.ledger.add_to_run(_undelivered(rows - settled))
 
     def _add_earlier_messages(self, earlier: Tally) -> None:
         """
@@ -316,51 +304,58 @@ class ConversionPipeline:
         if not self.resume.restored_rejected:
             return
         if self.resume.order_changed or earlier.total() != self.resume.restored_rejected:
-            self.tally[f"rejected.{EARLIER_TRY_MESSAGES}"] += self.resume.restored_rejected
+            self.ledger.add_to_run(Tally({f"rejected.{EARLIER_TRY_MESSAGES}": self.resume.restored_rejected}))
         else:
-            self.tally.update(earlier)
+            self.ledger.add_to_run(earlier)
 
-    def _drop_in_run_duplicates(self, built: BuiltChunk) -> None:
-        valid = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
+    def _drop_in_run_duplicates(self, built: BuiltChunk) -> np.ndarray:
+        """Refuse the valid rows whose key came earlier in the run (``duplicate_in_run``); return those left valid."""
+        valid: np.ndarray = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
         valid_rows = np.flatnonzero(valid)
-        names = np.asarray(built.event_names, dtype=object)[valid_rows].tolist()
-        ids = np.asarray(built.event_ids, dtype=object)[valid_rows].tolist()
+        names, ids = built.event_names, built.event_ids
+        if len(valid_rows) < len(valid):
+            names = [names[row] for row in valid_rows.tolist()]
+            ids = [ids[row] for row in valid_rows.tolist()]
         first = np.asarray(self.seen.first_occurrences_of(names, ids), dtype=bool)
         for row in valid_rows[~first].tolist():
             built.encoded[row] = None
             built.coverage[row] = 0
             built.reasons[row] = "duplicate_in_run"
+            valid[row] = False
+        return valid
 
     def _account_local_rows(
-        self, index: int, built: BuiltChunk, acked: list[tuple[int, int]]
+        self, index: int, built: BuiltChunk, valid: np.ndarray, acked: list[tuple[int, int]]
     ) -> tuple[list[int], list[tuple[str, str | None] | None]]:
         """
-        Count the rows settled here (invalid, already delivered), skipping the row ranges an earlier try had
+        Settle the rows settled here (invalid, already delivered), skipping the row ranges an earlier try had
         acknowledged. Return the rows left to send, and each row's local ``(bucket, reason)`` or ``None``.
+
+        :param valid: which rows have an event to send.
         """
-        state = self._chunks[index]
         rows = len(built.encoded)
         settled: list[tuple[str, str | None] | None] = [None] * rows
         open_rows = np.ones(rows, dtype=bool)
         for first, last in acked:
             open_rows[first : last + 1] = False
-        valid = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
         candidates = np.flatnonzero(open_rows & valid).tolist()
+        invalid = Tally()
         dead_letters: list[DeliveryRecord] = []
         for row in np.flatnonzero(open_rows & ~valid).tolist():  # invalid rows, one by one: few
             reason = built.reasons[row]
             settled[row] = (Bucket.INVALID, reason)
-            self._count(state, Bucket.INVALID, reason)
+            invalid.count_row(Bucket.INVALID, reason)
             if reason != "duplicate_in_run" and built.event_ids[row] and built.event_names[row]:
                 key = (fit_key(cast(str, built.event_names[row])), fit_key(cast(str, built.event_ids[row])))
                 dead_letters.append(DeliveryRecord(*key, Bucket.INVALID, reason, None))
+        self.ledger.settle(index, Settlement(invalid, dead_letters))
         if self.delivery_log is None:
             return candidates, settled
-        if dead_letters:
-            self.delivery_log.record(dead_letters, run_id=self.run_id)
-        to_send = self._skip_delivered(built, candidates, settled, state)
+        skipped = Tally()
+        to_send = self._skip_delivered(built, candidates, settled, skipped)
         if len(to_send) < len(candidates):
-            self._count(state, Bucket.SKIPPED_DELIVERED, rows=len(candidates) - len(to_send))
+            skipped.count_row(Bucket.SKIPPED_DELIVERED, None, len(candidates) - len(to_send))
+        self.ledger.settle(index, Settlement(skipped))
         return to_send, settled
 
     def _skip_delivered(
@@ -368,12 +363,12 @@ class ConversionPipeline:
         built: BuiltChunk,
         candidates: list[int],
         settled: list[tuple[str, str | None] | None],
-        state: _ChunkState,
+        skipped: Tally,
     ) -> list[int]:
         """
         The candidates the delivery log does not hold as delivered. A delivered event whose payload changed
         since is not sent again (it would be a second conversion, or a ``duplicate`` Gravity ignores): it is
-        counted as ``changed_since_delivery`` and named in the log.
+        counted in ``skipped`` as ``changed_since_delivery`` and named in the log.
         """
         assert self.delivery_log is not None
         # Candidates are valid rows: each has its name, its id and its JSON text.
@@ -389,16 +384,14 @@ class ConversionPipeline:
                 continue
             settled[row] = (Bucket.SKIPPED_DELIVERED, None)
             if entry.payload_sha256 is not None and entry.payload_sha256 != _payload_hash(texts[row]):
-                self._add(state, Tally({"changed_since_delivery": 1}))
+                skipped["changed_since_delivery"] += 1
                 if len(self._changed_ids) < _CHANGED_IDS_LOGGED:
                     self._changed_ids.append(str(built.event_ids[row]))
         return to_send
 
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
-        state = self._chunks[batch.chunk_index]
         if self.sender is None:
-            for _ in batch.events:
-                self._count(state, Bucket.UNDELIVERED)
+            self.ledger.settle(batch.chunk_index, Settlement(_undelivered(len(batch.events))))
             wanted = batch.events[: self.preview_size - len(self.preview)]
             self.preview.extend(json.loads(event.json) for event in wanted)
             return
@@ -409,10 +402,9 @@ class ConversionPipeline:
         while len(self._in_flight) >= self.max_concurrency * 2:
             self._collect(wait_for_one=True)
         if self.failure:  # Gravity is down or refuses us: count the rest of the chunk instead of sending it
-            for _ in batch.events:
-                self._count(state, Bucket.UNDELIVERED)
+            self.ledger.settle(batch.chunk_index, Settlement(_undelivered(len(batch.events))))
             return
-        state.pending_batches += 1
+        self.ledger.batch_submitted(batch.chunk_index)
         self._in_flight[executor.submit(send_with_split, self.sender.send_events, batch.events)] = batch
 
     def _collect(self, *, wait_for_one: bool) -> None:
@@ -438,11 +430,9 @@ class ConversionPipeline:
         self.failure = RunFailure(message, retryable)
 
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
-        state = self._chunks[batch.chunk_index]
         kinds = Counter(outcomes)  # a handful of distinct outcomes, nearly always one: delivered
         batch_tally = _outcome_tally(kinds, outcomes, batch.coverage)
-        self._add(state, batch_tally)
-        state.pending_batches -= 1
+        records: list[DeliveryRecord] = []
         if self.delivery_log is not None:
             records = [
                 DeliveryRecord(
@@ -455,31 +445,9 @@ class ConversionPipeline:
                 for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
                 if outcome.bucket != Bucket.UNDELIVERED
             ]
-            if records:
-                self.delivery_log.record(records, run_id=self.run_id)
         all_answered = all(outcome.bucket != Bucket.UNDELIVERED for outcome in kinds)
-        for first, last, tally in _acknowledged_ranges(batch, outcomes, batch_tally, all_answered):
-            self.resume.batch_acknowledged(batch.chunk_index, state.digest, first, last, tally)
-        self._complete_chunk_if_done(batch.chunk_index)
-
-    def _complete_chunk_if_done(self, index: int) -> None:
-        state = self._chunks[index]
-        if not state.submitted_all or state.pending_batches:
-            return
-        del self._chunks[index]
-        if not state.tally["bucket.undelivered"]:
-            self.resume.chunk_completed(index, state.digest, state.tally)
-
-    def _add(self, state: _ChunkState, tally: Tally) -> None:
-        """Add counters to the chunk's tally (saved for resume) and to the run's."""
-        state.tally.update(tally)
-        self.tally.update(tally)
-        if len(self.tally) > _MOST_COUNTERS:  # thousands of distinct messages from Gravity
-            self.tally.compact_messages(keep=_MOST_COUNTERS // 4)
-
-    def _count(self, state: _ChunkState, bucket: str, detail: str | None = None, rows: int = 1) -> None:
-        state.tally.count_row(bucket, detail, rows)
-        self.tally.count_row(bucket, detail, rows)
+        acknowledged = list(_acknowledged_ranges(batch, outcomes, batch_tally, all_answered))
+        self.ledger.settle(batch.chunk_index, Settlement(batch_tally, records, acknowledged, ends_batch=True))
 
     def _log_progress(self) -> None:
         now = time.monotonic()
@@ -490,15 +458,15 @@ class ConversionPipeline:
         log.info(
             "Progress: %s rows read, %s events sent, %s delivered, %s rejected, %s invalid, %.0f rows/s",
             f"{self._rows_read:,}",
-            f"{self.tally['sent']:,}",
-            f"{self.tally['bucket.delivered']:,}",
-            f"{self.tally['bucket.rejected']:,}",
-            f"{self.tally['bucket.invalid']:,}",
+            f"{self.ledger.tally['sent']:,}",
+            f"{self.ledger.tally['bucket.delivered']:,}",
+            f"{self.ledger.tally['bucket.rejected']:,}",
+            f"{self.ledger.tally['bucket.invalid']:,}",
             self._rows_read / elapsed,
         )
 
     def _log_changed(self) -> None:
-        changed = self.tally["changed_since_delivery"]
+        changed = self.ledger.tally["changed_since_delivery"]
         if not changed:
             return
         log.warning(
@@ -587,6 +555,13 @@ def _acknowledged_ranges(
             ]
         )
         yield first, last, tally
+
+
+def _undelivered(rows: int) -> Tally:
+    """The counters of ``rows`` events left unsent or without an answer."""
+    tally = Tally()
+    tally.count_row(Bucket.UNDELIVERED, None, rows)
+    return tally
 
 
 def _field_drops(built: BuiltChunk) -> Tally:
