@@ -30,10 +30,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from airflow_provider_gravity.conversions.run.delivery_log import DELIVERY_LOG_COLUMNS, DeliveryLog, _build_table
+from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 from airflow_provider_gravity.history.queries import HistoryFilter, HistoryReader
-from airflow_provider_gravity.history.table import run_history_table
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
+from airflow_provider_gravity.storage.delivery_log_table import DELIVERY_LOG_COLUMNS, delivery_log_table
+from airflow_provider_gravity.storage.run_history_tables import run_history_table
 
 POSTGRES_URL = os.environ.get("GRAVITY_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -92,7 +93,7 @@ def load_history(engine: sa.Engine, table_name: str, rows: int) -> None:
 def load_delivery_log(engine: sa.Engine, table_name: str, rows: int) -> None:
     """``rows`` events over 400 days as the previous version stored them: 3 % rejected, 1 % invalid."""
     schema, name = table_name.split(".")
-    current = _build_table(name, schema)
+    current = delivery_log_table(name, schema)
     columns = [current.c[column]._copy() for column in DELIVERY_LOG_COLUMNS]
     sa.Table(name, sa.MetaData(), *columns, schema=schema).create(engine)
     with engine.begin() as connection:

@@ -8,7 +8,7 @@ from statistics import median
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from airflow_provider_gravity.history.table import COVERAGE_COLUMNS, run_history_table
+from airflow_provider_gravity.storage.run_history_tables import COVERAGE_COLUMNS, run_history_table
 
 #: Successful runs whose coverage makes the median.
 BASELINE_RUNS = 7

@@ -18,22 +18,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from airflow_provider_gravity.conversions.run.delivery_log import ADDED_COLUMNS, DELIVERY_LOG_COLUMNS
 from airflow_provider_gravity.history.rollup import (
     COMPLETE_MARK,
     FIGURE_SOURCE_COLUMNS,
     SUM_COLUMNS,
     Figures,
-    days_table,
     group_figures,
-    reasons_table,
-    rollup_table_names,
 )
-from airflow_provider_gravity.history.table import (
+from airflow_provider_gravity.storage.ddl import column_names
+from airflow_provider_gravity.storage.delivery_log_table import ADDED_COLUMNS, DELIVERY_LOG_COLUMNS, delivery_log_table
+from airflow_provider_gravity.storage.run_history_tables import (
     COUNT_COLUMNS,
     COVERAGE_COLUMNS,
     JSON_COLUMNS,
-    delivery_log_table,
+    days_table,
+    reasons_table,
+    rollup_table_names,
     run_history_table,
 )
 
@@ -346,7 +346,7 @@ def _run_entry(row: Any) -> dict[str, Any]:
 
 
 def _has_columns(connection: Connection, table: sa.Table, names: tuple[str, ...]) -> bool:
-    present = {column["name"].lower() for column in sa.inspect(connection).get_columns(table.name, table.schema)}
+    present = column_names(connection, table)
     return all(name in present for name in names)
 
 

@@ -19,7 +19,8 @@ already and skips nothing more, so both terms leave it as it is.
 ``day_figures`` is the one definition of these figures: the writer adds each try's change to the rollup tables
 (``after - before`` of its task instance, additions that commute, so concurrent writers need no lock), the
 migration fills them from an existing history, and the view computes them from the history rows directly when
-no rollup is there. This module does not import Airflow.
+no rollup is there. The rollup tables are declared in :mod:`airflow_provider_gravity.storage.run_history_tables`.
+This module does not import Airflow.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import sqlalchemy as sa
-
-from airflow_provider_gravity.history.table import COUNT_COLUMNS, COVERAGE_COLUMNS, MAX_ID_LENGTH, parse_table_name
+from airflow_provider_gravity.storage.run_history_tables import COUNT_COLUMNS, COVERAGE_COLUMNS
 
 #: The columns of a history row that the day figures read.
 FIGURE_SOURCE_COLUMNS = (
@@ -53,7 +52,6 @@ SUM_COLUMNS = ("runs", *COUNT_COLUMNS, *COVERAGE_COLUMNS.values())
 REASON_KINDS = {"invalid": "invalid_reasons", "rejected": "rejected_errors"}
 #: The key of the row saying the rollup holds the whole history (no DAG id is empty).
 COMPLETE_MARK = {"day": date(1970, 1, 1), "dag_id": "", "task_id": ""}
-_MAX_NAME = 63
 
 
 @dataclass
@@ -68,61 +66,6 @@ class Figures:
             self.sums[name] = self.sums.get(name, 0) + sign * value
         for key, rows in other.reasons.items():
             self.reasons[key] = self.reasons.get(key, 0) + sign * rows
-
-
-def rollup_table_names(history_table: str) -> tuple[str, str]:
-    """``(days, reasons)`` table names beside ``history_table`` (same schema), at most 63 characters each."""
-    schema, name = parse_table_name(history_table)
-    names = []
-    for suffix in ("_days", "_reasons"):
-        full = name + suffix
-        if len(full) > _MAX_NAME:
-            digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-            full = f"{name[: _MAX_NAME - len(suffix) - 9]}_{digest}{suffix}"
-        names.append(f"{schema}.{full}" if schema else full)
-    return names[0], names[1]
-
-
-def days_table(table_name: str, metadata: sa.MetaData | None = None) -> sa.Table:
-    """Per ``(day, dag_id, task_id)``: the tries recorded and the day figures summed."""
-    schema, name = parse_table_name(table_name)
-    return sa.Table(
-        name,
-        metadata or sa.MetaData(),
-        sa.Column("day", sa.Date(), primary_key=True),
-        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-        sa.Column("tries", sa.BigInteger(), nullable=False),
-        *(sa.Column(column, sa.BigInteger(), nullable=False) for column in ("runs", *COUNT_COLUMNS)),
-        *(sa.Column(column, sa.Double(), nullable=False) for column in COVERAGE_COLUMNS.values()),
-        schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
-    )
-
-
-def reasons_table(table_name: str, metadata: sa.MetaData | None = None) -> sa.Table:
-    """Per ``(day, dag_id, task_id)`` and reason: the rows of the last tries refused for it."""
-    schema, name = parse_table_name(table_name)
-    return sa.Table(
-        name,
-        metadata or sa.MetaData(),
-        sa.Column("day", sa.Date(), primary_key=True),
-        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-        sa.Column("kind", sa.String(16), primary_key=True),
-        # Gravity's messages can be long: the key is their hash, the text is beside it.
-        sa.Column("reason_sha256", sa.CHAR(64), primary_key=True),
-        sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("refused_rows", sa.BigInteger(), nullable=False),
-        schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
-    )
 
 
 def day_figures(tries: Sequence[Any]) -> tuple[date, Figures]:

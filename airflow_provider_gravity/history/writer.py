@@ -9,47 +9,47 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
-from airflow_provider_gravity.conversions.run.delivery_log import _retry_transient
 from airflow_provider_gravity.history.rollup import (
     COMPLETE_MARK,
     FIGURE_SOURCE_COLUMNS,
     SUM_COLUMNS,
     Figures,
     day_figures,
-    days_table,
     group_figures,
     reason_key,
-    reasons_table,
-    rollup_table_names,
 )
-from airflow_provider_gravity.history.table import (
+from airflow_provider_gravity.storage.ddl import TableRole, create_table, ensure_table
+from airflow_provider_gravity.storage.engines import with_full_unicode
+from airflow_provider_gravity.storage.retry import retry_transient
+from airflow_provider_gravity.storage.run_history_tables import (
     ADDED_COLUMNS,
     COUNT_COLUMNS,
     COVERAGE_COLUMNS,
     JSON_COLUMNS,
     MAX_FAILURE_LENGTH,
-    MAX_ID_LENGTH,
     OUTCOMES,
+    days_table,
+    reasons_table,
+    rollup_table_names,
     run_history_table,
 )
+from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 
-CREATE_ATTEMPTS = 4
+_ROLE = TableRole("run history", "a run history table", "run_history_table", log)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class RunHistory:
     def __init__(self, engine: Engine, table_name: str) -> None:
         self.table = run_history_table(table_name)
         self.table_name = table_name
-        self.engine = _with_full_unicode(engine)
+        self.engine = with_full_unicode(engine)
         days_name, reasons_name = rollup_table_names(table_name)
         self.days = days_table(days_name)
         self.reasons = reasons_table(reasons_name)
@@ -101,31 +101,9 @@ class RunHistory:
 
         :raises ValueError: if a table of that name exists without the run history's columns.
         """
-        self._create(
-            lambda connection: connection.execute(sa.schema.CreateTable(self.table, if_not_exists=True)),
-            lambda: self._table_exists(),
-            "table",
-        )
-        present = self._check_columns()
-        for name in ADDED_COLUMNS:
-            if name not in present:
-                self._create(
-                    lambda connection, name=name: self._add_column(connection, name),
-                    lambda name=name: name in self._column_names(),
-                    f"column {name}",
-                )
-        for index in sorted(self.table.indexes, key=lambda index: cast(str, index.name)):  # every index is named
-            self._create(
-                lambda connection, index=index: self._create_index(connection, index),
-                lambda index=index: self._index_exists(index.name),
-                f"index {index.name}",
-            )
+        ensure_table(self.engine, self.table, _ROLE, added=ADDED_COLUMNS)
         for rollup in (self.days, self.reasons):
-            self._create(
-                lambda connection, rollup=rollup: connection.execute(sa.schema.CreateTable(rollup, if_not_exists=True)),
-                lambda rollup=rollup: self._table_exists(rollup),
-                f"table {rollup.name}",
-            )
+            create_table(self.engine, rollup, _ROLE)
         self._fill_rollup()
 
     def record(self, identity: RunIdentity, summary: Mapping[str, Any], outcome: str, failure: str | None) -> None:
@@ -134,12 +112,12 @@ class RunHistory:
 
         :param identity: which try.
         :param summary: the run summary the operator returns (it holds no PII).
-        :param outcome: one of :data:`~airflow_provider_gravity.history.table.OUTCOMES`.
+        :param outcome: one of :data:`~airflow_provider_gravity.storage.run_history_tables.OUTCOMES`.
         :param failure: why the try failed, as the task log says it; ``None`` on success.
         """
         row = history_row(identity, summary, outcome, failure, recorded_at=datetime.now(UTC))
         row["rolled_up"] = 1
-        _retry_transient(lambda: self._record(row))
+        retry_transient(lambda: self._record(row), subject="Run history", logger=log)
 
     def _record(self, row: dict[str, Any]) -> None:
         table = self.table
@@ -223,61 +201,6 @@ class RunHistory:
         ):
             if rows:
                 _upsert_adding(connection, rollup, rows, keys, added)
-
-    def _add_column(self, connection: sa.Connection, name: str) -> None:
-        column = self.table.c[name]
-        preparer = connection.dialect.identifier_preparer
-        kind = column.type.compile(dialect=connection.dialect)
-        connection.exec_driver_sql(
-            f"ALTER TABLE {preparer.format_table(self.table)} ADD COLUMN {preparer.format_column(column)} {kind} "
-            "NOT NULL DEFAULT 0"
-        )
-
-    def _column_names(self) -> set[str]:
-        with self.engine.connect() as connection:
-            columns = sa.inspect(connection).get_columns(self.table.name, self.table.schema)
-        return {column["name"].lower() for column in columns}
-
-    def _create(self, create: Any, exists: Any, what: str) -> None:
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                with self.engine.begin() as connection:
-                    create(connection)
-                return
-            except DBAPIError as error:
-                if exists():
-                    log.info("Run history %s %s was created concurrently; using it.", what, self.table_name)
-                    return
-                if attempt == CREATE_ATTEMPTS:
-                    raise
-                log.info("Creating run history %s failed (%s); retrying.", what, type(error.orig).__name__)
-                time.sleep(random.uniform(0, 0.05 * 2**attempt))
-
-    def _create_index(self, connection: sa.Connection, index: sa.Index) -> None:
-        if index.name not in self._index_names(connection):
-            connection.execute(sa.schema.CreateIndex(index))
-
-    def _table_exists(self, table: sa.Table | None = None) -> bool:
-        table = self.table if table is None else table
-        with self.engine.connect() as connection:
-            return sa.inspect(connection).has_table(table.name, schema=table.schema)
-
-    def _index_exists(self, name: str) -> bool:
-        with self.engine.connect() as connection:
-            return name in self._index_names(connection)
-
-    def _index_names(self, connection: sa.Connection) -> set[str | None]:
-        return {index["name"] for index in sa.inspect(connection).get_indexes(self.table.name, self.table.schema)}
-
-    def _check_columns(self) -> set[str]:
-        present = self._column_names()
-        missing = [column.name for column in self.table.columns if column.name not in (*present, *ADDED_COLUMNS)]
-        if missing:
-            raise ValueError(
-                f"Table {self.table_name} exists but is not a run history table: missing columns {missing}. "
-                "Choose another run_history_table."
-            )
-        return present
 
 
 def _typed(sums: Mapping[str, float]) -> dict[str, Any]:
@@ -363,10 +286,3 @@ def _day(interval_start: datetime | None, recorded_at: datetime) -> date:
 def _json(value: Any) -> str:
     # ASCII-only JSON: any connection character set stores it unchanged.
     return json.dumps(value, sort_keys=True, default=str, ensure_ascii=True)
-
-
-def _with_full_unicode(engine: Engine) -> Engine:
-    """On MySQL/MariaDB, an engine whose connections speak ``utf8mb4``, as ids may hold any letter."""
-    if engine.dialect.name not in ("mysql", "mariadb") or engine.url.query.get("charset") == "utf8mb4":
-        return engine
-    return sa.create_engine(engine.url.update_query_dict({"charset": "utf8mb4"}))

@@ -33,8 +33,9 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
 from airflow_provider_gravity.history.queries import HistoryFilter, HistoryReader, TableMissing
-from airflow_provider_gravity.history.table import COUNT_COLUMNS, MAX_ID_LENGTH
 from airflow_provider_gravity.plugins.settings import EngineCache, ViewNotConfigured, ViewSettings
+from airflow_provider_gravity.storage.run_history_tables import COUNT_COLUMNS
+from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from airflow_provider_gravity.history.queries import HistoryReader
-from airflow_provider_gravity.history.table import parse_table_name
-from airflow_provider_gravity.history.writer import _with_full_unicode
+from airflow_provider_gravity.storage.engines import with_full_unicode
+from airflow_provider_gravity.storage.names import parse_table_name
 
 SECTION = "gravity"
 DEFAULT_RUN_HISTORY_TABLE = "gravity_run_history"
@@ -97,7 +97,7 @@ class EngineCache:
                         "not a SQL hook."
                     )
                 # On MySQL/MariaDB a utf8mb4 connection: a filter holding an emoji is compared, not refused.
-                engine = self._engines[uri] = _with_full_unicode(hook.get_sqlalchemy_engine())
+                engine = self._engines[uri] = with_full_unicode(hook.get_sqlalchemy_engine())
             return engine
 
     def reader(self, settings: ViewSettings) -> HistoryReader:

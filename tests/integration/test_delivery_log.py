@@ -16,6 +16,8 @@ import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.run import delivery_log
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, LoggedEvent
+from airflow_provider_gravity.storage.delivery_log_table import DELIVERY_LOG_COLUMNS, delivery_log_table
+from airflow_provider_gravity.storage.names import index_name
 from tests.support.databases import DELIVERY_LOG_COLUMNS as ALL_COLUMNS
 from tests.support.databases import require_server
 
@@ -507,11 +509,11 @@ def test_an_emoji_id_is_logged_on_mysql_whatever_the_connection_charset(url_fact
 
 def table_of_the_previous_version(engine: sa.Engine, name: str) -> sa.Table:
     """The delivery log as versions before the DAG columns created it: ten columns, no index of the view."""
-    current = delivery_log._build_table(name, None)
+    current = delivery_log_table(name, None)
     previous = sa.Table(
         name,
         sa.MetaData(),
-        *(current.c[column]._copy() for column in delivery_log.DELIVERY_LOG_COLUMNS),
+        *(current.c[column]._copy() for column in DELIVERY_LOG_COLUMNS),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
@@ -590,8 +592,8 @@ def test_a_table_of_the_previous_version_is_migrated_once_by_concurrent_writers(
     inspector = sa.inspect(engine)
     assert {column["name"] for column in inspector.get_columns(name)} == ALL_COLUMNS
     assert {index["name"] for index in inspector.get_indexes(name)} >= {
-        delivery_log.index_name(name, "dead_letter"),
-        delivery_log.index_name(name, "dag_dead_letter"),
+        index_name(name, "dead_letter"),
+        index_name(name, "dag_dead_letter"),
     }
     rows = stored_rows(log)
     for old in old_rows:  # kept as they were, with no DAG
@@ -608,6 +610,6 @@ def test_a_table_of_the_previous_version_is_migrated_once_by_concurrent_writers(
 
 def test_index_names_fit_every_database():
     name = "t" * 63
-    assert len(delivery_log.index_name(name, "dag_dead_letter")) == 63
-    assert delivery_log.index_name(name, "dead_letter") != delivery_log.index_name(name + "x", "dead_letter")
-    assert delivery_log.index_name("log", "dead_letter") == "ix_log_dead_letter"
+    assert len(index_name(name, "dag_dead_letter")) == 63
+    assert index_name(name, "dead_letter") != index_name(name + "x", "dead_letter")
+    assert index_name("log", "dead_letter") == "ix_log_dead_letter"

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import requests
 
-from airflow_provider_gravity.history.table import COUNT_COLUMNS, COVERAGE_COLUMNS
+from airflow_provider_gravity.storage.run_history_tables import COUNT_COLUMNS, COVERAGE_COLUMNS
 from tests.support.gravity_view_server import (  # noqa: F401
     DAG_ID,
     OTHER_DAG_ID,

@@ -14,11 +14,15 @@ import requests
 import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord
-from airflow_provider_gravity.history import rollup
 from airflow_provider_gravity.history.queries import HistoryFilter, HistoryReader
-from airflow_provider_gravity.history.table import BUCKET_COLUMNS, COUNT_COLUMNS, run_history_table
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity, history_row
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
+from airflow_provider_gravity.storage.run_history_tables import (
+    BUCKET_COLUMNS,
+    COUNT_COLUMNS,
+    rollup_table_names,
+    run_history_table,
+)
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.support.messy_rows import messy_orders
 from tests.support.sandbox_server import gravity_connection_json
@@ -289,9 +293,9 @@ def test_a_history_of_the_previous_version_is_migrated_and_rolled_up_once(histor
 
 
 def test_rollup_names_fit_every_database():
-    days, reasons = rollup.rollup_table_names("s." + "h" * 63)
+    days, reasons = rollup_table_names("s." + "h" * 63)
     assert days.startswith("s.") and len(days) == 65 and len(reasons) == 65
-    assert rollup.rollup_table_names("gravity_run_history") == (
+    assert rollup_table_names("gravity_run_history") == (
         "gravity_run_history_days",
         "gravity_run_history_reasons",
     )

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 from airflow_provider_gravity.history.queries import HistoryFilter, HistoryReader
-from airflow_provider_gravity.history.table import COVERAGE_COLUMNS
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
+from airflow_provider_gravity.storage.run_history_tables import COVERAGE_COLUMNS
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.support.messy_rows import messy_orders
 from tests.support.sandbox_server import gravity_connection_json

@@ -26,8 +26,8 @@ import requests
 import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
-from airflow_provider_gravity.history.table import delivery_log_table
 from airflow_provider_gravity.history.writer import RunHistory, RunIdentity
+from airflow_provider_gravity.storage.delivery_log_table import delivery_log_table
 from tests.support.airflow_processes import VENV_BIN, AirflowProcesses
 from tests.support.databases import POSTGRES_URL, airflow_uri, require_server
 from tests.support.one_dag_auth_manager import LIMITS_VARIABLE

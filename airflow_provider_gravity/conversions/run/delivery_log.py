@@ -15,12 +15,9 @@ This module does not import Airflow: the operator hands in a SQLAlchemy engine.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import random
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,15 +27,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as postgresql_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, DELIVERED_BUCKETS, Bucket
-
-# The key columns are VARCHAR(MAX_KEY_LENGTH): two of 255 in utf8mb4 take 2,040 bytes, inside MySQL/MariaDB's
-# 3,072-byte index limit.
 from airflow_provider_gravity.conversions.read.columns import MAX_KEY_LENGTH
-from airflow_provider_gravity.conversions.run.sql_types import UtcTimestamp
+from airflow_provider_gravity.storage.ddl import TableRole, ensure_table, table_exists
+from airflow_provider_gravity.storage.delivery_log_table import ADDED_COLUMNS, MAX_DETAIL_LENGTH, delivery_log_table
+from airflow_provider_gravity.storage.engines import with_full_unicode
+from airflow_provider_gravity.storage.names import parse_table_name
+from airflow_provider_gravity.storage.retry import retry_transient
+from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -49,47 +48,16 @@ STATUSES = frozenset({*DELIVERED_BUCKETS, *DEAD_LETTER_BUCKETS})
 _HELD_BY_GRAVITY = tuple(DELIVERED_BUCKETS)
 _FAILED = DEAD_LETTER_BUCKETS
 
-#: Longest run id; Airflow's own ``run_id`` column is 250 characters.
-MAX_RUN_ID_LENGTH = 250
-#: ``detail`` is cut to this many characters.
-MAX_DETAIL_LENGTH = 1000
-
 LOOKUP_SLICE_SIZE = 500
 #: Rows per executemany; the driver or SQLAlchemy batches them into multi-row statements.
 WRITE_CHUNK_SIZE = 5000
-TRANSIENT_ERROR_ATTEMPTS = 5
-CREATE_TABLE_ATTEMPTS = 4
-
 #: Characters of an over-long key kept in front of its hash, so the dead letter still shows what it was.
 _FITTED_PREFIX_LENGTH = MAX_KEY_LENGTH - len("~sha256:") - 64 - 2
 
 # PostgreSQL cannot store NUL; other control characters would break a line of the dead-letter report.
 _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-#: The delivery log's first columns, in order; an existing table must have them all.
-DELIVERY_LOG_COLUMNS = (
-    "event_name",
-    "event_id",
-    "status",
-    "detail",
-    "payload_sha256",
-    "attempts",
-    "first_run_id",
-    "last_run_id",
-    "first_recorded_at",
-    "last_recorded_at",
-)
-#: Columns added later, by :meth:`DeliveryLog.ensure_table` to a table that lacks them: the DAG and task of the
-#: run in ``last_run_id`` (NULL in rows written before they were added: such a row's DAG is unknown).
-ADDED_COLUMNS = ("dag_id", "task_id")
-#: Longest DAG or task id; Airflow's own columns are 250 characters.
-MAX_DAG_ID_LENGTH = 250
-#: The index names' longest form; PostgreSQL cuts names at 63 bytes, MySQL refuses names over 64.
-_MAX_INDEX_NAME = 63
-# PostgreSQL serialization failure / deadlock; MySQL lock wait timeout / deadlock.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
-_TRANSIENT_MYSQL_ERRNOS = frozenset({1205, 1213})
+_ROLE = TableRole("delivery log", "a delivery log", "delivery_log_table", log)
 
 _T = TypeVar("_T")
 
@@ -149,117 +117,6 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-class _KeyString(sa.types.TypeDecorator[str]):
-    """VARCHAR for key columns; on MySQL/MariaDB a binary no-pad collation, so ``AB1``, ``ab1`` and
-    ``ab1 `` stay three different events instead of colliding under the default case-insensitive one."""
-
-    impl = sa.String(MAX_KEY_LENGTH)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        if dialect.name in ("mysql", "mariadb"):
-            collation = _mysql_binary_collation(dialect)
-            return dialect.type_descriptor(
-                mysql_dialect.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation=collation)
-            )
-        return dialect.type_descriptor(sa.String(MAX_KEY_LENGTH))
-
-
-def _with_full_unicode(engine: Engine) -> Engine:
-    """
-    The engine, or on MySQL/MariaDB one whose connections speak ``utf8mb4``: with ``utf8`` (3 bytes) or
-    ``latin1``, an id holding an emoji would fail the write instead of being logged.
-    """
-    if engine.dialect.name not in ("mysql", "mariadb") or engine.url.query.get("charset") == "utf8mb4":
-        return engine
-    return sa.create_engine(engine.url.update_query_dict({"charset": "utf8mb4"}))
-
-
-def _mysql_binary_collation(dialect: Dialect) -> str:
-    version = dialect.server_version_info or ()
-    if getattr(dialect, "is_mariadb", False):
-        return "utf8mb4_nopad_bin"
-    if version >= (8,):
-        return "utf8mb4_0900_bin"
-    return "utf8mb4_bin"
-
-
-def parse_table_name(table_name: str, schema: str | None = None) -> tuple[str | None, str]:
-    """
-    Validate a delivery log table name and split it into ``(schema, table)``.
-
-    Only letters, digits and underscores are accepted (not starting with a digit, at most 63
-    characters per part), with one optional ``schema.`` prefix, so the name can never carry SQL.
-
-    :param table_name: ``table`` or ``schema.table``.
-    :param schema: schema given separately; not allowed together with a dotted ``table_name``.
-    :raises ValueError: if a part is not a plain identifier.
-    """
-    if not isinstance(table_name, str):
-        raise ValueError("Delivery log table name must be a string like 'gravity_delivery_log'.")
-    parts = table_name.split(".")
-    if len(parts) == 2:
-        if schema is not None:
-            raise ValueError(
-                f"Delivery log table {table_name!r} already names a schema; do not pass schema={schema!r} too."
-            )
-        schema, table = parts
-    elif len(parts) == 1:
-        table = parts[0]
-    else:
-        raise ValueError(f"Delivery log table {table_name!r} must be 'table' or 'schema.table'.")
-    for label, part in (("table", table), ("schema", schema)):
-        if part is None and label == "schema":
-            continue
-        if not isinstance(part, str) or not _IDENTIFIER.fullmatch(part):
-            raise ValueError(
-                f"Invalid delivery log {label} name {part!r}: use letters, digits and underscores only, "
-                "not starting with a digit, at most 63 characters."
-            )
-    return schema, table
-
-
-def index_name(table: str, purpose: str) -> str:
-    """``ix_<table>_<purpose>``, or when that is longer than 63 characters a cut name with a hash of the whole."""
-    name = f"ix_{table}_{purpose}"
-    if len(name) <= _MAX_INDEX_NAME:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[: _MAX_INDEX_NAME - len(purpose) - 10]}_{digest}_{purpose}"
-
-
-def _build_table(table: str, schema: str | None) -> sa.Table:
-    built = sa.Table(
-        table,
-        sa.MetaData(),
-        sa.Column("event_name", _KeyString(), primary_key=True),
-        sa.Column("event_id", _KeyString(), primary_key=True),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("detail", sa.Text(), nullable=True),
-        sa.Column("payload_sha256", sa.CHAR(64), nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("first_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
-        sa.Column("last_run_id", sa.String(MAX_RUN_ID_LENGTH), nullable=False),
-        sa.Column("first_recorded_at", UtcTimestamp(), nullable=False),
-        sa.Column("last_recorded_at", UtcTimestamp(), nullable=False),
-        sa.Column("dag_id", sa.String(MAX_DAG_ID_LENGTH), nullable=True),
-        sa.Column("task_id", sa.String(MAX_DAG_ID_LENGTH), nullable=True),
-        schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
-    )
-    # What the dead letter of the Gravity view filters and orders on: status and time, then the DAG and task
-    # (in the index, so that counting the events a reader may see needs no table row), per DAG first for a
-    # reader of some DAGs or a ?dag_id= filter.
-    sa.Index(
-        index_name(table, "dead_letter"), built.c.status, built.c.last_recorded_at, built.c.dag_id, built.c.task_id
-    )
-    sa.Index(index_name(table, "dag_dead_letter"), built.c.dag_id, built.c.status, built.c.last_recorded_at)
-    return built
 
 
 def _literal_statuses(statuses: Sequence[str]) -> list[sa.ColumnElement[str]]:
@@ -330,15 +187,15 @@ class DeliveryLog:
         dag_id: str | None = None,
         task_id: str | None = None,
     ) -> None:
-        self.schema, self.table_name = parse_table_name(table_name, schema)
-        self.engine = _with_full_unicode(engine)
+        self.schema, self.table_name = parse_table_name(table_name, schema, subject="delivery log")
+        self.engine = with_full_unicode(engine)
         self.read_only = read_only
         for label, value in (("dag_id", dag_id), ("task_id", task_id)):
-            if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_DAG_ID_LENGTH):
-                raise ValueError(f"{label} must be a non-empty string of at most {MAX_DAG_ID_LENGTH} characters.")
+            if value is not None and (not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH):
+                raise ValueError(f"{label} must be a non-empty string of at most {MAX_ID_LENGTH} characters.")
         self.dag_id = dag_id
         self.task_id = task_id
-        self.table = _build_table(self.table_name, self.schema)
+        self.table = delivery_log_table(self.table_name, self.schema)
 
     @property
     def qualified_name(self) -> str:
@@ -351,7 +208,8 @@ class DeliveryLog:
 
         PostgreSQL can fail one of two concurrent ``CREATE TABLE IF NOT EXISTS`` with a unique
         violation on ``pg_type``; other databases may report "already exists". After such an error
-        the table's existence is checked and creation retried a few times.
+        the table's existence is checked and creation retried a few times
+        (:mod:`~airflow_provider_gravity.storage.ddl`).
 
         A table created by an earlier version lacks ``dag_id`` and ``task_id`` and the view's indexes: they are
         added (an additive migration; several writers may run it at once, and rows already there keep NULL in
@@ -359,68 +217,7 @@ class DeliveryLog:
 
         :raises ValueError: if a table of that name exists without the delivery log's columns.
         """
-        for attempt in range(1, CREATE_TABLE_ATTEMPTS + 1):
-            try:
-                with self.engine.begin() as connection:
-                    connection.execute(sa.schema.CreateTable(self.table, if_not_exists=True))
-                break
-            except DBAPIError as error:
-                if self._table_exists():
-                    log.info("Delivery log table %s was created concurrently; using it.", self.qualified_name)
-                    break
-                if attempt == CREATE_TABLE_ATTEMPTS:
-                    raise
-                log.info(
-                    "Creating delivery log table %s failed (%s); retrying.",
-                    self.qualified_name,
-                    type(error.orig).__name__,
-                )
-                _pause(attempt)
-        present = self._check_columns()
-        for name in ADDED_COLUMNS:
-            if name not in present:
-                self._migrate(f"column {name}", functools.partial(self._add_column, name=name), self._has_column, name)
-        for index in sorted(self.table.indexes, key=lambda index: str(index.name)):
-            create = functools.partial(_create_index, index=index)
-            self._migrate(f"index {index.name}", create, self._has_index, str(index.name))
-
-    def _migrate(
-        self, what: str, change: Callable[[Connection], Any], done: Callable[[Connection, str], bool], name: str
-    ) -> None:
-        """Make one additive change unless it is there; another writer making it at the same time is fine."""
-        for attempt in range(1, CREATE_TABLE_ATTEMPTS + 1):
-            with self.engine.connect() as connection:
-                if done(connection, name):
-                    return
-            try:
-                with self.engine.begin() as connection:
-                    change(connection)
-                log.info("Delivery log %s: added %s.", self.qualified_name, what)
-                return
-            except DBAPIError as error:
-                with self.engine.connect() as connection:
-                    if done(connection, name):
-                        return
-                if attempt == CREATE_TABLE_ATTEMPTS:
-                    raise
-                log.info("Adding %s to %s failed (%s); retrying.", what, self.qualified_name, type(error.orig).__name__)
-                _pause(attempt)
-
-    def _add_column(self, connection: Connection, name: str) -> None:
-        column = self.table.c[name]
-        preparer = connection.dialect.identifier_preparer
-        kind = column.type.compile(dialect=connection.dialect)
-        connection.exec_driver_sql(
-            f"ALTER TABLE {preparer.format_table(self.table)} ADD COLUMN {preparer.format_column(column)} {kind}"
-        )
-
-    def _has_column(self, connection: Connection, name: str) -> bool:
-        columns = sa.inspect(connection).get_columns(self.table_name, schema=self.schema)
-        return name in {column["name"].lower() for column in columns}
-
-    def _has_index(self, connection: Connection, name: str) -> bool:
-        indexes = sa.inspect(connection).get_indexes(self.table_name, schema=self.schema)
-        return name in {index["name"] for index in indexes}
+        ensure_table(self.engine, self.table, _ROLE, added=ADDED_COLUMNS)
 
     def lookup(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], LoggedEvent]:
         """
@@ -457,20 +254,26 @@ class DeliveryLog:
         :param run_id: id of the run writing them (Airflow's ``run_id``).
         :raises ValueError: on an unknown status, a malformed hash or a key/run id that is too long.
         """
-        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_LENGTH:
-            raise ValueError(f"run_id must be a non-empty string of at most {MAX_RUN_ID_LENGTH} characters.")
+        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_ID_LENGTH:
+            raise ValueError(f"run_id must be a non-empty string of at most {MAX_ID_LENGTH} characters.")
         rows = _rows_for(records, run_id, datetime.now(UTC), self.dag_id, self.task_id)
         if not rows or self.read_only:
             return
         native_write = self._native_upsert_writer()
         if native_write is not None:
-            _retry_transient(lambda: self._in_transaction(lambda connection: native_write(connection, rows)))
+            retry_transient(
+                lambda: self._in_transaction(lambda connection: native_write(connection, rows)),
+                subject="Delivery log",
+                logger=log,
+            )
         else:
             # The portable writer can lose an insert race to another writer; a second pass sees the row.
-            _retry_transient(
+            retry_transient(
                 lambda: self._in_transaction(
                     lambda connection: self._write_portably(connection, rows), integrity_attempts=2
-                )
+                ),
+                subject="Delivery log",
+                logger=log,
             )
 
     # -- writing -----------------------------------------------------------------------------------
@@ -537,29 +340,7 @@ class DeliveryLog:
 
     def table_exists(self) -> bool:
         """Whether the table is there (a dry run reads a log it must not create)."""
-        return self._table_exists()
-
-    def _table_exists(self) -> bool:
-        with self.engine.connect() as connection:
-            return sa.inspect(connection).has_table(self.table_name, schema=self.schema)
-
-    def _check_columns(self) -> set[str]:
-        with self.engine.connect() as connection:
-            present = {
-                column["name"].lower()
-                for column in sa.inspect(connection).get_columns(self.table_name, schema=self.schema)
-            }
-        missing = [name for name in DELIVERY_LOG_COLUMNS if name not in present]
-        if missing:
-            raise ValueError(
-                f"Table {self.qualified_name} exists but is not a delivery log: missing columns {missing}. "
-                "Choose another delivery_log_table."
-            )
-        return present
-
-
-def _create_index(connection: Connection, index: sa.Index) -> None:
-    connection.execute(sa.schema.CreateIndex(index))
+        return table_exists(self.engine, self.table)
 
 
 class _BoundRow:
@@ -660,40 +441,6 @@ def _validate(record: DeliveryRecord) -> None:
         raise ValueError("Only a delivered event has a payload hash: Gravity accepted no other payload.")
     if record.detail is not None and not isinstance(record.detail, str):
         raise ValueError("detail must be a string or None.")
-
-
-def _is_transient(error: DBAPIError) -> bool:
-    original = error.orig
-    sqlstate = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
-    if sqlstate in _TRANSIENT_SQLSTATES:
-        return True
-    arguments = getattr(original, "args", ())
-    if arguments and arguments[0] in _TRANSIENT_MYSQL_ERRNOS:
-        return True
-    message = str(original).lower()
-    return "database is locked" in message or "deadlock" in message
-
-
-def _retry_transient(operation: Callable[[], _T]) -> _T:
-    for attempt in range(1, TRANSIENT_ERROR_ATTEMPTS + 1):
-        try:
-            return operation()
-        except DBAPIError as error:
-            if attempt == TRANSIENT_ERROR_ATTEMPTS or not _is_transient(error):
-                raise
-            log.info(
-                "Delivery log write hit a lock conflict (%s); retry %d of %d.",
-                type(error.orig).__name__,
-                attempt,
-                TRANSIENT_ERROR_ATTEMPTS - 1,
-            )
-            _pause(attempt)
-    raise AssertionError("unreachable")
-
-
-def _pause(attempt: int) -> None:
-    """Sleep with exponential backoff and full jitter, so colliding writers spread out."""
-    time.sleep(random.uniform(0, 0.05 * 2**attempt))
 
 
 def _slices(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:

@@ -1,25 +1,20 @@
 """
-The run history table: one row per try of a ``SendConversionsOperator`` task, with its run summary.
+The run history's schema, declared once: the table of one row per task try with its run summary, and beside it
+the two rollup tables of its day figures.
 
 Counters and coverage have columns of their own, so that the view can sum them per day in SQL; the reasons,
 field drops and the whole summary are JSON text. Like the delivery log it holds no PII: ids, counters,
 reasons and timings only.
-
-This module does not import Airflow.
 """
 
 from __future__ import annotations
 
-import re
-
 import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
-from airflow_provider_gravity.conversions.run.delivery_log import index_name
-from airflow_provider_gravity.conversions.run.sql_types import UtcTimestamp
+from airflow_provider_gravity.storage.names import index_name, parse_table_name, sibling_table_name
+from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH, UtcTimestamp
 
-#: Airflow's own ``dag_id``, ``task_id`` and ``run_id`` columns hold 250 characters.
-MAX_ID_LENGTH = 250
 MAX_FAILURE_LENGTH = 1000
 #: Row buckets of the summary that get a column, in the summary's order.
 BUCKET_COLUMNS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
@@ -33,27 +28,6 @@ JSON_COLUMNS = ("invalid_reasons", "rejected_errors", "field_drops")
 OUTCOMES = ("success", "incomplete", "refused", "error_rate")
 #: Columns a table of an earlier version lacks, added by ``RunHistory.ensure_table``.
 ADDED_COLUMNS = ("rolled_up",)
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-def parse_table_name(table_name: str) -> tuple[str | None, str]:
-    """
-    Validate a table name and split it into ``(schema, table)``.
-
-    Only letters, digits and underscores (not starting with a digit, at most 63 characters a part), with one
-    optional ``schema.`` prefix, so that the name can never carry SQL.
-
-    :param table_name: ``table`` or ``schema.table``.
-    :raises ValueError: when it is not such a name.
-    """
-    parts = table_name.split(".") if isinstance(table_name, str) else []
-    if not 1 <= len(parts) <= 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
-        raise ValueError(
-            f"Invalid table name {table_name!r}: use 'table' or 'schema.table', letters, digits and underscores "
-            "only, not starting with a digit, at most 63 characters a part."
-        )
-    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
 
 
 def run_history_table(table_name: str) -> sa.Table:
@@ -89,7 +63,7 @@ def run_history_table(table_name: str) -> sa.Table:
         *(sa.Column(column, sa.Float(), nullable=False) for column in COVERAGE_COLUMNS.values()),
         *(sa.Column(name, sa.Text(), nullable=False) for name in JSON_COLUMNS),
         sa.Column("summary", sa.Text(), nullable=False),
-        # 1 when its writer added the row's figures to the rollup tables (rollup.py); added by a migration.
+        # 1 when its writer added the row's figures to the rollup tables; added by a migration.
         sa.Column("rolled_up", sa.SmallInteger(), nullable=False, server_default="0"),
         schema=schema,
         mysql_engine="InnoDB",
@@ -97,7 +71,8 @@ def run_history_table(table_name: str) -> sa.Table:
         mariadb_engine="InnoDB",
         mariadb_charset="utf8mb4",
     )
-    # Index names are per schema on PostgreSQL: prefix them with the table's name.
+    # Index names are per schema on PostgreSQL: prefix them with the table's name. (The first three were named
+    # before index_name was: a table name of over 50 characters makes them longer than 63.)
     sa.Index(f"ix_{name}_day", table.c.day)
     sa.Index(f"ix_{name}_dag_task_day", table.c.dag_id, table.c.task_id, table.c.day)
     sa.Index(f"ix_{name}_run", table.c.run_id)
@@ -108,28 +83,48 @@ def run_history_table(table_name: str) -> sa.Table:
     return table
 
 
-def delivery_log_table(table_name: str) -> sa.Table:
-    """
-    The columns of the delivery log that the view reads (its documented schema), to query an existing table.
+def rollup_table_names(history_table: str) -> tuple[str, str]:
+    """``(days, reasons)`` table names beside ``history_table`` (same schema), at most 63 characters each."""
+    return sibling_table_name(history_table, "_days"), sibling_table_name(history_table, "_reasons")
 
-    :param table_name: ``table`` or ``schema.table``.
-    """
+
+def days_table(table_name: str, metadata: sa.MetaData | None = None) -> sa.Table:
+    """Per ``(day, dag_id, task_id)``: the tries recorded and the day figures summed."""
     schema, name = parse_table_name(table_name)
     return sa.Table(
         name,
-        sa.MetaData(),
-        sa.Column("event_name", sa.String(255)),
-        sa.Column("event_id", sa.String(255)),
-        sa.Column("status", sa.String(16)),
-        sa.Column("detail", sa.Text()),
-        sa.Column("payload_sha256", sa.CHAR(64)),
-        sa.Column("attempts", sa.Integer()),
-        sa.Column("first_run_id", sa.String(MAX_ID_LENGTH)),
-        sa.Column("last_run_id", sa.String(MAX_ID_LENGTH)),
-        sa.Column("first_recorded_at", UtcTimestamp()),
-        sa.Column("last_recorded_at", UtcTimestamp()),
-        # Added by the migration of DeliveryLog.ensure_table: a table no writer has migrated yet lacks them.
-        sa.Column("dag_id", sa.String(MAX_ID_LENGTH)),
-        sa.Column("task_id", sa.String(MAX_ID_LENGTH)),
+        metadata or sa.MetaData(),
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        sa.Column("tries", sa.BigInteger(), nullable=False),
+        *(sa.Column(column, sa.BigInteger(), nullable=False) for column in ("runs", *COUNT_COLUMNS)),
+        *(sa.Column(column, sa.Double(), nullable=False) for column in COVERAGE_COLUMNS.values()),
         schema=schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mariadb_engine="InnoDB",
+        mariadb_charset="utf8mb4",
+    )
+
+
+def reasons_table(table_name: str, metadata: sa.MetaData | None = None) -> sa.Table:
+    """Per ``(day, dag_id, task_id)`` and reason: the rows of the last tries refused for it."""
+    schema, name = parse_table_name(table_name)
+    return sa.Table(
+        name,
+        metadata or sa.MetaData(),
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        sa.Column("kind", sa.String(16), primary_key=True),
+        # Gravity's messages can be long: the key is their hash, the text is beside it.
+        sa.Column("reason_sha256", sa.CHAR(64), primary_key=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("refused_rows", sa.BigInteger(), nullable=False),
+        schema=schema,
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mariadb_engine="InnoDB",
+        mariadb_charset="utf8mb4",
     )

@@ -1,4 +1,4 @@
-"""Column types the provider's own tables share (the delivery log, the run history)."""
+"""Column types the provider's own tables share: timestamps kept in UTC, case-sensitive keys, Airflow's ids."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.engine import Dialect
+
+# The key columns are VARCHAR(MAX_KEY_LENGTH): two of 255 in utf8mb4 take 2,040 bytes, inside MySQL/MariaDB's
+# 3,072-byte index limit.
+from airflow_provider_gravity.conversions.read.columns import MAX_KEY_LENGTH
+from airflow_provider_gravity.storage.engines import mysql_binary_collation
+
+#: Airflow's own ``dag_id``, ``task_id`` and ``run_id`` columns hold 250 characters; the provider's tables too.
+MAX_ID_LENGTH = 250
 
 
 class UtcTimestamp(sa.types.TypeDecorator[datetime]):
@@ -33,3 +41,19 @@ class UtcTimestamp(sa.types.TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+class KeyString(sa.types.TypeDecorator[str]):
+    """VARCHAR for key columns; on MySQL/MariaDB a binary no-pad collation, so ``AB1``, ``ab1`` and
+    ``ab1 `` stay three different events instead of colliding under the default case-insensitive one."""
+
+    impl = sa.String(MAX_KEY_LENGTH)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            collation = mysql_binary_collation(dialect)
+            return dialect.type_descriptor(
+                mysql_dialect.VARCHAR(MAX_KEY_LENGTH, charset="utf8mb4", collation=collation)
+            )
+        return dialect.type_descriptor(sa.String(MAX_KEY_LENGTH))

@@ -1,0 +1,27 @@
+"""Engines for the provider's tables: one whose MySQL/MariaDB connections speak utf8mb4, and its binary collation."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect, Engine
+
+
+def with_full_unicode(engine: Engine) -> Engine:
+    """
+    The engine, or on MySQL/MariaDB one whose connections speak ``utf8mb4``: with ``utf8`` (3 bytes) or
+    ``latin1``, an id holding an emoji would fail the write instead of being logged, and a filter of the view
+    holding one would be refused instead of compared.
+    """
+    if engine.dialect.name not in ("mysql", "mariadb") or engine.url.query.get("charset") == "utf8mb4":
+        return engine
+    return sa.create_engine(engine.url.update_query_dict({"charset": "utf8mb4"}))
+
+
+def mysql_binary_collation(dialect: Dialect) -> str:
+    """The ``utf8mb4`` collation that compares bytes and pads nothing on this MySQL or MariaDB server."""
+    version = dialect.server_version_info or ()
+    if getattr(dialect, "is_mariadb", False):
+        return "utf8mb4_nopad_bin"
+    if version >= (8,):
+        return "utf8mb4_0900_bin"
+    return "utf8mb4_bin"
