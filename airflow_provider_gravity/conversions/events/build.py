@@ -14,10 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from airflow_provider_gravity.conversions.encoded_event import UNENCODABLE, EncodedEvent
 from airflow_provider_gravity.conversions.events import cells
 from airflow_provider_gravity.conversions.events.cells import per_cell, per_distinct_value, text_column
 from airflow_provider_gravity.conversions.events.encode import (
-    UNENCODABLE,
     Fragments,
     canonical_json,
     joined_objects,
@@ -27,7 +27,6 @@ from airflow_provider_gravity.conversions.events.encode import (
     value_fragments,
     written_fragments,
 )
-from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
