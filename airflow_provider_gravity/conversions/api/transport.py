@@ -130,9 +130,10 @@ class Transport:
     POSTs request bodies to one URL, retries what failed for a transient reason, and reads each answer within bounds.
 
     requests does not document a :class:`requests.Session` as thread-safe, and its maintainers advise one session per
-    thread (psf/requests#1871, #2766): a session's cookie jar and header dict change as it sends. The pipeline sends
-    batches from several threads at once, so each sending thread posts through a session of its own
-    (:func:`_thread_session`) with its own headers and cookie jar. The adapters are shared on purpose, so that the
+    thread (psf/requests#1871, #2766): a session's cookie jar is written by every answer that sets a cookie (a CDN in
+    front of Gravity may) and read while every request is prepared. The pipeline sends batches from several threads
+    at once, so each sending thread posts through a session of its own (:func:`_thread_session`), with its own
+    headers and cookie jar, made the first time the thread sends. The adapters are shared on purpose, so that the
     threads draw on one pool of connections as before: an adapter's state is urllib3's pool manager, which locks its
     pools, a connection pool, which hands out connections from a queue (urllib3: "thread-safe connection pool"), and
     the pool-key cache of :class:`_PoolKeyCachingAdapter`, which every thread fills with the same value for a key.
