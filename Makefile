@@ -72,7 +72,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check airflow_provider_gravity dags tests benchmarks demo tools
 	$(VENV)/bin/ruff check --preview --select AIR airflow_provider_gravity dags
 	$(VENV)/bin/ruff format --check airflow_provider_gravity dags tests benchmarks demo tools
-	$(VENV)/bin/mypy --strict airflow_provider_gravity/conversions
+	$(VENV)/bin/mypy --strict airflow_provider_gravity/conversions airflow_provider_gravity/storage
 	$(VENV)/bin/mypy
 
 # The provider docs of docs/ as HTML in build/docs/html, the operator's arguments rendered from its docstring; a

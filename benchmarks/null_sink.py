@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cached_property
 
-from airflow_provider_gravity.conversions.api.client import EventResult, event_key
+from airflow_provider_gravity.conversions.api.wire import EventResult, event_key
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 
 

@@ -30,7 +30,8 @@ import requests  # noqa: E402
 import warehouse  # noqa: E402
 from fast_sink import FastSink  # noqa: E402
 
-from airflow_provider_gravity.conversions.api.client import GravityClient, encode_body  # noqa: E402
+from airflow_provider_gravity.conversions.api.client import GravityClient  # noqa: E402
+from airflow_provider_gravity.conversions.api.wire import encode_body  # noqa: E402
 from airflow_provider_gravity.conversions.events.build import EventSettings, build_events  # noqa: E402
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache  # noqa: E402
 from airflow_provider_gravity.conversions.read.chunks import read_chunks  # noqa: E402

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy, parse_retry_after
+from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy
+from airflow_provider_gravity.conversions.api.transport import parse_retry_after
 from airflow_provider_gravity.conversions.errors import (
     GravityAuthError,
     GravityRequestRejected,
@@ -261,7 +262,7 @@ def test_a_timed_out_request_is_retried(sandbox):
 
 def test_the_scrubber_leaves_no_stretch_of_the_key_whatever_the_text_around_it():
     """An adversarial review found 35 of 36 key characters left after a cut made before scrubbing."""
-    from airflow_provider_gravity.conversions.api.client import KeyScrubber
+    from airflow_provider_gravity.conversions.api.secrets import KeyScrubber
 
     key = "sk_live_A1b2C3d4E5f6G7h8J9k0L1m2N3p4"
     scrub = KeyScrubber(key)

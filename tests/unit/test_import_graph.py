@@ -17,10 +17,11 @@ def test_no_stage_imports_a_later_one():
     assert import_graph.backward_edges(edges) == []
 
 
-def test_the_shared_core_and_pii_import_no_stage():
+def test_the_shared_core_pii_and_the_client_import_no_stage():
     edges = import_graph.graph(REPO)
     assert edges[import_graph.SHARED] == set()
     assert edges["pii"] == {import_graph.SHARED}
+    assert edges["api"] == {import_graph.SHARED}, "the client takes encoded events, never the event builder"
 
 
 def test_a_backward_import_is_found(tmp_path):

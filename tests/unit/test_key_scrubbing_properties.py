@@ -16,7 +16,7 @@ from urllib.parse import quote, quote_plus
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_gravity.conversions.api.client import KeyScrubber
+from airflow_provider_gravity.conversions.api.secrets import KeyScrubber
 from tests.support.examples import examples
 from tests.support.key_forms import ESCAPES, base64_cores, key_leaks
 

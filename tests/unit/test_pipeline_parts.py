@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_gravity.conversions.api.client import EventResult, match_results
 from airflow_provider_gravity.conversions.api.outcomes import send_with_split
+from airflow_provider_gravity.conversions.api.wire import EventResult, match_results
 from airflow_provider_gravity.conversions.errors import GravityRequestRejected, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import EventSettings
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds

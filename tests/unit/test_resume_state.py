@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from airflow_provider_gravity.conversions.api.client import EventResult
+from airflow_provider_gravity.conversions.api.wire import EventResult
 from airflow_provider_gravity.conversions.errors import GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import EventSettings
 from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
-from airflow_provider_gravity.conversions.api.client import EventResult
+from airflow_provider_gravity.conversions.api.wire import EventResult
 from airflow_provider_gravity.conversions.buckets import Bucket, bucket_of_status
+from airflow_provider_gravity.conversions.encoded_event import UNENCODABLE
 from airflow_provider_gravity.conversions.errors import EventEncodingError, GravityRequestRejected
-from airflow_provider_gravity.conversions.events.encode import UNENCODABLE
 
 _Event = TypeVar("_Event")
 

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_gravity.conversions.canonical_json import canonical_json
+from airflow_provider_gravity.conversions.encoded_event import UNENCODABLE, EncodedEvent
 from airflow_provider_gravity.conversions.events import fields
 from airflow_provider_gravity.conversions.events.encode import (
-    UNENCODABLE,
     Fragments,
     joined_objects,
     object_fragments,
@@ -26,7 +26,6 @@ from airflow_provider_gravity.conversions.events.encode import (
     value_fragments,
     written_fragments,
 )
-from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.events.fields import per_cell, per_distinct_value, text_column
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS

@@ -32,8 +32,6 @@ TOP_KEYS = (
     "event_time",
     "user_data",
 )
-#: The reason of a row whose text cannot travel as UTF-8 (a lone surrogate from a hand-built frame).
-UNENCODABLE = "unencodable_text"
 # Text that is its own JSON string body: printable ASCII without a quote or a backslash (RE2 syntax).
 _PLAIN_JSON_STRING = r"^[\x20\x21\x23-\x5b\x5d-\x7e]*$"
 

@@ -24,9 +24,9 @@ import pandas as pd
 from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
 from airflow_provider_gravity.conversions.api.sender import EventSender
 from airflow_provider_gravity.conversions.buckets import DELIVERED_BUCKETS, Bucket
+from airflow_provider_gravity.conversions.encoded_event import EncodedEvent
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
-from airflow_provider_gravity.conversions.events.encoded import EncodedEvent
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
 from airflow_provider_gravity.conversions.read.prepare import PreparedChunk, prepare_chunk
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
