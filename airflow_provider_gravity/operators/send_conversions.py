@@ -16,8 +16,8 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.assets import conversions_alias, conversions_asset, convert_asset_to_openlineage
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
-from airflow_provider_gravity.conversions.buckets import Bucket
 from airflow_provider_gravity.conversions.errors import ColumnContractError, GravityError
+from airflow_provider_gravity.conversions.run.summary import bucket_counts
 from airflow_provider_gravity.coverage_guard import (
     MIN_SAMPLE_EVENTS,
     CoverageFloor,
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from airflow_provider_gravity.conversions.events.build import EventSettings
     from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
     from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunFailure, RunResult
+    from airflow_provider_gravity.conversions.run.summary import RunSummary
 
 # The run's modules (pandas, numpy, pyarrow, SQLAlchemy) are imported by the methods that run it, in
 # execute: a DAG file imports this module at every parse and should not pay for them.
@@ -249,7 +250,7 @@ class SendConversionsOperator(BaseSQLOperator):
         """The Gravity hook, with one HTTP connection per parallel request."""
         return GravityHook(self.gravity_conn_id, pool_size=self.max_concurrency)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> RunSummary:
         from airflow_provider_gravity.conversions.run.pipeline import RunFailure
 
         dry_run = _dry_run_flag(self.dry_run)
@@ -390,9 +391,7 @@ class SendConversionsOperator(BaseSQLOperator):
             ", ".join(f"{floor.key} {coverage[floor.key]:.2%} >= {floor.floor:.2%}" for floor in floors),
         )
 
-    def _finish(
-        self, result: RunResult, context: Context, dry_run: bool, floors: list[CoverageFloor]
-    ) -> dict[str, Any]:
+    def _finish(self, result: RunResult, context: Context, dry_run: bool, floors: list[CoverageFloor]) -> RunSummary:
         """Log the summary; return it, or push it and raise the exception that says whether a retry helps."""
         from airflow_provider_gravity.conversions.run.pipeline import RunFailure
         from airflow_provider_gravity.conversions.run.tally import format_summary
@@ -442,7 +441,7 @@ class SendConversionsOperator(BaseSQLOperator):
         self._emit_asset_event(context, summary, dry_run)
         return summary
 
-    def _emit_asset_event(self, context: Context, summary: Mapping[str, Any], dry_run: bool) -> None:
+    def _emit_asset_event(self, context: Context, summary: RunSummary, dry_run: bool) -> None:
         """
         The asset event of a successful run that delivered something: the task's asset, added to its alias,
         with the run's bucket counts as the event's extra. A dry run, or a run whose events were all skipped
@@ -460,11 +459,12 @@ class SendConversionsOperator(BaseSQLOperator):
         if outlet_events is None:  # executed outside a task runner (a script, a benchmark): no asset to update
             self.log.info("No asset event: this run has no task context to record it in.")
             return
-        extra: dict[str, Any] = {str(key): int(summary.get(key) or 0) for key in ("rows_read", *Bucket)}
+        extra: dict[str, Any] = {"rows_read": summary["rows_read"]}
+        extra.update({str(bucket): rows for bucket, rows in bucket_counts(summary).items()})
         outlet_events[self.asset_alias].add(asset, extra=extra)
         self.log.info("Asset event for %s: %d events delivered.", asset.uri, summary["delivered"])
 
-    def _emit_metrics(self, summary: Mapping[str, Any], dry_run: bool) -> None:
+    def _emit_metrics(self, summary: RunSummary, dry_run: bool) -> None:
         """The try's metrics, through Airflow's metrics configuration; a dry run delivers nothing and emits none."""
         if not dry_run:
             emit_run_metrics(summary, dag_id=self.dag_id, task_id=self.task_id)
