@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 # execute: a DAG file imports this module at every parse and should not pay for them.
 
 log = logging.getLogger(__name__)
-_warned_without_state_store = False
 
 
 def _default_retry_policy() -> Any:
@@ -239,6 +238,7 @@ class SendConversionsOperator(BaseSQLOperator):
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
         self.durable = durable
+        self._explained_missing_state_store = False
         # The asset's URI needs the connection's host and the rendered event_name, known when the task runs:
         # the task declares an alias, and names the asset through it only after a run that delivered something.
         self.asset_alias = conversions_alias(self.dag_id, self.task_id)
@@ -507,13 +507,16 @@ class SendConversionsOperator(BaseSQLOperator):
             emit_run_metrics(summary, dag_id=self.dag_id, task_id=self.task_id)
 
     def _state_store(self, context: Context, has_delivery_log: bool) -> Any:
-        """Airflow's task state store, or ``None`` when resuming is off or this Airflow has none (before 3.3)."""
-        global _warned_without_state_store
+        """
+        Airflow's task state store, or ``None`` when resuming is off or this Airflow has none (before 3.3). Its
+        absence is explained once per operator, so once in each try's log: a worker runs each try in a process
+        of its own, with an operator of its own.
+        """
         if not self.durable:
             return None
         store = context.get("task_state_store")
-        if store is None and not _warned_without_state_store:
-            _warned_without_state_store = True
+        if store is None and not self._explained_missing_state_store:
+            self._explained_missing_state_store = True
             fallback = (
                 "the delivery log makes the retry skip every event already delivered"
                 if has_delivery_log
