@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_gravity.conversions.api.endpoint import DEFAULT_BASE_URL
 from airflow_provider_gravity.version import __version__
 
 
@@ -104,7 +105,7 @@ def get_provider_info() -> dict[str, Any]:
                     "hidden-fields": ["login", "schema", "port", "extra"],
                     "relabeling": {"host": "Base URL", "password": "API key"},
                     "placeholders": {
-                        "host": "https://api.trygravity.ai",
+                        "host": DEFAULT_BASE_URL,
                         "password": "Gravity advertiser API key",
                         "auth_header": "bearer",
                         "timeout": "30",

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseHook
 
+from airflow_provider_gravity.conversions.api.endpoint import DEFAULT_HOST
+
 if TYPE_CHECKING:
     from urllib.parse import SplitResult
 
@@ -28,8 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEME = "gravity"
-#: The host of Gravity's API, for a connection without one (and for lineage when there is no connection).
-DEFAULT_HOST = "api.trygravity.ai"
 #: The event name of an operator without ``event_name`` (every row names its own).
 DEFAULT_EVENT_NAME = "events"
 _DEFAULT_PORTS = {"443", "80"}

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_gravity.conversions.events.build import EventSettings
     from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
+    from airflow_provider_gravity.conversions.run.summary import MatchKeyGuardEntry
 
 #: Rows read before the first decision, at most; the pipeline gets them only when the sample passes.
 SAMPLE_ROWS = 10_000
@@ -79,7 +80,7 @@ class CoverageBreach:
             "query or the data, or lower the floor, then clear the task."
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> MatchKeyGuardEntry:
         """The breach as the summary's ``match_key_guard`` entry."""
         return {
             "key": self.floor.key,

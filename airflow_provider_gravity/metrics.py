@@ -19,10 +19,12 @@ task only, never PII.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_gravity.conversions.buckets import Bucket
+from airflow_provider_gravity.conversions.run.summary import bucket_counts
+
+if TYPE_CHECKING:
+    from airflow_provider_gravity.conversions.run.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +40,23 @@ def _airflow_stats() -> Any:
     return Stats
 
 
-def run_metrics(summary: Mapping[str, Any]) -> tuple[dict[str, int], dict[str, float]]:
+def run_metrics(summary: RunSummary) -> tuple[dict[str, int], dict[str, float]]:
     """
     The counters and gauges of one run summary, by metric name.
 
     :param summary: the run summary the operator returns.
     :return: ``(counters, gauges)``.
     """
-    counters = {f"{METRIC_PREFIX}.rows.{bucket}": int(summary.get(bucket) or 0) for bucket in Bucket}
-    counters[f"{METRIC_PREFIX}.requests"] = int(summary.get("requests") or 0)
-    counters[f"{METRIC_PREFIX}.retries"] = int(summary.get("retries") or 0)
-    coverage = summary.get("match_key_coverage") or {}
+    counters = {f"{METRIC_PREFIX}.rows.{bucket}": rows for bucket, rows in bucket_counts(summary).items()}
+    counters[f"{METRIC_PREFIX}.requests"] = int(summary["requests"])
+    counters[f"{METRIC_PREFIX}.retries"] = int(summary["retries"])
+    coverage = summary["match_key_coverage"]
     gauges = {f"{METRIC_PREFIX}.match_key_coverage.{key}": float(share) for key, share in coverage.items()}
-    gauges[f"{METRIC_PREFIX}.rows_per_second"] = float(summary.get("rows_per_second") or 0.0)
+    gauges[f"{METRIC_PREFIX}.rows_per_second"] = float(summary["rows_per_second"])
     return counters, gauges
 
 
-def emit_run_metrics(summary: Mapping[str, Any], *, dag_id: str, task_id: str) -> None:
+def emit_run_metrics(summary: RunSummary, *, dag_id: str, task_id: str) -> None:
     """
     Send one run's metrics through Airflow's configured backend. Never raises: a metrics backend that is
     down or misconfigured is logged, and the delivery it describes stands.

@@ -28,8 +28,7 @@ class _HistoryOperator(Protocol):
     run_history_conn_id: str | None
     delivery_log_conn_id: str | None
 
-    @property
-    def sql_hook(self) -> DbApiHook: ...
+    def sql_hook_of(self, conn_id: str | None) -> DbApiHook: ...
 
 
 class _Failure(Protocol):
@@ -144,13 +143,5 @@ def _moment(value: Any) -> datetime | None:
 
 
 def _history_hook(operator: _HistoryOperator) -> DbApiHook:
-    from airflow.providers.common.sql.hooks.sql import DbApiHook
-    from airflow.sdk import BaseHook
-
-    conn_id = operator.run_history_conn_id or operator.delivery_log_conn_id
-    if not conn_id:
-        return operator.sql_hook
-    hook = BaseHook.get_hook(conn_id)
-    if not isinstance(hook, DbApiHook):
-        raise ValueError(f"Connection {conn_id!r} gives a {type(hook).__name__}, not a common-sql DbApiHook.")
-    return hook
+    # The operator makes and checks every SQL hook, with its hook_params.
+    return operator.sql_hook_of(operator.run_history_conn_id or operator.delivery_log_conn_id)

@@ -15,12 +15,6 @@ if TYPE_CHECKING:
     from airflow_provider_gravity.conversions.api.client import EventResult, GravityClient
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
-
-
 def _with_port(base_url: str, port: int) -> str:
     """
     ``base_url`` with the connection's port field in its authority, where a port belongs: appended to the text it
@@ -124,8 +118,14 @@ class GravityHook(BaseHook):
 
     @property
     def hash_phone_with_plus(self) -> bool:
-        """Whether phones are hashed as ``+E.164`` rather than E.164 digits (extra ``hash_phone_with_plus``)."""
-        return _as_bool(self.extras.get("hash_phone_with_plus", False))
+        """
+        Whether phones are hashed as ``+E.164`` rather than E.164 digits (extra ``hash_phone_with_plus``): a JSON
+        boolean, or text read by Airflow's own ``to_boolean`` (``true``, ``yes``, ``on``, ``1``, ...).
+        """
+        from airflow.utils.strings import to_boolean  # Airflow 3.1 to 3.3; imported when a run reads the extra
+
+        value = self.extras.get("hash_phone_with_plus")
+        return value if isinstance(value, bool) else to_boolean(None if value is None else str(value))
 
     def get_conn(self) -> GravityClient:
         """Return the :class:`GravityClient` of this connection."""

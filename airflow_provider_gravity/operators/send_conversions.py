@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.providers.common.sql.operators.sql import BaseSQLOperator
-from airflow.sdk import BaseHook
 
 from airflow_provider_gravity.assets import conversions_alias, conversions_asset, convert_asset_to_openlineage
 from airflow_provider_gravity.conversions.api.client import MAX_EVENTS_PER_REQUEST
-from airflow_provider_gravity.conversions.buckets import Bucket
 from airflow_provider_gravity.conversions.errors import ColumnContractError, GravityError
+from airflow_provider_gravity.conversions.run.summary import bucket_counts
 from airflow_provider_gravity.coverage_guard import (
     MIN_SAMPLE_EVENTS,
     CoverageFloor,
@@ -28,7 +27,12 @@ from airflow_provider_gravity.coverage_guard import (
     first_breach,
     sample_coverage,
 )
-from airflow_provider_gravity.exceptions import AirflowException, GravityRunIncomplete, GravityRunRefused
+from airflow_provider_gravity.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    GravityRunIncomplete,
+    GravityRunRefused,
+)
 from airflow_provider_gravity.history.recording import read_coverage_baseline, record_run_history
 from airflow_provider_gravity.hooks.gravity import GravityHook
 from airflow_provider_gravity.metrics import emit_run_metrics
@@ -39,12 +43,12 @@ if TYPE_CHECKING:
     from airflow_provider_gravity.conversions.events.build import EventSettings
     from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
     from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline, RunFailure, RunResult
+    from airflow_provider_gravity.conversions.run.summary import RunSummary
 
 # The run's modules (pandas, numpy, pyarrow, SQLAlchemy) are imported by the methods that run it, in
 # execute: a DAG file imports this module at every parse and should not pay for them.
 
 log = logging.getLogger(__name__)
-_warned_without_state_store = False
 
 
 def _default_retry_policy() -> Any:
@@ -95,7 +99,12 @@ class SendConversionsOperator(BaseSQLOperator):
     :param database: database (schema) to read from, overriding the connection's, as in ``BaseSQLOperator``
         (templated).
     :param parameters: DB-API parameters of the query, in the driver's style (templated).
-    :param hook_params: extra arguments for the SQL hook (templated).
+    :param hook_params: extra arguments of every SQL hook the operator makes: the warehouse's, and the delivery
+        log's and run history's when they are on other connections; passed to ``BaseSQLOperator.get_hook``,
+        which adds the connection's extras (templated).
+    :param retry_on_failure: as in common-sql's check operators: whether a run that left events undelivered
+        fails so that Airflow retries it (``True``, the default; the retry sends only those events) or fails at
+        once without retries (``False``: clear the task to send them). What only a change can fix never retries.
     :param gravity_conn_id: the Gravity connection (templated).
     :param event_name: event name of rows without an ``event_name`` column (templated).
     :param action_source: ``action_source`` of rows without one, e.g. ``physical_store`` (templated).
@@ -161,6 +170,7 @@ class SendConversionsOperator(BaseSQLOperator):
         database: str | None = None,
         parameters: Mapping[str, Any] | Sequence[Any] | None = None,
         hook_params: dict | None = None,
+        retry_on_failure: bool = True,
         gravity_conn_id: str = GravityHook.default_conn_name,
         event_name: str | None = None,
         action_source: str | None = None,
@@ -188,7 +198,9 @@ class SendConversionsOperator(BaseSQLOperator):
     ) -> None:
         if "retry_policy" not in kwargs and (policy := _default_retry_policy()) is not None:
             kwargs["retry_policy"] = policy
-        super().__init__(conn_id=conn_id, database=database, hook_params=hook_params, **kwargs)
+        super().__init__(
+            conn_id=conn_id, database=database, hook_params=hook_params, retry_on_failure=retry_on_failure, **kwargs
+        )
         if not 1 <= batch_size <= MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"batch_size must be between 1 and {MAX_EVENTS_PER_REQUEST}, got {batch_size}.")
         if chunk_size < 1 or max_concurrency < 1:
@@ -226,6 +238,7 @@ class SendConversionsOperator(BaseSQLOperator):
         self.phone_backend = phone_backend
         self.progress_interval = progress_interval
         self.durable = durable
+        self._explained_missing_state_store = False
         # The asset's URI needs the connection's host and the rendered event_name, known when the task runs:
         # the task declares an alias, and names the asset through it only after a run that delivered something.
         self.asset_alias = conversions_alias(self.dag_id, self.task_id)
@@ -234,22 +247,44 @@ class SendConversionsOperator(BaseSQLOperator):
 
     @cached_property
     def sql_hook(self) -> DbApiHook:
-        """The common-sql hook of ``conn_id`` (with ``database`` and ``hook_params``), as BaseSQLOperator gets it."""
+        """The common-sql hook of ``conn_id``, with ``database`` and ``hook_params``, as BaseSQLOperator gets it."""
+        if not self.conn_id:  # a template may render empty
+            raise GravityRunRefused("conn_id must name the SQL connection of the warehouse; it is empty.")
+        return self._new_sql_hook(self.conn_id, self.database)
+
+    def get_db_hook(self) -> DbApiHook:
+        """:attr:`sql_hook`: what BaseSQLOperator's callers (OpenLineage) get is the hook the run reads with."""
+        return self.sql_hook
+
+    def sql_hook_of(self, conn_id: str | None) -> DbApiHook:
+        """
+        The common-sql hook of ``conn_id`` (the delivery log's, the run history's connection), with
+        ``hook_params``; :attr:`sql_hook` when ``conn_id`` is ``None`` or empty.
+        """
+        return self._new_sql_hook(conn_id, None) if conn_id else self.sql_hook
+
+    def _new_sql_hook(self, conn_id: str, database: str | None) -> DbApiHook:
+        """Every SQL hook of the operator, made and checked here, as ``BaseSQLOperator._hook`` makes its one."""
         try:
-            return self.get_db_hook()
+            # A copy: get_hook adds the connection's extras to the dict it is given.
+            hook = self.get_hook(conn_id=conn_id, hook_params=dict(self.hook_params))
         except (AirflowException, TypeError) as error:  # TypeError: a non-SQL hook refused the SQL hook's params
-            raise GravityRunRefused(
-                f"Connection {self.conn_id!r} does not give a common-sql hook (not a SQL hook): conn_id must name "
-                "a database connection whose hook is a common-sql DbApiHook (Postgres, MySQL, Snowflake, BigQuery, "
-                "SQLite, ...)."
-            ) from error
+            raise _not_a_sql_hook(conn_id, f"does not give a common-sql hook ({type(error).__name__})") from error
+        if not isinstance(hook, DbApiHook):
+            raise _not_a_sql_hook(conn_id, f"gives a {type(hook).__name__}")
+        if database:  # as BaseSQLOperator applies ``database``
+            if hook.conn_type == "postgres":
+                hook.database = database
+            else:
+                hook.schema = database
+        return hook
 
     @cached_property
     def gravity_hook(self) -> GravityHook:
         """The Gravity hook, with one HTTP connection per parallel request."""
         return GravityHook(self.gravity_conn_id, pool_size=self.max_concurrency)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> RunSummary:
         from airflow_provider_gravity.conversions.run.pipeline import RunFailure
 
         dry_run = _dry_run_flag(self.dry_run)
@@ -390,9 +425,7 @@ class SendConversionsOperator(BaseSQLOperator):
             ", ".join(f"{floor.key} {coverage[floor.key]:.2%} >= {floor.floor:.2%}" for floor in floors),
         )
 
-    def _finish(
-        self, result: RunResult, context: Context, dry_run: bool, floors: list[CoverageFloor]
-    ) -> dict[str, Any]:
+    def _finish(self, result: RunResult, context: Context, dry_run: bool, floors: list[CoverageFloor]) -> RunSummary:
         """Log the summary; return it, or push it and raise the exception that says whether a retry helps."""
         from airflow_provider_gravity.conversions.run.pipeline import RunFailure
         from airflow_provider_gravity.conversions.run.tally import format_summary
@@ -425,10 +458,13 @@ class SendConversionsOperator(BaseSQLOperator):
         if breach is not None:
             raise MatchKeysCollapsed(breach, f"\n{table}")
         if failure and failure.retryable:
-            raise GravityRunIncomplete(
-                f"{summary['undelivered']:,} events were not delivered ({failure.message}); a retry of this task "
-                f"sends only those.\n{table}"
-            )
+            undelivered = f"{summary['undelivered']:,} events were not delivered ({failure.message})"
+            if not self.retry_on_failure:
+                raise AirflowFailException(
+                    f"{undelivered}; retry_on_failure is off, so the task fails without retries: clear it to send "
+                    f"only those.\n{table}"
+                )
+            raise GravityRunIncomplete(f"{undelivered}; a retry of this task sends only those.\n{table}")
         if failure:
             raise GravityRunRefused(
                 f"{failure.message} {summary['undelivered']:,} events were not delivered; what Gravity "
@@ -442,7 +478,7 @@ class SendConversionsOperator(BaseSQLOperator):
         self._emit_asset_event(context, summary, dry_run)
         return summary
 
-    def _emit_asset_event(self, context: Context, summary: Mapping[str, Any], dry_run: bool) -> None:
+    def _emit_asset_event(self, context: Context, summary: RunSummary, dry_run: bool) -> None:
         """
         The asset event of a successful run that delivered something: the task's asset, added to its alias,
         with the run's bucket counts as the event's extra. A dry run, or a run whose events were all skipped
@@ -460,23 +496,27 @@ class SendConversionsOperator(BaseSQLOperator):
         if outlet_events is None:  # executed outside a task runner (a script, a benchmark): no asset to update
             self.log.info("No asset event: this run has no task context to record it in.")
             return
-        extra: dict[str, Any] = {str(key): int(summary.get(key) or 0) for key in ("rows_read", *Bucket)}
+        extra: dict[str, Any] = {"rows_read": summary["rows_read"]}
+        extra.update({str(bucket): rows for bucket, rows in bucket_counts(summary).items()})
         outlet_events[self.asset_alias].add(asset, extra=extra)
         self.log.info("Asset event for %s: %d events delivered.", asset.uri, summary["delivered"])
 
-    def _emit_metrics(self, summary: Mapping[str, Any], dry_run: bool) -> None:
+    def _emit_metrics(self, summary: RunSummary, dry_run: bool) -> None:
         """The try's metrics, through Airflow's metrics configuration; a dry run delivers nothing and emits none."""
         if not dry_run:
             emit_run_metrics(summary, dag_id=self.dag_id, task_id=self.task_id)
 
     def _state_store(self, context: Context, has_delivery_log: bool) -> Any:
-        """Airflow's task state store, or ``None`` when resuming is off or this Airflow has none (before 3.3)."""
-        global _warned_without_state_store
+        """
+        Airflow's task state store, or ``None`` when resuming is off or this Airflow has none (before 3.3). Its
+        absence is explained once per operator, so once in each try's log: a worker runs each try in a process
+        of its own, with an operator of its own.
+        """
         if not self.durable:
             return None
         store = context.get("task_state_store")
-        if store is None and not _warned_without_state_store:
-            _warned_without_state_store = True
+        if store is None and not self._explained_missing_state_store:
+            self._explained_missing_state_store = True
             fallback = (
                 "the delivery log makes the retry skip every event already delivered"
                 if has_delivery_log
@@ -528,7 +568,7 @@ class SendConversionsOperator(BaseSQLOperator):
             return None
         from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog
 
-        hook = self.sql_hook if not self.delivery_log_conn_id else _sql_hook(self.delivery_log_conn_id)
+        hook = self.sql_hook_of(self.delivery_log_conn_id)
         delivery_log = DeliveryLog(
             hook.get_sqlalchemy_engine(),
             self.delivery_log_table,
@@ -594,11 +634,8 @@ def _dry_run_flag(value: Any) -> bool:
     )
 
 
-def _sql_hook(conn_id: str) -> DbApiHook:
-    hook = BaseHook.get_hook(conn_id)
-    if not isinstance(hook, DbApiHook):
-        raise GravityRunRefused(
-            f"Connection {conn_id!r} gives a {type(hook).__name__}, not a SQL hook: conn_id must name a database "
-            "connection whose hook is a common-sql DbApiHook (Postgres, MySQL, Snowflake, BigQuery, SQLite, ...)."
-        )
-    return hook
+def _not_a_sql_hook(conn_id: str, what: str) -> GravityRunRefused:
+    return GravityRunRefused(
+        f"Connection {conn_id!r} {what}, not a SQL hook: it must name a database connection whose hook is a "
+        "common-sql DbApiHook (Postgres, MySQL, Snowflake, BigQuery, SQLite, ...)."
+    )

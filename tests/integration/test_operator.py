@@ -359,25 +359,21 @@ def test_provider_info_is_valid_for_airflows_own_schema():
     assert all("default" in field["schema"] for field in fields.values())
 
 
-def test_durable_false_turns_resuming_off_and_a_missing_state_store_is_explained_once(caplog):
-    from airflow_provider_gravity.operators import send_conversions
+def test_durable_false_turns_resuming_off_and_a_missing_state_store_is_explained_once_per_task(caplog):
+    store = object()
+    durable = SendConversionsOperator(task_id="d", sql="SELECT 1", conn_id="x")
+    not_durable = SendConversionsOperator(task_id="n", sql="SELECT 1", conn_id="x", durable=False)
+    caplog.set_level(logging.WARNING)
 
-    monkeypatched = send_conversions._warned_without_state_store
-    send_conversions._warned_without_state_store = False
-    try:
-        store = object()
-        durable = SendConversionsOperator(task_id="d", sql="SELECT 1", conn_id="x")
-        not_durable = SendConversionsOperator(task_id="n", sql="SELECT 1", conn_id="x", durable=False)
-        caplog.set_level(logging.WARNING)
-
-        assert durable._state_store({"task_state_store": store}, False) is store
-        assert not_durable._state_store({"task_state_store": store}, False) is None
-        assert durable._state_store({}, True) is None
-        assert durable._state_store({}, True) is None
-    finally:
-        send_conversions._warned_without_state_store = monkeypatched
+    assert durable._state_store({"task_state_store": store}, False) is store
+    assert not_durable._state_store({"task_state_store": store}, False) is None
+    assert durable._state_store({}, True) is None
+    assert durable._state_store({}, True) is None
     assert caplog.text.count("no task state store") == 1
     assert "the delivery log makes the retry skip every event already delivered" in caplog.text
+    another_task = SendConversionsOperator(task_id="a", sql="SELECT 1", conn_id="x")
+    assert another_task._state_store({}, False) is None
+    assert caplog.text.count("no task state store") == 2, "each task's log explains it, not only the first's"
 
 
 def test_openlineage_reports_the_tables_the_query_reads_and_gravity_as_output(postgres):

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import BaseAdapter
 
+from airflow_provider_gravity.conversions.api.endpoint import DEFAULT_BASE_URL
 from airflow_provider_gravity.conversions.api.secrets import AUTH_HEADER_STYLES, KeyScrubber, _ApiKeyAuth, check_api_key
 from airflow_provider_gravity.conversions.api.transport import (
     MAX_RESPONSE_BYTES,
@@ -63,7 +64,6 @@ __all__ = [
     "validate_base_url",
 ]
 
-DEFAULT_BASE_URL = "https://api.trygravity.ai"
 EVENTS_PATH = "/gateway/events"
 BATCH_REJECTED_STATUSES = frozenset({400, 413, 422})
 AUTH_STATUSES = frozenset({401, 403})

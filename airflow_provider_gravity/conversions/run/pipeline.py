@@ -33,6 +33,7 @@ from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, D
 from airflow_provider_gravity.conversions.run.ledger import Ledger, Settlement
 from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
+from airflow_provider_gravity.conversions.run.summary import RunSummary
 from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class RunResult:
     :param preview: the first events as they would be sent (hashed PII only), for dry runs.
     """
 
-    summary: dict[str, Any]
+    summary: RunSummary
     failure: RunFailure | None = None
     preview: list[dict[str, Any]] = field(default_factory=list)
 
@@ -187,7 +188,7 @@ class ConversionPipeline:
         self._log_changed()
         return RunResult(self.summary(), self.failure, self.preview)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """
         The run summary so far. After a run that raised, rows read but not yet settled count as
         ``undelivered``, so that the summary still adds up to the rows read.
@@ -208,7 +209,7 @@ class ConversionPipeline:
         return summary
 
     @staticmethod
-    def empty_summary() -> dict[str, Any]:
+    def empty_summary() -> RunSummary:
         """The summary of a try that stopped before its run began: every counter zero."""
         return build_summary(Tally(), requests=0, retries=0, seconds=0.0, dry_run=False)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
 from airflow_provider_gravity.conversions.buckets import DEAD_LETTER_BUCKETS, Bucket
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEY_BITS, MATCH_KEYS
+from airflow_provider_gravity.conversions.run.summary import RunSummary, bucket_counts
 
 BUCKETS = tuple(Bucket)
 #: Gravity's messages counted one by one; the rest are summed under :data:`OTHER_MESSAGES`, so a run with
@@ -75,20 +75,26 @@ class Tally(Counter[str]):
         return {key: int(value) for key, value in self.items() if value}
 
 
-def build_summary(tally: Tally, *, requests: int, retries: int, seconds: float, dry_run: bool) -> dict[str, Any]:
+def build_summary(tally: Tally, *, requests: int, retries: int, seconds: float, dry_run: bool) -> RunSummary:
     """
     The summary a user reads: buckets, reasons, drops, coverage and speed. Small enough for XCom and free of PII.
     """
-    buckets: dict[str, int] = {name: int(tally[f"bucket.{name}"]) for name in BUCKETS}
+    buckets = {name: int(tally[f"bucket.{name}"]) for name in BUCKETS}
     rows_read = sum(buckets.values())
     sent = int(tally["sent"])
-    errors = buckets["rejected"] + buckets["invalid"]
+    errors = buckets[Bucket.REJECTED] + buckets[Bucket.INVALID]
     messages = tally.messages()
     messages.compact_messages()
     rejected = sorted(_sub_counts(messages, "rejected").items(), key=lambda kv: (-kv[1], kv[0]))
+    # Each bucket by its literal key, in Bucket order, so that the type checker holds the summary to RunSummary.
     return {
         "rows_read": rows_read,
-        **buckets,
+        "delivered": buckets[Bucket.DELIVERED],
+        "duplicate": buckets[Bucket.DUPLICATE],
+        "rejected": buckets[Bucket.REJECTED],
+        "invalid": buckets[Bucket.INVALID],
+        "skipped_delivered": buckets[Bucket.SKIPPED_DELIVERED],
+        "undelivered": buckets[Bucket.UNDELIVERED],
         "invalid_reasons": _sub_counts(tally, "invalid"),
         "rejected_errors": dict(rejected),
         "field_drops": _sub_counts(tally, "drop"),
@@ -110,25 +116,28 @@ def _sub_counts(tally: Tally, prefix: str) -> dict[str, int]:
     return {key[start:]: int(v) for key, v in sorted(tally.items()) if key.startswith(prefix + ".") and v}
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: RunSummary) -> str:
     """Render the summary as one readable, aligned table for the task log."""
     lines = [f"{'rows read':<28}{summary['rows_read']:>14,}"]
-    for name in BUCKETS:
-        lines.append(f"  {name:<26}{summary[name]:>14,}")
-    for title, key in (("invalid by reason", "invalid_reasons"), ("rejected by Gravity", "rejected_errors")):
-        for reason, count in summary[key].items():
+    for bucket, rows in bucket_counts(summary).items():
+        lines.append(f"  {bucket:<26}{rows:>14,}")
+    for title, reasons in (
+        ("invalid by reason", summary["invalid_reasons"]),
+        ("rejected by Gravity", summary["rejected_errors"]),
+    ):
+        for reason, count in reasons.items():
             lines.append(f"    {title}: {reason:<40.40} {count:>8,}")
     for reason, count in summary["field_drops"].items():
         lines.append(f"  field dropped: {reason:<24}{count:>8,}")
     coverage = "  ".join(f"{k} {v:.0%}" for k, v in summary["match_key_coverage"].items())
     lines += [
         f"{'events sent':<28}{summary['events_sent']:>14,}",
-        f"{'changed since delivery':<28}{summary.get('changed_since_delivery', 0):>14,}",
+        f"{'changed since delivery':<28}{summary['changed_since_delivery']:>14,}",
         f"{'match-key coverage':<28}{coverage}",
         f"{'error rate':<28}{summary['error_rate']:>14.2%}",
         f"{'requests / retries':<28}{summary['requests']:>8,} / {summary['retries']:,}",
         f"{'seconds / rows per second':<28}{summary['seconds']:>8,.1f} / {summary['rows_per_second']:,.0f}",
     ]
-    if summary.get("dry_run"):
+    if summary["dry_run"]:
         lines.append("DRY RUN: nothing was sent; events that would have been sent are counted as undelivered.")
     return "\n".join(lines)
