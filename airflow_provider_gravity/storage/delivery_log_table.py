@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from airflow_provider_gravity.storage.engines import UTF8MB4_TABLE_OPTIONS
 from airflow_provider_gravity.storage.names import index_name, parse_table_name
 from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH, KeyString, UtcTimestamp
 
@@ -39,10 +40,7 @@ def delivery_log_table(table_name: str, schema: str | None = None) -> sa.Table:
         sa.Column("dag_id", sa.String(MAX_ID_LENGTH), nullable=True),
         sa.Column("task_id", sa.String(MAX_ID_LENGTH), nullable=True),
         schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4_TABLE_OPTIONS,
     )
     # What the dead letter of the Gravity view filters and orders on: status and time, then the DAG and task
     # (in the index, so that counting the events a reader may see needs no table row), per DAG first for a

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect, Engine
+
+#: Table options of every table the provider creates on MySQL and MariaDB: InnoDB (row locks, transactions) and
+#: utf8mb4, so that any text a key or a message holds can be stored.
+UTF8MB4_TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mariadb_engine": "InnoDB",
+    "mariadb_charset": "utf8mb4",
+}
 
 
 def with_full_unicode(engine: Engine) -> Engine:

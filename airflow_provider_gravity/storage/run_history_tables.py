@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
+from airflow_provider_gravity.storage.engines import UTF8MB4_TABLE_OPTIONS
 from airflow_provider_gravity.storage.names import index_name, parse_table_name, sibling_table_name
 from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH, UtcTimestamp
 
@@ -66,10 +67,7 @@ def run_history_table(table_name: str) -> sa.Table:
         # 1 when its writer added the row's figures to the rollup tables; added by a migration.
         sa.Column("rolled_up", sa.SmallInteger(), nullable=False, server_default="0"),
         schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4_TABLE_OPTIONS,
     )
     # Index names are per schema on PostgreSQL: prefix them with the table's name. (The first three were named
     # before index_name was: a table name of over 50 characters makes them longer than 63.)
@@ -88,23 +86,27 @@ def rollup_table_names(history_table: str) -> tuple[str, str]:
     return sibling_table_name(history_table, "_days"), sibling_table_name(history_table, "_reasons")
 
 
+def _day_keys() -> tuple[sa.Column[object], ...]:
+    """The key the rollup tables share: a day, a DAG and a task."""
+    return (
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+    )
+
+
 def days_table(table_name: str, metadata: sa.MetaData | None = None) -> sa.Table:
     """Per ``(day, dag_id, task_id)``: the tries recorded and the day figures summed."""
     schema, name = parse_table_name(table_name)
     return sa.Table(
         name,
         metadata or sa.MetaData(),
-        sa.Column("day", sa.Date(), primary_key=True),
-        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        *_day_keys(),
         sa.Column("tries", sa.BigInteger(), nullable=False),
         *(sa.Column(column, sa.BigInteger(), nullable=False) for column in ("runs", *COUNT_COLUMNS)),
         *(sa.Column(column, sa.Double(), nullable=False) for column in COVERAGE_COLUMNS.values()),
         schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4_TABLE_OPTIONS,
     )
 
 
@@ -114,17 +116,12 @@ def reasons_table(table_name: str, metadata: sa.MetaData | None = None) -> sa.Ta
     return sa.Table(
         name,
         metadata or sa.MetaData(),
-        sa.Column("day", sa.Date(), primary_key=True),
-        sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),
-        sa.Column("task_id", sa.String(MAX_ID_LENGTH), primary_key=True),
+        *_day_keys(),
         sa.Column("kind", sa.String(16), primary_key=True),
         # Gravity's messages can be long: the key is their hash, the text is beside it.
         sa.Column("reason_sha256", sa.CHAR(64), primary_key=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("refused_rows", sa.BigInteger(), nullable=False),
         schema=schema,
-        mysql_engine="InnoDB",
-        mysql_charset="utf8mb4",
-        mariadb_engine="InnoDB",
-        mariadb_charset="utf8mb4",
+        **UTF8MB4_TABLE_OPTIONS,
     )

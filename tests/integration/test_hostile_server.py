@@ -54,6 +54,7 @@ from tests.support.hostile_server import (
 )
 from tests.support.key_forms import key_leaks as leaked_forms
 from tests.support.sandbox_server import gravity_connection_json
+from tests.support.state_store import DictStore
 
 # Upper and lower case, and characters that URL-encoding changes, so that every disguise of it differs.
 API_KEY = "sk_Live-Hostile+Key/42=x"
@@ -80,22 +81,6 @@ DEEP_RESULTS = json.dumps(
 ).replace('"status": "error"}', '"status": "error", "error": ' + nested_json(40) + "}")
 FINAL_STATUSES = (404, 405, 406, 409, 410, 418, 451)
 BATCH_REJECTED = (400, 413, 422)
-
-
-class DictStore:
-    """The task state store's contract (get/set/delete) over a dict, as it behaves between two tries."""
-
-    def __init__(self) -> None:
-        self.values: dict = {}
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-    def set(self, key, value):
-        self.values[key] = json.loads(json.dumps(value))  # what a real store keeps: JSON, not live objects
-
-    def delete(self, key):
-        self.values.pop(key, None)
 
 
 @pytest.fixture

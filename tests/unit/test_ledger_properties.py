@@ -20,27 +20,12 @@ from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.run.resume import ResumeLog
 from airflow_provider_gravity.conversions.run.tally import Tally
 from tests.support.examples import examples
+from tests.support.state_store import DictStore
 
 NOW = 1_767_230_000
 BUCKETS = ("delivered", "duplicate", "rejected", "invalid", "skipped_delivered", "undelivered")
 #: Gravity's answer to one event: a status, or no result for it at all.
 ANSWERS = st.sampled_from(["ok", "ok", "ok", "duplicate", "error", "missing"])
-
-
-class DictStore:
-    """The task state store between two tries (get/set/delete over a dict)."""
-
-    def __init__(self) -> None:
-        self.values: dict = {}
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-    def set(self, key, value):
-        self.values[key] = value
-
-    def delete(self, key):
-        self.values.pop(key, None)
 
 
 class ScriptedGravity:

@@ -20,24 +20,7 @@ from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 from airflow_provider_gravity.conversions.run.resume import STATE_KEY, ResumeLog, chunk_digest
 from airflow_provider_gravity.conversions.run.seen_keys import SeenKeys
 from airflow_provider_gravity.conversions.run.tally import Tally, build_summary, format_summary
-
-
-class DictStore:
-    """The task state store's contract (get/set/delete) over a dict, as it behaves between two tries."""
-
-    def __init__(self) -> None:
-        self.values: dict = {}
-        self.writes = 0
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-    def set(self, key, value):
-        self.writes += 1
-        self.values[key] = value
-
-    def delete(self, key):
-        self.values.pop(key, None)
+from tests.support.state_store import DictStore
 
 
 class FunctionSender:
