@@ -1,4 +1,5 @@
-"""The cell reader every stage shares: what a raw warehouse cell means as text, a list of values or a JSON value.
+"""
+The cell reader every stage shares: what a raw warehouse cell means as text, a list of values or a JSON value.
 
 Every column of the contract is read through this module, so that ``42``, ``42.0``, ``Decimal("42.0")``
 and ``b"42"`` are the same ``"42"`` wherever they appear, and a cell no rule can read (a dict where text

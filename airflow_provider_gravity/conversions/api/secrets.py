@@ -1,4 +1,5 @@
-"""The API key's guards: the scrubber that hides it in any text from Gravity, and the auth that adds it to requests.
+"""
+The API key's guards: the scrubber that hides it in any text from Gravity, and the auth that adds it to requests.
 
 The key must never appear in an exception, a log line or a ``repr``: the scrubber and the auth hold it only in
 closures, and every text that comes back from Gravity (or from anything pretending to be it) goes through the

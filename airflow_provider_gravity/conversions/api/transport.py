@@ -1,4 +1,5 @@
-"""The client's HTTP I/O: pooled sessions, one per sending thread, retries with jittered backoff, bounded reads.
+"""
+The client's HTTP I/O: pooled sessions, one per sending thread, retries with jittered backoff, bounded reads.
 
 Redirects are never followed. A :class:`Transport` knows one URL and the statuses worth another try; what any other
 answer means is the client's to say.

@@ -444,7 +444,8 @@ def _user_data(
 
 
 def _present(values: list[Any], texts: pa.Array | None, fragments: Fragments) -> np.ndarray:
-    """Which rows have a value of the field: from its texts when it has them (and values that could not be
+    """
+    Which rows have a value of the field: from its texts when it has them (and values that could not be
     written), else from the values."""
     if texts is None:
         return ~np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))

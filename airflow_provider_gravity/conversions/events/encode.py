@@ -157,7 +157,8 @@ class JsonNumbers(Sequence[int | float | None]):
 
 
 def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = False) -> Fragments:
-    """Fragments of a field of any JSON value (numbers, lists, objects): a field of text only or of plain
+    """
+    Fragments of a field of any JSON value (numbers, lists, objects): a field of text only or of plain
     numbers only (amounts, order ids, currencies) is written by Arrow, any other one value by value."""
     if isinstance(values, JsonNumbers):
         numbers = pa.array(values.numbers, pa.float64(), mask=np.isnan(values.numbers))

@@ -1,4 +1,5 @@
-"""The fields of an event read from their columns: amounts, currencies, line items, JSON objects and
+"""
+The fields of an event read from their columns: amounts, currencies, line items, JSON objects and
 ``custom_data`` values, each refused with a named reason (:class:`~..cells.BadCell`) rather than sent as it came.
 """
 

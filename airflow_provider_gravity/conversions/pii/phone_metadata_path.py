@@ -1,4 +1,5 @@
-"""A fast parser for cleanly written phone numbers, built from phonenumbers' own metadata.
+"""
+A fast parser for cleanly written phone numbers, built from phonenumbers' own metadata.
 
 It follows, step by step, what ``phonenumbers.parse`` → ``is_valid_number`` → ``format_number(E164)``
 do for an input made only of ASCII digits, spaces, ``-``, ``.``, ``(``, ``)`` and one leading ``+``
@@ -212,7 +213,8 @@ def _split_country_code(digits: str) -> tuple[int, str] | None:
 
 
 def parse_to_e164(raw: str, region: str) -> str | None | object:
-    """E.164 (with ``+``) of a valid number, None for an invalid one, :data:`DEFER` when unsure.
+    """
+    E.164 (with ``+``) of a valid number, None for an invalid one, :data:`DEFER` when unsure.
 
     :param raw: the cell as written, unstripped.
     :param region: the default region, passed unchanged as phonenumbers would receive it.
