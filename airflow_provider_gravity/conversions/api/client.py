@@ -223,7 +223,7 @@ class GravityClient:
         return answer.body
 
     def _final_error(self, answer: Answer) -> GravityError:
-        """The typed error of a non-2xx answer that retrying cannot fix; its texts scrubbed of the key."""
+        """Build the typed error of a non-2xx answer that retrying cannot fix; its texts scrubbed of the key."""
         status = answer.status
         if 300 <= status < 400:
             return GravityRedirectError(status, self.scrub(location_host(answer.headers)))
