@@ -52,7 +52,7 @@ def fragments_of(
     key: str, values: Sequence[Any], write: Callable[[Any], str], *, by_identity: bool = False
 ) -> Fragments:
     """
-    The fragments of one field, each distinct value written once.
+    Write the fragments of one field, each distinct value written once.
 
     :param key: the field's key in its object.
     :param values: one value per row, ``None`` where absent.
@@ -280,7 +280,7 @@ def _arrow(fragments: Sequence[str | None] | pa.Array) -> pa.Array:
 
 
 def unencodable_rows(columns: Sequence[Fragments]) -> set[int]:
-    """The rows of which some fragment could not be written."""
+    """Return the rows of which some fragment could not be written."""
     rows: set[int] = set()
     for column in columns:
         rows.update(column.unencodable)
