@@ -48,7 +48,7 @@ class _Desc:
         return cls(frozenset(desc.possible_length or ()), re.compile(pattern) if pattern else None)
 
     def as_regex(self) -> str | None:
-        """This description as one regular expression that must match the whole number, or None if empty."""
+        """Write this description as one regular expression that must match the whole number, or None if empty."""
         if self.pattern is None:
             return None
         lengths = "|".join(f".{{{length}}}" for length in sorted(self.lengths))
@@ -123,7 +123,7 @@ class _Plan:
         return _POSSIBLE if length in lengths[1:] else _INVALID_LENGTH
 
     def strip_national_prefix(self, number: str) -> str | object:
-        """The number without its national prefix (and carrier code), when phonenumbers would strip it."""
+        """Return the number without its national prefix (and carrier code), when phonenumbers would strip it."""
         if not number or self.national_prefix is None:
             return number
         match = self.national_prefix.match(number)

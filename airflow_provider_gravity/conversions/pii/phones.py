@@ -61,7 +61,7 @@ def _library_parser(library: ModuleType) -> Callable[[str, str | None], str | No
 
 def phone_text(value: object) -> str | None:
     """
-    The text phonenumbers is given for one cell (None when the cell is missing).
+    Return the text phonenumbers is given for one cell (None when the cell is missing).
 
     Strings are passed unchanged (phonenumbers ignores surrounding spaces itself); other cells are read
     as text by :func:`~.cells.cell_text`, so numbers from numeric columns have no decimal part.

@@ -308,7 +308,7 @@ def _name_result(cell: Any) -> _CellResult:
 
 
 def _country_result(cell: Any) -> _CellResult:
-    """The region a ``country`` cell names, or None (with one drop when a value was there but unknown)."""
+    """Return the region a ``country`` cell names, or None (with one drop when a value was there but unknown)."""
     text = _element_text(cell)
     if text is None:
         return _MISSING
@@ -405,7 +405,7 @@ def _is_text_column(series: pd.Series) -> bool:
 
 def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | None = None) -> _FieldResult:
     """
-    The per-value arrays of distinct cells' results, with one more entry for the missing cell.
+    Build the per-value arrays of distinct cells' results, with one more entry for the missing cell.
 
     :param texts: each value's JSON text when the caller wrote them already; else written here.
     """
@@ -424,7 +424,7 @@ def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | N
 
 
 def _objects(items: Iterator[Any], count: int) -> np.ndarray:
-    """An object array of ``items``, each kept as it is (``np.array`` would make lists of lists a 2-D array)."""
+    """Build an object array of ``items``, each kept as it is (``np.array`` would make lists of lists a 2-D array)."""
     return np.fromiter(items, dtype=object, count=count)
 
 
@@ -461,7 +461,7 @@ def _text_field(
     batch: Callable[[list[str]], _FieldResult] | None = None,
 ) -> _FieldResult:
     """
-    A text column resolved per distinct cell of the chunk: factorized in C, each distinct string computed
+    Resolve a text column per distinct cell of the chunk: factorized in C, each distinct string computed
     once (by ``batch`` over all of them when given, else one by one), the results spread back to the rows.
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -493,7 +493,7 @@ _ARROW_EMAIL = (
 
 def _email_results(strings: list[str]) -> _FieldResult:
     """
-    The results of distinct email strings, as :func:`_results_of_distinct` gives them: what
+    Return the results of distinct email strings, as :func:`_results_of_distinct` gives them: what
     :func:`_email_result` gives each, mostly from Arrow kernels.
     """
     try:
@@ -531,7 +531,7 @@ _ARROW_PLAIN_ID = r"^[\x20\x21\x23-\x5a\x5d-\x7e]*$"
 
 def _external_id_results(strings: list[str]) -> _FieldResult:
     """
-    The results of distinct external id strings, as :func:`_results_of_distinct` gives them; plain ids are
+    Return the results of distinct external id strings, as :func:`_results_of_distinct` gives them; plain ids are
     trimmed and quoted by Arrow kernels, others go through :func:`_external_id_result`."""
     try:
         distinct = pa.array(strings, pa.large_string())
@@ -594,7 +594,7 @@ def _text_phone_field(
     with_plus: bool,
 ) -> _FieldResult:
     """
-    A text column of phones, resolved per distinct ``(region, phone)`` pair of the chunk: the column factorized
+    Resolve a text column of phones per distinct ``(region, phone)`` pair of the chunk: the column factorized
     once, the pairs sorted by region, each region's phones looked up in its table of the run.
     """
     phone_codes, uniques = pd.factorize(series, use_na_sentinel=True)
