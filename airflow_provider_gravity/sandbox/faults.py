@@ -126,7 +126,7 @@ class FaultQueue:
         return dict(head)
 
     def pending(self) -> dict:
-        """What remains: the queue in order and the poisoned event ids."""
+        """Return what remains: the queue in order and the poisoned event ids."""
         return {
             "queue": [dict(spec) for spec in self._queue],
             "poisoned_event_ids": sorted(self.poisoned_event_ids),

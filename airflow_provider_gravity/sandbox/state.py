@@ -186,7 +186,7 @@ class SandboxState:
     def stored_events(
         self, event_name: str | None = None, event_id: str | None = None, limit: int | None = None
     ) -> list[dict]:
-        """Accepted events, oldest first; with ``limit``, only the most recent ``limit`` of them."""
+        """Return the accepted events, oldest first; with ``limit``, only the most recent ``limit`` of them."""
         with self.lock:
             events = [
                 event
