@@ -40,5 +40,5 @@ DEAD_LETTER_BUCKETS = (Bucket.REJECTED, Bucket.INVALID)
 
 
 def bucket_of_status(status: str) -> Bucket:
-    """The bucket of an event Gravity answered with ``status``."""
+    """Return the bucket of an event Gravity answered with ``status``."""
     return BUCKET_OF_STATUS.get(status, Bucket.REJECTED)

@@ -1,4 +1,5 @@
-"""Canonical JSON text, the one encoding of every value sent: keys sorted, no spaces, ASCII with ``\\u`` escapes.
+"""
+Canonical JSON text, the one encoding of every value sent: keys sorted, no spaces, ASCII with ``\\u`` escapes.
 
 It is the text ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` gives, with lone surrogates and
 NaN refused; what is sent is also what the delivery log hashes. It imports no stage of the pipeline.
@@ -25,7 +26,8 @@ def canonical_json(value: Any) -> str:
 
 
 def json_string(text: str) -> str:
-    """One string as a JSON string literal; :func:`canonical_json` for text, faster.
+    """
+    One string as a JSON string literal; :func:`canonical_json` for text, faster.
 
     :raises ValueError: for a lone surrogate.
     """

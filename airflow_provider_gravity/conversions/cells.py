@@ -1,4 +1,5 @@
-"""The cell reader every stage shares: what a raw warehouse cell means as text, a list of values or a JSON value.
+"""
+The cell reader every stage shares: what a raw warehouse cell means as text, a list of values or a JSON value.
 
 Every column of the contract is read through this module, so that ``42``, ``42.0``, ``Decimal("42.0")``
 and ``b"42"`` are the same ``"42"`` wherever they appear, and a cell no rule can read (a dict where text
@@ -114,7 +115,7 @@ def _datetime64_text(value: np.datetime64) -> str:
 
 def bytes_text(value: bytes | bytearray | memoryview) -> str:
     """
-    A bytes cell (bytea, VARBINARY) as the UTF-8 text it holds.
+    Decode a bytes cell (bytea, VARBINARY) as the UTF-8 text it holds.
 
     :raises UnreadableCell: for bytes that are not UTF-8 text.
     """
@@ -151,7 +152,7 @@ def _decimal_text(number: decimal.Decimal) -> str:
 
 def split_cell(value: Any) -> tuple[Any, ...]:
     """
-    The elements of a cell: a list-like cell or a JSON array text is split, a scalar is one element.
+    Return the elements of a cell: a list-like cell or a JSON array text is split, a scalar is one element.
 
     Missing cells and empty lists give an empty tuple. Elements are returned as they are; a nested list or
     dict among them is for the caller to refuse.
@@ -191,7 +192,7 @@ def factorize_cells(values: pd.Series | np.ndarray | list[Any]) -> tuple[np.ndar
 
 
 def hashable_cell(value: Any) -> Hashable:
-    """A cell as a dict key: lists become tuples, other unhashable cells (dicts) an :class:`OpaqueCell`."""
+    """Turn a cell into a dict key: lists become tuples, other unhashable cells (dicts) an :class:`OpaqueCell`."""
     if isinstance(value, LIST_TYPES):
         return tuple(hashable_cell(element) for element in value)
     try:
@@ -238,7 +239,7 @@ NOT_JSON = object()
 
 
 def loads_json(text: str) -> Any:
-    """The value JSON ``text`` holds, or :data:`NOT_JSON` (also for nesting too deep for the parser)."""
+    """Return the value JSON ``text`` holds, or :data:`NOT_JSON` (also for nesting too deep for the parser)."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
@@ -311,7 +312,7 @@ def json_safe(value: Any, reason: str, depth: int = 0) -> Any:
 
 def duration_text(value: np.timedelta64 | dt.timedelta) -> str:
     """
-    A duration (``interval``) as ISO 8601 text, ``P1DT2H30M`` or ``-PT0.000005S``: days, hours, minutes and
+    Write a duration (``interval``) as ISO 8601 text, ``P1DT2H30M`` or ``-PT0.000005S``: days, hours, minutes and
     seconds, each only when not zero.
 
     :raises UnreadableCell: for a numpy duration pandas cannot hold (NaT, months, years, beyond its range).

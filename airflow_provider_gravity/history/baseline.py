@@ -38,7 +38,7 @@ def coverage_baseline(
     runs: int = BASELINE_RUNS,
 ) -> CoverageBaseline:
     """
-    The median coverage of the task instance's last ``runs`` successful runs that sent events, newest first by
+    Return the median coverage of the task instance's last ``runs`` successful runs that sent events, newest first by
     the time their success was recorded, the current run (``before_run_id``) left out. A run that succeeded
     twice (cleared and run again) counts once, with its latest success. No table yet gives no runs.
 

@@ -96,7 +96,7 @@ class HistoryReader:
             return set(connection.scalars(sa.select(self.history.c.dag_id).distinct()))
 
     def tasks(self, where: HistoryFilter) -> list[dict[str, str]]:
-        """The ``(dag_id, task_id)`` pairs with runs in the range, ignoring the DAG and task filters."""
+        """Return the ``(dag_id, task_id)`` pairs with runs in the range, ignoring the DAG and task filters."""
         unfiltered = HistoryFilter(where.start_date, where.end_date, permitted_dag_ids=where.permitted_dag_ids)
         with self._connect(self.history) as connection:
             table = self.days if self._rollup_ready(connection) else self.history
@@ -161,7 +161,7 @@ class HistoryReader:
         return entries
 
     def top_reasons(self, where: HistoryFilter, count: int = TOP_REASONS) -> list[dict[str, Any]]:
-        """The most frequent refusal reasons: local (``invalid``) and Gravity's (``rejected``), by rows."""
+        """Return the most frequent refusal reasons: local (``invalid``) and Gravity's (``rejected``), by rows."""
         totals: Counter[tuple[str, str]] = Counter()
         with self._connect(self.history) as connection:
             if self._rollup_ready(connection):
@@ -227,7 +227,7 @@ class HistoryReader:
             return [_dead_letter_entry(row) for row in rows], int(total or 0)
 
     def dead_letter_dag_ids(self, where: HistoryFilter) -> set[str]:
-        """The DAGs of the dead letter in the date range (a reader is asked about each, like the history's)."""
+        """Return the DAGs of the dead letter in the date range (a reader is asked about each, like the history's)."""
         if self.delivery_log is None:
             return set()
         log_table = self.delivery_log
@@ -250,7 +250,7 @@ class HistoryReader:
     # -- helpers ------------------------------------------------------------------------------------
 
     def _conditions(self, table: sa.Table, where: HistoryFilter) -> list[Any]:
-        """The filter on a table of the history or of its rollup (which have ``day``, ``dag_id``, ``task_id``)."""
+        """Build the filter on a table of the history or of its rollup (which have ``day``, ``dag_id``, ``task_id``)."""
         conditions: list[Any] = [table.c.day >= where.start_date, table.c.day <= where.end_date]
         if table is not self.history:
             conditions.append(table.c.dag_id != "")  # not the rollup's mark of completeness
@@ -274,7 +274,7 @@ class HistoryReader:
         return self._ready
 
     def _figures_by_day(self, connection: Connection, where: HistoryFilter) -> list[tuple[str, Figures]]:
-        """The day figures from the history rows themselves, for a history no writer has rolled up yet."""
+        """Compute the day figures from the history rows themselves, for a history no writer has rolled up yet."""
         table = self.history
         statement = (
             sa.select(*(table.c[name] for name in FIGURE_SOURCE_COLUMNS))

@@ -91,7 +91,7 @@ def record_run_history(
 
 def read_coverage_baseline(operator: _HistoryOperator, context: Mapping[str, Any]) -> CoverageBaseline | None:
     """
-    The median match-key coverage of the task's last successful runs, from its ``run_history_table``; ``None``
+    Read the median match-key coverage of the task's last successful runs, from its ``run_history_table``; ``None``
     without a table, or when it cannot be read (logged: the guard then checks the fixed floors only).
     """
     table_name = operator.run_history_table
@@ -121,7 +121,7 @@ def read_coverage_baseline(operator: _HistoryOperator, context: Mapping[str, Any
 
 
 def run_identity(context: Mapping[str, Any]) -> RunIdentity:
-    """The identity of the try running in ``context``."""
+    """Return the identity of the try running in ``context``."""
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
     return RunIdentity(

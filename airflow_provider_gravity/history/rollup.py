@@ -70,7 +70,7 @@ class Figures:
 
 def day_figures(tries: Sequence[Any]) -> tuple[date, Figures]:
     """
-    The day and figures of one task instance from its tries (history rows, oldest first): those of the last
+    Compute the day and figures of one task instance from its tries (history rows, oldest first): those of the last
     try, with the rows it skipped because an earlier try delivered them counted as delivered (module doc).
     """
     last = tries[-1]
@@ -102,7 +102,7 @@ def day_figures(tries: Sequence[Any]) -> tuple[date, Figures]:
 
 def group_figures(rows: Iterable[Any]) -> dict[tuple[date, str, str], Figures]:
     """
-    The figures per ``(day, dag_id, task_id)`` of history rows ordered by task instance, then id; each group
+    Compute the figures per ``(day, dag_id, task_id)`` of history rows ordered by task instance, then id; each group
     also holds ``tries``, its rows.
     """
     groups: dict[tuple[date, str, str], Figures] = {}

@@ -245,7 +245,7 @@ def history_row(
     *,
     recorded_at: datetime,
 ) -> dict[str, Any]:
-    """The row of one try: its identity, its summary's counters, coverage, reasons, and the summary as JSON."""
+    """Build the row of one try: its identity, its summary's counters, coverage, reasons, and the summary as JSON."""
     if outcome not in OUTCOMES:
         raise ValueError(f"Unknown outcome {outcome!r}; expected one of {OUTCOMES}.")
     for label in ("dag_id", "task_id", "run_id"):

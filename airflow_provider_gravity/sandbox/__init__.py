@@ -1,4 +1,5 @@
-"""A strict local Gravity Conversions API for DAG development, tests, demos and benchmarks.
+"""
+A strict local Gravity Conversions API for DAG development, tests, demos and benchmarks.
 
 Run it with ``python -m airflow_provider_gravity.sandbox --api-key KEY`` (see ``--help``), or
 build the app in-process with :func:`create_app`. It is written from the API contract alone

@@ -1,4 +1,5 @@
-"""The sandbox's HTTP API: a strict ``POST /gateway/events`` and test endpoints under ``/sandbox/``.
+"""
+The sandbox's HTTP API: a strict ``POST /gateway/events`` and test endpoints under ``/sandbox/``.
 
 Handlers are ``async`` so that ``slow`` and ``stall`` faults wait without holding a worker
 thread; batch processing is synchronous and guarded by the state's lock. Request bodies are
@@ -40,7 +41,8 @@ class EnvelopeError(ValueError):
 
 
 class DroppedConnection(Response):
-    """Start a response, then abandon it: the server closes the connection mid-response.
+    """
+    Start a response, then abandon it: the server closes the connection mid-response.
 
     The client receives a status line and a ``Content-Length`` it never gets, so ``requests``
     raises ``ChunkedEncodingError`` (or ``ConnectionError``): the acknowledgement is lost.
@@ -70,7 +72,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def parse_envelope(body: bytes) -> list:
-    """Return the ``data`` array of a request body.
+    """
+    Return the ``data`` array of a request body.
 
     :raises EnvelopeError: 400 for a malformed body, 413 for more than 1,000 events.
     """
@@ -295,7 +298,8 @@ def create_app(
     store_events: bool = True,
     clock: Callable[[], float] | None = None,
 ) -> FastAPI:
-    """Build the sandbox application.
+    """
+    Build the sandbox application.
 
     :param api_key: the only key accepted by ``POST /gateway/events``.
     :param auth_header: ``bearer`` (``Authorization: Bearer KEY``), ``x-api-key``

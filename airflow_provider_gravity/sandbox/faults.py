@@ -1,4 +1,5 @@
-"""Scripted faults served by the sandbox to the next requests to ``/gateway/events``.
+"""
+Scripted faults served by the sandbox to the next requests to ``/gateway/events``.
 
 A fault spec is a small JSON object, ``{"kind": ..., "count": N, "after": K}``: let ``K``
 healthy requests pass, then serve the fault to the next ``N`` requests. Specs form a queue
@@ -42,7 +43,8 @@ def _delay(spec: dict, default: float) -> float:
 
 
 def parse_fault_spec(spec: Any) -> dict:
-    """Check one fault spec and return it with defaults filled in.
+    """
+    Check one fault spec and return it with defaults filled in.
 
     :raises FaultSpecError: on an unknown kind, an unknown key or a bad value.
     """
@@ -92,7 +94,8 @@ class FaultQueue:
         self.poisoned_event_ids: set[str] = set()
 
     def add(self, specs: list, *, replace: bool) -> None:
-        """Validate ``specs`` (all or nothing) and queue them.
+        """
+        Validate ``specs`` (all or nothing) and queue them.
 
         :param replace: drop every pending fault, poison included, before adding these.
         """
@@ -123,7 +126,7 @@ class FaultQueue:
         return dict(head)
 
     def pending(self) -> dict:
-        """What remains: the queue in order and the poisoned event ids."""
+        """Return what remains: the queue in order and the poisoned event ids."""
         return {
             "queue": [dict(spec) for spec in self._queue],
             "poisoned_event_ids": sorted(self.poisoned_event_ids),

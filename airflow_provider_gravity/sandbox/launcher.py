@@ -40,7 +40,7 @@ API_KEY_ENV = "GRAVITY_SANDBOX_API_KEY"
 
 def free_loopback_port() -> int:
     """
-    A TCP port on 127.0.0.1 that was free a moment ago (the system picks it).
+    Find a TCP port on 127.0.0.1 that was free a moment ago (the system picks it).
 
     :return: the port number.
     """
@@ -51,7 +51,7 @@ def free_loopback_port() -> int:
 
 def _source_checkout_path() -> list[str]:
     """
-    The directory to put on the subprocess's ``PYTHONPATH`` so that it imports the same copy of the package as
+    Return the directory to put on the subprocess's ``PYTHONPATH`` so that it imports the same copy of the package as
     this one: none for an installed package (a site directory placed ahead of the standard library could shadow
     it), the checkout's root for a package imported from a source tree.
     """
@@ -103,7 +103,7 @@ class SandboxServer:
         return f"http://127.0.0.1:{self.port}"
 
     def auth_headers(self) -> dict[str, str]:
-        """The header that authenticates a request to the sandbox."""
+        """Return the header that authenticates a request to the sandbox."""
         return {"Authorization": f"Bearer {self.api_key}"}
 
     def start(self) -> SandboxServer:
@@ -158,7 +158,7 @@ class SandboxServer:
         return Path(self._log_file.name).read_text(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the sandbox's log."""
+        """Return the last ``lines`` lines of the sandbox's log."""
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -167,12 +167,12 @@ class SandboxServer:
         return response.json()
 
     def stats(self) -> dict[str, Any]:
-        """The sandbox's counters (``GET /sandbox/stats``)."""
+        """Fetch the sandbox's counters (``GET /sandbox/stats``)."""
         return self._call("GET", "/sandbox/stats")
 
     def events(self, event_name: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """
-        The events the sandbox stored, as received (PII hashed).
+        Fetch the events the sandbox stored, as received (PII hashed).
 
         :param event_name: only events of this name.
         :param limit: at most this many.
@@ -206,7 +206,7 @@ class SandboxServer:
         return self._call("POST", "/sandbox/clock", json={"set": epoch})["now"]
 
     def now(self) -> float:
-        """The sandbox clock (Unix seconds)."""
+        """Read the sandbox clock (Unix seconds)."""
         return self._call("GET", "/sandbox/clock")["now"]
 
 

@@ -12,7 +12,8 @@ from airflow_provider_gravity.sandbox.validation import validate_event
 
 
 class SandboxState:
-    """Everything the sandbox remembers, guarded by one lock.
+    """
+    Everything the sandbox remembers, guarded by one lock.
 
     Dedup keeps, per ``event_name``, a dict ``event_id -> time it was last accepted``. Every
     event of one request shares the same ``now`` float object, so a million remembered keys cost
@@ -81,7 +82,8 @@ class SandboxState:
             self.http_statuses[key] = self.http_statuses.get(key, 0) + 1
 
     def process_batch(self, data: list) -> tuple[list[dict], dict[str, int]]:
-        """Validate, deduplicate and store one batch.
+        """
+        Validate, deduplicate and store one batch.
 
         :return: the per-event results in request order, and this batch's counts by status
             plus ``plaintext_pii``.
@@ -184,7 +186,7 @@ class SandboxState:
     def stored_events(
         self, event_name: str | None = None, event_id: str | None = None, limit: int | None = None
     ) -> list[dict]:
-        """Accepted events, oldest first; with ``limit``, only the most recent ``limit`` of them."""
+        """Return the accepted events, oldest first; with ``limit``, only the most recent ``limit`` of them."""
         with self.lock:
             events = [
                 event

@@ -1,4 +1,5 @@
-"""Per-event validation and PII hashing for the sandbox, written from the contract alone.
+"""
+Per-event validation and PII hashing for the sandbox, written from the contract alone.
 
 Validation is hand-written type checks on the dicts produced by ``json.loads`` (no schema
 library, no model per event) because the sandbox must validate well over 100,000 events per
@@ -59,7 +60,8 @@ _NORMALIZERS = {"em": _normalize_email, "ph": _normalize_phone, "fn": _normalize
 
 
 def stored_pii(key: str, value: str) -> tuple[str, bool]:
-    """Return ``(value to store, was_plaintext)`` for one ``em``/``ph``/``fn``/``ln`` value.
+    """
+    Return ``(value to store, was_plaintext)`` for one ``em``/``ph``/``fn``/``ln`` value.
 
     A 64-hex-digit value is taken as a SHA-256 digest and lowercased; anything else is
     plaintext, normalized and hashed so that it is never kept in clear.
@@ -86,7 +88,8 @@ def _is_string_array(values: object) -> bool:
 
 
 def _check_user_data(user_data: object) -> tuple[str | None, int]:
-    """Validate ``user_data`` and hash its plaintext PII in place.
+    """
+    Validate ``user_data`` and hash its plaintext PII in place.
 
     :return: ``(first error or None, number of plaintext PII values seen)``. Plaintext is
         counted and hashed even when the event is rejected, so it is never kept in clear.
@@ -179,7 +182,8 @@ def _check_event_time(event_time: object, now: float, oldest_allowed: float | No
 def validate_event(
     event: object, now: float, oldest_allowed: float | None = None, max_future_seconds: float = 300
 ) -> tuple[str | None, int]:
-    """Validate one event of a batch, hashing its plaintext PII in place.
+    """
+    Validate one event of a batch, hashing its plaintext PII in place.
 
     :param event: one element of the request's ``data`` array, as parsed from JSON.
     :param now: the sandbox clock, in Unix seconds.

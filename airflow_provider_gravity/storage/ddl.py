@@ -90,7 +90,7 @@ def create_table(engine: Engine, table: sa.Table, role: TableRole) -> None:
 
 def check_columns(engine: Engine, table: sa.Table, role: TableRole, *, added: Collection[str] = ()) -> set[str]:
     """
-    The (lower-case) column names of the existing table.
+    Return the (lower-case) column names of the existing table.
 
     :raises ValueError: if it lacks a column of ``table`` other than those of ``added``.
     """
@@ -129,13 +129,13 @@ def table_exists(engine: Engine, table: sa.Table) -> bool:
 
 
 def column_names(connection: Connection, table: sa.Table) -> set[str]:
-    """The lower-case names of the existing table's columns."""
+    """Return the lower-case names of the existing table's columns."""
     columns = sa.inspect(connection).get_columns(table.name, schema=table.schema)
     return {column["name"].lower() for column in columns}
 
 
 def index_names(connection: Connection, table: sa.Table) -> set[str | None]:
-    """The names of the existing table's indexes."""
+    """Return the names of the existing table's indexes."""
     return {index["name"] for index in sa.inspect(connection).get_indexes(table.name, schema=table.schema)}
 
 

@@ -17,7 +17,7 @@ ADDED_COLUMNS = ("dag_id", "task_id")
 
 def delivery_log_table(table_name: str, schema: str | None = None) -> sa.Table:
     """
-    The delivery log table's definition.
+    Define the delivery log table.
 
     :param table_name: ``table`` or ``schema.table``.
     :param schema: schema of the table, if not given in ``table_name``.

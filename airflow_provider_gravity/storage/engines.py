@@ -19,7 +19,7 @@ UTF8MB4_TABLE_OPTIONS: dict[str, Any] = {
 
 def with_full_unicode(engine: Engine) -> Engine:
     """
-    The engine, or on MySQL/MariaDB one whose connections speak ``utf8mb4``: with ``utf8`` (3 bytes) or
+    Return the engine, or on MySQL/MariaDB one whose connections speak ``utf8mb4``: with ``utf8`` (3 bytes) or
     ``latin1``, an id holding an emoji would fail the write instead of being logged, and a filter of the view
     holding one would be refused instead of compared.
     """
@@ -29,7 +29,7 @@ def with_full_unicode(engine: Engine) -> Engine:
 
 
 def mysql_binary_collation(dialect: Dialect) -> str:
-    """The ``utf8mb4`` collation that compares bytes and pads nothing on this MySQL or MariaDB server."""
+    """Return the ``utf8mb4`` collation that compares bytes and pads nothing on this MySQL or MariaDB server."""
     version = dialect.server_version_info or ()
     if getattr(dialect, "is_mariadb", False):
         return "utf8mb4_nopad_bin"

@@ -79,7 +79,7 @@ def index_name(table: str, purpose: str) -> str:
 
 def sibling_table_name(table_name: str, suffix: str) -> str:
     """
-    The name of a table beside ``table_name`` (same schema): its name and ``suffix``, or when that is longer
+    Return the name of a table beside ``table_name`` (same schema): its name and ``suffix``, or when that is longer
     than 63 characters a cut name with a hash of the table's name.
     """
     schema, name = parse_table_name(table_name)

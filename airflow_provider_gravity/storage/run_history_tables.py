@@ -33,7 +33,7 @@ ADDED_COLUMNS = ("rolled_up",)
 
 def run_history_table(table_name: str) -> sa.Table:
     """
-    The run history table's definition.
+    Define the run history table.
 
     :param table_name: ``table`` or ``schema.table``.
     """
@@ -87,7 +87,7 @@ def rollup_table_names(history_table: str) -> tuple[str, str]:
 
 
 def _day_keys() -> tuple[sa.Column[object], ...]:
-    """The key the rollup tables share: a day, a DAG and a task."""
+    """Return the key the rollup tables share: a day, a DAG and a task."""
     return (
         sa.Column("day", sa.Date(), primary_key=True),
         sa.Column("dag_id", sa.String(MAX_ID_LENGTH), primary_key=True),

@@ -44,7 +44,8 @@ class UtcTimestamp(sa.types.TypeDecorator[datetime]):
 
 
 class KeyString(sa.types.TypeDecorator[str]):
-    """VARCHAR for key columns; on MySQL/MariaDB a binary no-pad collation, so ``AB1``, ``ab1`` and
+    """
+    VARCHAR for key columns; on MySQL/MariaDB a binary no-pad collation, so ``AB1``, ``ab1`` and
     ``ab1 `` stay three different events instead of colliding under the default case-insensitive one."""
 
     impl = sa.String(MAX_KEY_LENGTH)

@@ -1,4 +1,5 @@
-"""Gravity's Conversions API client: :class:`GravityClient`, composing the transport, the key's guards and the wire.
+"""
+Gravity's Conversions API client: :class:`GravityClient`, composing the transport, the key's guards and the wire.
 
 Free of Airflow, so it can be used and tested on its own. It sends at most 1,000 events per request, retries what is
 worth retrying (429, 5xx, timeouts, dropped connections) with exponential backoff and full jitter while honouring
@@ -222,7 +223,7 @@ class GravityClient:
         return answer.body
 
     def _final_error(self, answer: Answer) -> GravityError:
-        """The typed error of a non-2xx answer that retrying cannot fix; its texts scrubbed of the key."""
+        """Build the typed error of a non-2xx answer that retrying cannot fix; its texts scrubbed of the key."""
         status = answer.status
         if 300 <= status < 400:
             return GravityRedirectError(status, self.scrub(location_host(answer.headers)))

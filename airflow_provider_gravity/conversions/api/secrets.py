@@ -1,4 +1,5 @@
-"""The API key's guards: the scrubber that hides it in any text from Gravity, and the auth that adds it to requests.
+"""
+The API key's guards: the scrubber that hides it in any text from Gravity, and the auth that adds it to requests.
 
 The key must never appear in an exception, a log line or a ``repr``: the scrubber and the auth hold it only in
 closures, and every text that comes back from Gravity (or from anything pretending to be it) goes through the
@@ -88,7 +89,7 @@ class KeyScrubber:
 
 def key_forms(api_key: str) -> set[str]:
     """
-    The texts :class:`KeyScrubber` hides: the key; each stretch of 8 of its characters (a server that knows
+    Return the texts :class:`KeyScrubber` hides: the key; each stretch of 8 of its characters (a server that knows
     the key may echo part of it: enough to guess the rest); its UTF-8 bytes in hex; and its base64 and url-safe
     base64 at each of the three places it can start in a 3-byte group (:func:`base64_core`), which covers the
     key base64-encoded after any prefix (``base64("t=" + KEY)``, ``Basic`` credentials), padded or not.
@@ -105,9 +106,11 @@ def key_forms(api_key: str) -> set[str]:
 
 def base64_core(raw: bytes, offset: int) -> str:
     """
-    The base64 characters that encode ``raw`` and nothing else when it starts ``offset`` bytes (0, 1 or 2)
+    Return the base64 characters that encode ``raw`` and nothing else when it starts ``offset`` bytes (0, 1 or 2)
     into a 3-byte group: they are the same whatever bytes come before and after it, and whether the text is
-    padded or not. (A character holds 6 bits; one that holds a bit of the bytes around ``raw`` is left out.)
+    padded or not.
+
+    (A character holds 6 bits; one that holds a bit of the bytes around ``raw`` is left out.)
     """
     encoded = base64.b64encode(bytes(offset) + raw).decode()
     first = -(-8 * offset // 6)  # the first character whose 6 bits all belong to raw
@@ -117,7 +120,7 @@ def base64_core(raw: bytes, offset: int) -> str:
 
 def _escaped_form_pattern(form: str) -> str:
     """
-    A pattern of ``form`` in which each character may also appear, in either letter case, percent-encoded
+    Build a pattern of ``form`` in which each character may also appear, in either letter case, percent-encoded
     (whatever characters the encoder kept), JSON-escaped (``\\uXXXX``, ``\\/``, ``\\"``, ``\\\\``), or as
     ``+`` for a space.
     """

@@ -1,4 +1,5 @@
-"""The client's HTTP I/O: pooled sessions, one per sending thread, retries with jittered backoff, bounded reads.
+"""
+The client's HTTP I/O: pooled sessions, one per sending thread, retries with jittered backoff, bounded reads.
 
 Redirects are never followed. A :class:`Transport` knows one URL and the statuses worth another try; what any other
 answer means is the client's to say.
@@ -104,8 +105,8 @@ def pooled_session(
     adapter: BaseAdapter | None = None,
 ) -> requests.Session:
     """
-    The session every request to ``url`` goes through, ready: ``headers`` and ``auth`` set, and what requests would
-    read from the environment for ``url`` read now, once (:func:`_read_environment_once`).
+    Return the session every request to ``url`` goes through, ready: ``headers`` and ``auth`` set, and what requests
+    would read from the environment for ``url`` read now, once (:func:`_read_environment_once`).
 
     :param session: the session to configure; a new one by default, with a :class:`_PoolKeyCachingAdapter` of
         ``pool_size`` connections mounted for ``https://`` and ``http://``. A given session keeps the adapters
@@ -230,8 +231,8 @@ class Transport:
 
 def _thread_session(template: requests.Session) -> requests.Session:
     """
-    A session for one more sending thread: ``template``'s settings, a copy of its headers and cookies, and its adapter
-    mapping itself (one pool of connections for every thread; see :class:`Transport`).
+    Build a session for one more sending thread: ``template``'s settings, a copy of its headers and cookies, and its
+    adapter mapping itself (one pool of connections for every thread; see :class:`Transport`).
     """
     session = requests.Session()
     session.headers = template.headers.copy()
@@ -250,7 +251,7 @@ def _thread_session(template: requests.Session) -> requests.Session:
 
 
 def location_host(headers: Mapping[str, str]) -> str:
-    """The host a redirect points to (its ``Location`` header), for the error that names it."""
+    """Return the host a redirect points to (its ``Location`` header), for the error that names it."""
     location = headers.get("Location") or ""
     try:
         return urlsplit(location).hostname or "(none given)"
@@ -260,7 +261,7 @@ def location_host(headers: Mapping[str, str]) -> str:
 
 def _read_bounded(response: requests.Response, *, deadline: float) -> bytes | None:
     """
-    The answer's body, or ``None`` when it is larger than :data:`MAX_RESPONSE_BYTES` (then not read further).
+    Read the answer's body, or ``None`` when it is larger than :data:`MAX_RESPONSE_BYTES` (then not read further).
 
     :raises requests.Timeout: when the body takes longer than the read timeout in all: a server that drips
         one byte at a time would otherwise hold the request forever.
@@ -297,7 +298,7 @@ class _PoolKeyCachingAdapter(HTTPAdapter):
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: bool | str, cert: Any = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The pool key of ``request``'s origin with these TLS settings, worked out once (see requests)."""
+        """Return the pool key of ``request``'s origin with these TLS settings, worked out once (see requests)."""
         origin = urlsplit(request.url or "")[:2]
         key = (origin, verify, cert)
         known = self._pool_keys.get(key)

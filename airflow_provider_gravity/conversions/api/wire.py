@@ -48,7 +48,7 @@ class EventResult(NamedTuple):
 
 def encode_body(events: Sequence[Event]) -> bytes:
     """
-    The request body ``{"data": [...]}`` as JSON bytes: encoded events are joined as they are, event dicts
+    Encode the request body ``{"data": [...]}`` as JSON bytes: encoded events are joined as they are, event dicts
     are written with msgspec.
 
     :raises EventEncodingError: for an event JSON cannot carry (text that is not valid Unicode).
@@ -67,7 +67,7 @@ def encode_body(events: Sequence[Event]) -> bytes:
 
 
 def event_key(event: Event) -> tuple[str | None, str]:
-    """An event's ``(event_name, event_id)``, as Gravity's results name it."""
+    """Return an event's ``(event_name, event_id)``, as Gravity's results name it."""
     if isinstance(event, EncodedEvent):
         return event.event_name, event.event_id
     return event.get("event_name"), str(event.get("event_id"))
@@ -75,7 +75,7 @@ def event_key(event: Event) -> tuple[str | None, str]:
 
 def decode_answer(body: bytes) -> Any:
     """
-    An answer's JSON, whatever the body: every way it can fail to be JSON Gravity could have sent is one error.
+    Decode an answer's JSON, whatever the body: every way it can fail to be JSON Gravity could have sent is one error.
 
     :raises GravityResponseError: for a body that is not JSON (or not UTF-8), one the decoder cannot take
         (``RecursionError`` at about 1,000 levels, numbers out of range), or one nested deeper than
@@ -114,7 +114,7 @@ def _nested_at_most(value: Any, depth: int) -> bool:
 
 def results_of(body: bytes) -> list[Any]:
     """
-    The ``results`` list of a 2xx answer's body.
+    Return the ``results`` list of a 2xx answer's body.
 
     :raises GravityResponseError: for a body that is not JSON Gravity could have sent, or has no ``results`` list.
     """
@@ -164,7 +164,7 @@ def _in_order(keys: Sequence[tuple[str | None, str]], answers: list[dict[str, An
 def _matched(
     event_name: str | None, event_id: str, answers: Sequence[dict[str, Any]], scrub: Callable[[object], str]
 ) -> EventResult:
-    """The result of one event among the answers naming its id: those naming another event are left out."""
+    """Find the result of one event among the answers naming its id: those naming another event are left out."""
     mine = [raw for raw in answers if _text(raw.get("event_name"), event_name) == event_name]
     verdicts = {(str(raw.get("status")), str(raw.get("error")), str(raw.get("attributed"))) for raw in mine}
     if len(verdicts) != 1:  # none, or answers that disagree: neither can be trusted

@@ -109,7 +109,7 @@ class BuiltChunk:
         return [None if text is None else json.loads(text) for text in self.encoded]
 
     def encoded_events(self, rows: list[int]) -> list[EncodedEvent]:
-        """The events of valid rows ``rows``, ready to send."""
+        """Return the events of valid rows ``rows``, ready to send."""
         # A valid row has its name, its id and its text.
         names, ids, texts = cast(
             "tuple[list[str], list[str], list[str]]", (self.event_names, self.event_ids, self.encoded)
@@ -337,7 +337,7 @@ def _suspect_rows(
     latest: float,
 ) -> np.ndarray:
     """
-    The rows :func:`_identity_reason` might refuse, found with whole-column checks; a clean chunk has none,
+    Return the rows :func:`_identity_reason` might refuse, found with whole-column checks; a clean chunk has none,
     and costs no call per row.
     """
     with np.errstate(invalid="ignore"):
@@ -444,7 +444,8 @@ def _user_data(
 
 
 def _present(values: list[Any], texts: pa.Array | None, fragments: Fragments) -> np.ndarray:
-    """Which rows have a value of the field: from its texts when it has them (and values that could not be
+    """
+    Which rows have a value of the field: from its texts when it has them (and values that could not be
     written), else from the values."""
     if texts is None:
         return ~np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))

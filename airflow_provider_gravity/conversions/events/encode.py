@@ -52,7 +52,7 @@ def fragments_of(
     key: str, values: Sequence[Any], write: Callable[[Any], str], *, by_identity: bool = False
 ) -> Fragments:
     """
-    The fragments of one field, each distinct value written once.
+    Write the fragments of one field, each distinct value written once.
 
     :param key: the field's key in its object.
     :param values: one value per row, ``None`` where absent.
@@ -157,7 +157,8 @@ class JsonNumbers(Sequence[int | float | None]):
 
 
 def value_fragments(key: str, values: Sequence[Any], *, by_identity: bool = False) -> Fragments:
-    """Fragments of a field of any JSON value (numbers, lists, objects): a field of text only or of plain
+    """
+    Fragments of a field of any JSON value (numbers, lists, objects): a field of text only or of plain
     numbers only (amounts, order ids, currencies) is written by Arrow, any other one value by value."""
     if isinstance(values, JsonNumbers):
         numbers = pa.array(values.numbers, pa.float64(), mask=np.isnan(values.numbers))
@@ -279,7 +280,7 @@ def _arrow(fragments: Sequence[str | None] | pa.Array) -> pa.Array:
 
 
 def unencodable_rows(columns: Sequence[Fragments]) -> set[int]:
-    """The rows of which some fragment could not be written."""
+    """Return the rows of which some fragment could not be written."""
     rows: set[int] = set()
     for column in columns:
         rows.update(column.unencodable)

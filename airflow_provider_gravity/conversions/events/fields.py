@@ -1,4 +1,5 @@
-"""The fields of an event read from their columns: amounts, currencies, line items, JSON objects and
+"""
+The fields of an event read from their columns: amounts, currencies, line items, JSON objects and
 ``custom_data`` values, each refused with a named reason (:class:`~..cells.BadCell`) rather than sent as it came.
 """
 
@@ -41,7 +42,7 @@ _PLAIN_NUMBER_TYPES = frozenset({int, float, decimal.Decimal})
 
 def money(value: Any) -> float | int | None:
     """
-    A finite, non-negative amount as a JSON number.
+    Read a finite, non-negative amount as a JSON number.
 
     :return: the number, or ``None`` for a missing cell (NULL and NaN both mean "no value").
     :raises BadCell: ``bad_value`` for a negative, infinite or non-numeric value.
@@ -74,7 +75,7 @@ def money(value: Any) -> float | int | None:
 
 
 def _exact_integer(value: Any) -> int | None:
-    """The integer an int or an integral ``Decimal`` holds, every digit; ``None`` for any other cell."""
+    """Return the integer an int or an integral ``Decimal`` holds, every digit; ``None`` for any other cell."""
     if isinstance(value, bool | np.bool_):
         return None
     if isinstance(value, int | np.integer):
@@ -86,7 +87,7 @@ def _exact_integer(value: Any) -> int | None:
 
 def currency_code(value: Any) -> str | None:
     """
-    An ISO 4217 code, trimmed and upper-cased.
+    Read an ISO 4217 code, trimmed and upper-cased.
 
     :raises BadCell: ``bad_currency`` unless the value is three ASCII letters.
     """
@@ -107,7 +108,7 @@ def currency_code(value: Any) -> str | None:
 
 def json_object(value: Any, reason: str) -> dict[str, Any] | None:
     """
-    A JSON object given as a dict or as JSON text, passed through unchanged.
+    Read a JSON object given as a dict or as JSON text, passed through unchanged.
 
     :raises BadCell: ``reason`` when the cell holds anything but a JSON object.
     """
@@ -153,7 +154,7 @@ def contents(value: Any) -> list[dict[str, Any]] | None:
 
 
 def _decoded(value: Any, reason: str) -> Any:
-    """The value itself, or what its JSON text holds; :class:`BadCell` ``reason`` for text that is not JSON."""
+    """Return the value itself, or what its JSON text holds; :class:`BadCell` ``reason`` for text that is not JSON."""
     if isinstance(value, TEXT_BYTES):
         try:
             value = bytes_text(value)
@@ -244,7 +245,7 @@ def money_column(series: pd.Series) -> Converted | NumbersConverted:
 
 def _exact_large_integers(series: pd.Series, numbers: np.ndarray, converted: NumbersConverted) -> NumbersConverted:
     """
-    ``converted`` (from the float64 ``numbers`` of ``series``) with each sent number of 2**53 or more that was an
+    Return ``converted`` (from the float64 ``numbers`` of ``series``) with each sent number of 2**53 or more that was an
     int or an integral ``Decimal`` in ``series`` kept as that integer, every digit (float64 made
     9007199254740993 into ...992). Few rows if any: found with numpy, fixed one by one.
     """

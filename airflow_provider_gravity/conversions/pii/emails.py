@@ -21,7 +21,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _without_format_characters(text: str) -> str:
-    """``text`` without its format characters (Unicode category Cf), looked up one character at a time: a
+    """
+    ``text`` without its format characters (Unicode category Cf), looked up one character at a time: a
     table of every Cf code point takes 0.7 s to build, more than a night's non-ASCII emails take this way."""
     return "".join([char for char in text if char.isascii() or unicodedata.category(char) != "Cf"])
 
@@ -53,7 +54,8 @@ def _normalize_email_cell(value: object) -> str | None:
 
 
 def normalize_email(values: pd.Series) -> pd.Series:
-    """Trim and lowercase emails.
+    """
+    Trim and lowercase emails.
 
     A value is kept when it has exactly one ``@``, a non-empty local part, a dot inside the domain
     (not first or last) and no whitespace inside. A 64-hex-character value is taken as already

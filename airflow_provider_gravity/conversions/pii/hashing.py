@@ -33,7 +33,8 @@ def _hash_cell(value: object) -> str | None:
 
 
 def sha256_hex(values: pd.Series) -> pd.Series:
-    """Hash each value of a Series (expected to be normalized already).
+    """
+    Hash each value of a Series (expected to be normalized already).
 
     :param values: normalized values; missing ones (None, NaN, NA, blank) stay NA.
     :return: ``string`` Series of lowercase hex digests, one per row.

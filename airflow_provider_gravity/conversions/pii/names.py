@@ -36,7 +36,8 @@ def _normalize_name_cell(value: object) -> str | None:
 
 
 def normalize_name(values: pd.Series) -> pd.Series:
-    """Normalize first or last names: NFC, lowercase, keep only Unicode letters and combining marks.
+    """
+    Normalize first or last names: NFC, lowercase, keep only Unicode letters and combining marks.
 
     Punctuation, spaces and digits are removed (``"Mary-Jane "`` gives ``"maryjane"``). A
     64-hex-character value is taken as already hashed and only lowercased.

@@ -1,4 +1,5 @@
-"""A fast parser for cleanly written phone numbers, built from phonenumbers' own metadata.
+"""
+A fast parser for cleanly written phone numbers, built from phonenumbers' own metadata.
 
 It follows, step by step, what ``phonenumbers.parse`` → ``is_valid_number`` → ``format_number(E164)``
 do for an input made only of ASCII digits, spaces, ``-``, ``.``, ``(``, ``)`` and one leading ``+``
@@ -47,7 +48,7 @@ class _Desc:
         return cls(frozenset(desc.possible_length or ()), re.compile(pattern) if pattern else None)
 
     def as_regex(self) -> str | None:
-        """This description as one regular expression that must match the whole number, or None if empty."""
+        """Write this description as one regular expression that must match the whole number, or None if empty."""
         if self.pattern is None:
             return None
         lengths = "|".join(f".{{{length}}}" for length in sorted(self.lengths))
@@ -122,7 +123,7 @@ class _Plan:
         return _POSSIBLE if length in lengths[1:] else _INVALID_LENGTH
 
     def strip_national_prefix(self, number: str) -> str | object:
-        """The number without its national prefix (and carrier code), when phonenumbers would strip it."""
+        """Return the number without its national prefix (and carrier code), when phonenumbers would strip it."""
         if not number or self.national_prefix is None:
             return number
         match = self.national_prefix.match(number)
@@ -212,7 +213,8 @@ def _split_country_code(digits: str) -> tuple[int, str] | None:
 
 
 def parse_to_e164(raw: str, region: str) -> str | None | object:
-    """E.164 (with ``+``) of a valid number, None for an invalid one, :data:`DEFER` when unsure.
+    """
+    E.164 (with ``+``) of a valid number, None for an invalid one, :data:`DEFER` when unsure.
 
     :param raw: the cell as written, unstripped.
     :param region: the default region, passed unchanged as phonenumbers would receive it.

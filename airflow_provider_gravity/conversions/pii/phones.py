@@ -60,7 +60,8 @@ def _library_parser(library: ModuleType) -> Callable[[str, str | None], str | No
 
 
 def phone_text(value: object) -> str | None:
-    """The text phonenumbers is given for one cell (None when the cell is missing).
+    """
+    Return the text phonenumbers is given for one cell (None when the cell is missing).
 
     Strings are passed unchanged (phonenumbers ignores surrounding spaces itself); other cells are read
     as text by :func:`~.cells.cell_text`, so numbers from numeric columns have no decimal part.
@@ -73,7 +74,8 @@ def phone_text(value: object) -> str | None:
 
 
 class PhoneNormalizer:
-    """Turns (raw number, region) pairs into E.164 strings.
+    """
+    Turns (raw number, region) pairs into E.164 strings.
 
     With the ``phonenumbers`` backend, clean numbers go through a parser built from phonenumbers'
     metadata (:mod:`.phone_metadata_path`) and everything else through phonenumbers itself. With
@@ -120,7 +122,8 @@ def normalize_phone(
     default_region: str | None = None,
     backend: str = "phonenumbers",
 ) -> pd.Series:
-    """Normalize phone numbers to E.164 (with ``+``).
+    """
+    Normalize phone numbers to E.164 (with ``+``).
 
     The result equals ``phonenumbers.parse(raw, region)`` → ``is_valid_number`` →
     ``format_number(E164)`` for every input; NA where parsing raises or the number is not valid.

@@ -49,7 +49,7 @@ def split_pixel_pii(
 
 
 def _key_name(key: Any) -> Any:
-    """A key as Gravity would read it: case, padding and invisible format characters do not hide a PII key."""
+    """Return a key as Gravity would read it: case, padding and invisible format characters do not hide a PII key."""
     if not isinstance(key, str):
         return key
     return "".join(c for c in key if unicodedata.category(c) != "Cf" and not c.isspace()).lower()

@@ -1,4 +1,5 @@
-"""Turn a chunk's user columns into the hashed ``user_data`` fields sent to Gravity.
+"""
+Turn a chunk's user columns into the hashed ``user_data`` fields sent to Gravity.
 
 Each distinct cell is normalized and hashed once; its result is kept in a :class:`PiiCache` that the
 chunks of a run share, so a repeat customer costs one dictionary lookup per field, done in C.
@@ -63,7 +64,8 @@ _UNREADABLE_ELEMENT = object()
 
 @dataclass(frozen=True)
 class HashedUserFields:
-    """The ``user_data`` match keys of one chunk, aligned with its rows.
+    """
+    The ``user_data`` match keys of one chunk, aligned with its rows.
 
     :ivar fields: for each user column present, a list with one cell per row. ``em``, ``ph`` and
         ``external_id`` cells are lists of strings (digests, or plain external ids) or None;
@@ -200,7 +202,8 @@ class PiiCache:
 
 @contextmanager
 def garbage_collection_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a chunk is processed.
+    """
+    Pause the cyclic garbage collector while a chunk is processed.
 
     Each new customer allocates a few small lists and tuples; with a large cache alive, the
     collections these allocations trigger rescan it again and again (about a fifth of the run time in
@@ -216,7 +219,8 @@ def garbage_collection_paused() -> Iterator[None]:
 
 
 def _is_cacheable(cell: Hashable) -> bool:
-    """Whether a result may be stored with ``cell`` as its dict key.
+    """
+    Whether a result may be stored with ``cell`` as its dict key.
 
     1, 1.0 and True are the same key but not the same text, so bools and numbers equal to 0 or 1 are
     left out (recomputed each time), as are types whose equality we do not control.
@@ -304,7 +308,7 @@ def _name_result(cell: Any) -> _CellResult:
 
 
 def _country_result(cell: Any) -> _CellResult:
-    """The region a ``country`` cell names, or None (with one drop when a value was there but unknown)."""
+    """Return the region a ``country`` cell names, or None (with one drop when a value was there but unknown)."""
     text = _element_text(cell)
     if text is None:
         return _MISSING
@@ -366,7 +370,8 @@ def _json_text(value: Any) -> str | None:
 
 
 def _resolve_rows(keys: list[Any], table: _ResultTable, compute: Callable[[Any], _CellResult]) -> _FieldResult:
-    """Each row's value (object array) and the dropped counts over all rows.
+    """
+    Each row's value (object array) and the dropped counts over all rows.
 
     Known keys are found in C; each key not yet in the table is computed once.
     """
@@ -400,7 +405,7 @@ def _is_text_column(series: pd.Series) -> bool:
 
 def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | None = None) -> _FieldResult:
     """
-    The per-value arrays of distinct cells' results, with one more entry for the missing cell.
+    Build the per-value arrays of distinct cells' results, with one more entry for the missing cell.
 
     :param texts: each value's JSON text when the caller wrote them already; else written here.
     """
@@ -419,7 +424,7 @@ def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | N
 
 
 def _objects(items: Iterator[Any], count: int) -> np.ndarray:
-    """An object array of ``items``, each kept as it is (``np.array`` would make lists of lists a 2-D array)."""
+    """Build an object array of ``items``, each kept as it is (``np.array`` would make lists of lists a 2-D array)."""
     return np.fromiter(items, dtype=object, count=count)
 
 
@@ -444,7 +449,8 @@ def _spread(codes: np.ndarray, distinct: _FieldResult) -> _FieldResult:
 
 
 def _row_texts(distinct_texts: np.ndarray, entries: np.ndarray) -> pa.Array:
-    """Each row's JSON text, in Arrow: the distinct texts converted once and taken by each row's entry (taking
+    """
+    Each row's JSON text, in Arrow: the distinct texts converted once and taken by each row's entry (taking
     the Python strings first and converting every row costs fifteen times as much)."""
     return pa.array(distinct_texts, pa.string()).take(pa.array(entries, pa.int64()))
 
@@ -455,7 +461,7 @@ def _text_field(
     batch: Callable[[list[str]], _FieldResult] | None = None,
 ) -> _FieldResult:
     """
-    A text column resolved per distinct cell of the chunk: factorized in C, each distinct string computed
+    Resolve a text column per distinct cell of the chunk: factorized in C, each distinct string computed
     once (by ``batch`` over all of them when given, else one by one), the results spread back to the rows.
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -487,7 +493,7 @@ _ARROW_EMAIL = (
 
 def _email_results(strings: list[str]) -> _FieldResult:
     """
-    The results of distinct email strings, as :func:`_results_of_distinct` gives them: what
+    Return the results of distinct email strings, as :func:`_results_of_distinct` gives them: what
     :func:`_email_result` gives each, mostly from Arrow kernels.
     """
     try:
@@ -524,7 +530,8 @@ _ARROW_PLAIN_ID = r"^[\x20\x21\x23-\x5a\x5d-\x7e]*$"
 
 
 def _external_id_results(strings: list[str]) -> _FieldResult:
-    """The results of distinct external id strings, as :func:`_results_of_distinct` gives them; plain ids are
+    """
+    Return the results of distinct external id strings, as :func:`_results_of_distinct` gives them; plain ids are
     trimmed and quoted by Arrow kernels, others go through :func:`_external_id_result`."""
     try:
         distinct = pa.array(strings, pa.large_string())
@@ -587,7 +594,7 @@ def _text_phone_field(
     with_plus: bool,
 ) -> _FieldResult:
     """
-    A text column of phones, resolved per distinct ``(region, phone)`` pair of the chunk: the column factorized
+    Resolve a text column of phones per distinct ``(region, phone)`` pair of the chunk: the column factorized
     once, the pairs sorted by region, each region's phones looked up in its table of the run.
     """
     phone_codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -627,7 +634,8 @@ def hash_user_fields(
     phone_backend: str = "phonenumbers",
     cache: PiiCache | None = None,
 ) -> HashedUserFields:
-    """Normalize and hash the user columns of one chunk.
+    """
+    Normalize and hash the user columns of one chunk.
 
     Reads any of ``em``, ``ph``, ``fn``, ``ln``, ``external_id`` and ``country`` (other columns are
     ignored). ``em``, ``ph`` and ``external_id`` cells may hold one value or a list (Python list or

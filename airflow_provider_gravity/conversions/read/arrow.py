@@ -131,7 +131,7 @@ ARROW_SOURCES: tuple[type[ArrowBatchSource], ...] = (PostgresAdbcSource,)
 
 
 def arrow_source_for(hook: DbApiHook) -> ArrowBatchSource | None:
-    """The first columnar source that reads for ``hook`` here, or ``None``."""
+    """Return the first columnar source that reads for ``hook`` here, or ``None``."""
     for source in ARROW_SOURCES:
         if source.available_for(hook):
             return source(hook)
@@ -174,7 +174,7 @@ _ADBC_WRAPPED_INFINITY_US = (2**63 - 1) + 946_684_800_000_000 - 2**64
 
 def _frame(table: pa.Table) -> pd.DataFrame:
     """
-    The rows of ``table`` as the cursor gives them: NUMERIC as ``Decimal`` (``NaN`` a missing cell), integers
+    Return the rows of ``table`` as the cursor gives them: NUMERIC as ``Decimal`` (``NaN`` a missing cell), integers
     beside NULLs as Python integers, timestamps beyond Python's years 1 to 9999 (``infinity``) held at those
     ends, as psycopg holds them.
     """

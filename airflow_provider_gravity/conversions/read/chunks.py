@@ -145,7 +145,7 @@ def _is_several_statements_refusal(error: Exception) -> bool:
 
 def frame_of_rows(rows: list[tuple[Any, ...]], columns: list[str]) -> pd.DataFrame:
     """
-    A DataFrame of driver rows in which every value keeps its Python type and every digit.
+    Build a DataFrame of driver rows in which every value keeps its Python type and every digit.
 
     pandas reads a column of integers and NULLs as float64, which rounds ids beyond 2**53
     (``1152921504606846977`` would be sent as ``...976``): such columns are kept as Python objects.
@@ -206,7 +206,7 @@ def cursor_chunks(
     chunk_size: int,
 ) -> Iterator[pd.DataFrame]:
     """
-    The rows of ``sql`` from a DB-API cursor of the hook's connection, ``chunk_size`` at a time, each value
+    Yield the rows of ``sql`` from a DB-API cursor of the hook's connection, ``chunk_size`` at a time, each value
     kept as the driver gives it (:func:`frame_of_rows`). This is what the hook's ``get_df_by_chunks`` reads,
     without the dtype conversion of pandas: with ``dtype_backend="numpy_nullable"`` it decodes every bytes cell
     as UTF-8, and one BLOB that is not failed the whole read, where the event builder names such a cell

@@ -69,7 +69,7 @@ def _hold_on_psycopg(connection: Any) -> None:
 
 
 def _psycopg_loader(name: str, base: type, fmt: Any, low: Any, high: Any) -> type:
-    """A loader that reads as ``base`` does (its C implementation, where installed) and holds what it refuses."""
+    """Build a loader that reads as ``base`` does (its C implementation, where installed) and holds what it refuses."""
     from psycopg import DataError
     from psycopg.adapt import Loader
     from psycopg.pq import Format

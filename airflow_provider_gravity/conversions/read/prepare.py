@@ -25,7 +25,7 @@ class PreparedChunk(NamedTuple):
 
 def prepare_chunk(frame: pd.DataFrame) -> PreparedChunk:
     """
-    A chunk as the reader gave it, with its column names lower-cased and checked against the contract.
+    Prepare a chunk as the reader gave it, with its column names lower-cased and checked against the contract.
 
     :raises ColumnContractError: naming any unknown, duplicate or missing required column.
     """
@@ -37,7 +37,7 @@ def prepare_chunk(frame: pd.DataFrame) -> PreparedChunk:
 
 
 def prepare_cells(frame: pd.DataFrame) -> PreparedChunk:
-    """A chunk whose column names follow the contract already, with its cells made readable one by one."""
+    """Prepare a chunk whose column names follow the contract already, with its cells made readable one by one."""
     prepared = frame.copy(deep=False)
     changed = _quiet_signaling_nans(prepared)
     changed = _localizable_times(prepared) or changed

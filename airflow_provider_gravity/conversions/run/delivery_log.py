@@ -99,7 +99,7 @@ class LoggedEvent:
 
 def fit_key(key: str) -> str:
     """
-    A key the table can hold: the key itself when it has at most 255 characters, all printable UTF-8;
+    Return a key the table can hold: the key itself when it has at most 255 characters, all printable UTF-8;
     else a readable prefix of it and the SHA-256 of the whole, e.g. ``"xxxx…~sha256:9f86d0…"``. Such keys
     belong to invalid rows only (``event_id_too_long``, ``bad_event_id``): their dead-letter record must
     not fail the run, and two of them stay two records.
@@ -127,7 +127,7 @@ def _literal_statuses(statuses: Sequence[str]) -> list[sa.ColumnElement[str]]:
 
 
 def _keeps_existing(existing_status: sa.ColumnElement[Any], new_status: sa.ColumnElement[Any]) -> Any:
-    """True where the stored status is a delivery and the new one a failure: keep the delivery."""
+    """Return a condition, true where the stored status is a delivery and the new one a failure: keep the delivery."""
     return sa.and_(
         existing_status.in_(_literal_statuses(_HELD_BY_GRAVITY)),
         new_status.in_(_literal_statuses(_FAILED)),

@@ -99,7 +99,7 @@ class Ledger:
             self._close_if_done(index)
 
     def batch_submitted(self, index: int) -> None:
-        """A batch of chunk ``index`` is on its way: the chunk stays open until it is settled."""
+        """Record that a batch of chunk ``index`` is on its way: the chunk stays open until it is settled."""
         self._chunks[index].pending_batches += 1
 
     def chunk_submitted(self, index: int) -> None:
@@ -108,7 +108,7 @@ class Ledger:
         self._close_if_done(index)
 
     def settled_rows(self) -> int:
-        """The rows of the run in a bucket so far."""
+        """Count the rows of the run in a bucket so far."""
         return _rows_in(self.tally)
 
     def _close_if_done(self, index: int) -> None:

@@ -190,7 +190,7 @@ class ConversionPipeline:
 
     def summary(self) -> RunSummary:
         """
-        The run summary so far. After a run that raised, rows read but not yet settled count as
+        Return the run summary so far. After a run that raised, rows read but not yet settled count as
         ``undelivered``, so that the summary still adds up to the rows read.
         """
         tally = Tally(self.ledger.tally)
@@ -210,7 +210,7 @@ class ConversionPipeline:
 
     @staticmethod
     def empty_summary() -> RunSummary:
-        """The summary of a try that stopped before its run began: every counter zero."""
+        """Return the summary of a try that stopped before its run began: every counter zero."""
         return build_summary(Tally(), requests=0, retries=0, seconds=0.0, dry_run=False)
 
     def _settle_after_stop(self, error: BaseException) -> None:
@@ -367,7 +367,7 @@ class ConversionPipeline:
         skipped: Tally,
     ) -> list[int]:
         """
-        The candidates the delivery log does not hold as delivered. A delivered event whose payload changed
+        Return the candidates the delivery log does not hold as delivered. A delivered event whose payload changed
         since is not sent again (it would be a second conversion, or a ``duplicate`` Gravity ignores): it is
         counted in ``skipped`` as ``changed_since_delivery`` and named in the log.
         """
@@ -503,7 +503,7 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
 
 def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: Sequence[int]) -> Tally:
     """
-    The counters of sent events: their buckets and reasons, attributions, and the match keys of those sent.
+    Count the sent events: their buckets and reasons, attributions, and the match keys of those sent.
 
     :param kinds: how many events had each outcome, counted once for the batch.
     """
@@ -524,7 +524,7 @@ def _acknowledged_ranges(
     batch: _Batch, outcomes: list[Outcome], batch_tally: Tally, all_answered: bool
 ) -> Iterator[tuple[int, int, Tally]]:
     """
-    The row ranges of a batch that are settled, each with its counters: the whole batch when every event
+    Yield the row ranges of a batch that are settled, each with its counters: the whole batch when every event
     got an answer (``all_answered``: ``batch_tally`` and the rows settled here), else the stretches between the
     events left ``undelivered``, so that a resumed try sends only those.
     """
@@ -559,7 +559,7 @@ def _acknowledged_ranges(
 
 
 def _undelivered(rows: int) -> Tally:
-    """The counters of ``rows`` events left unsent or without an answer."""
+    """Return the counters of ``rows`` events left unsent or without an answer."""
     tally = Tally()
     tally.count_row(Bucket.UNDELIVERED, None, rows)
     return tally
@@ -571,5 +571,5 @@ def _field_drops(built: BuiltChunk) -> Tally:
 
 
 def _payload_hash(event_json: str) -> str:
-    """The delivery log's hash of an event: of its canonical JSON, the very text sent."""
+    """Return the delivery log's hash of an event: of its canonical JSON, the very text sent."""
     return hashlib.sha256(event_json.encode("ascii")).hexdigest()

@@ -63,7 +63,7 @@ class RunSummary(TypedDict):
 
 
 def bucket_counts(summary: RunSummary) -> dict[Bucket, int]:
-    """The rows of each bucket, in :class:`Bucket` order (the one place a bucket's key is not a literal)."""
+    """Return the rows of each bucket, in :class:`Bucket` order (the one place a bucket's key is not a literal)."""
     counts: Mapping[str, object] = summary
     return {bucket: _as_count(counts.get(bucket.value)) for bucket in Bucket}
 
