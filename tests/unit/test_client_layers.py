@@ -272,3 +272,30 @@ def test_an_injected_session_is_sent_through_with_the_client_s_headers_auth_and_
     assert request.headers["Authorization"] == f"Bearer {KEY}" and request.headers["Content-Type"] == "application/json"
     assert request.headers["User-Agent"].startswith("airflow-provider-gravity/")
     assert session.trust_env is False  # the environment was read once, when the client was made
+
+
+def test_an_injected_session_of_a_subclass_keeps_its_behaviour_in_every_sending_thread():
+    class SigningSession(requests.Session):
+        """A session whose requests carry a signature its own code adds, as request-signing sessions do."""
+
+        def __init__(self, secret: str) -> None:
+            super().__init__()
+            self.secret = secret
+
+        def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+            prepared = super().prepare_request(request)
+            prepared.headers["X-Signature"] = f"signed-by-{self.secret}"
+            return prepared
+
+    gravity = CraftedGravity(lambda body: (200, {}, ok_answer(body)))
+    session = SigningSession("proxy-team")
+    session.mount("https://", gravity)
+    client = GravityClient("https://api.trygravity.ai", KEY, session=session)
+
+    worker = threading.Thread(target=lambda: client.send_events(EVENTS))  # the pipeline sends from its threads
+    worker.start()
+    worker.join()
+    client.send_events(EVENTS)  # and from the thread that made the client
+
+    assert [request.headers.get("X-Signature") for request in gravity.requests] == ["signed-by-proxy-team"] * 2
+    assert isinstance(client.transport._local.session, SigningSession)

@@ -231,21 +231,17 @@ class Transport:
 
 def _thread_session(template: requests.Session) -> requests.Session:
     """
-    Build a session for one more sending thread: ``template``'s settings, a copy of its headers and cookies, and its
+    Build a session for one more sending thread: of ``template``'s class (an injected subclass keeps its own code
+    and attributes), with ``template``'s settings, a copy of its headers, cookies, proxies, hooks and params, and its
     adapter mapping itself (one pool of connections for every thread; see :class:`Transport`).
     """
-    session = requests.Session()
+    session = type(template).__new__(type(template))
+    session.__dict__.update(template.__dict__)
     session.headers = template.headers.copy()
     session.cookies = template.cookies.copy()
-    session.auth = template.auth
     session.proxies = dict(template.proxies)
     session.hooks = {event: list(hooks) for event, hooks in template.hooks.items()}
     session.params = dict(template.params)
-    session.verify = template.verify
-    session.cert = template.cert
-    session.trust_env = template.trust_env
-    session.max_redirects = template.max_redirects
-    session.stream = template.stream
     session.adapters = template.adapters
     return session
 
