@@ -37,7 +37,7 @@ _DEFAULT_PORTS = {"443", "80"}
 
 def conversions_host(gravity_conn_id: str) -> str:
     """
-    The host part of the Gravity connection's base URL (``host[:port]``, no scheme, no path), or
+    Return the host part of the Gravity connection's base URL (``host[:port]``, no scheme, no path), or
     :data:`DEFAULT_HOST` when the connection has none or cannot be read.
 
     :param gravity_conn_id: the Gravity connection.
@@ -61,7 +61,7 @@ def conversions_host(gravity_conn_id: str) -> str:
 
 def create_asset(*, host: str, event_name: str | None = None, extra: dict[str, Any] | None = None) -> Asset:
     """
-    The asset of Gravity's conversions of one event name (the ``factory`` of the provider's ``asset-uris``).
+    Build the asset of Gravity's conversions of one event name (the ``factory`` of the provider's ``asset-uris``).
 
     :param host: the API's host, ``host[:port]``.
     :param event_name: the event name; :data:`DEFAULT_EVENT_NAME` when ``None`` or empty.
@@ -74,7 +74,7 @@ def create_asset(*, host: str, event_name: str | None = None, extra: dict[str, A
 
 def conversions_asset(gravity_conn_id: str, event_name: str | None) -> Asset:
     """
-    The asset an operator delivering ``event_name`` through ``gravity_conn_id`` updates; its OpenLineage
+    Return the asset an operator delivering ``event_name`` through ``gravity_conn_id`` updates; its OpenLineage
     form (:func:`convert_asset_to_openlineage`) is the operator's lineage output.
 
     :param gravity_conn_id: the Gravity connection.
@@ -85,7 +85,7 @@ def conversions_asset(gravity_conn_id: str, event_name: str | None) -> Asset:
 
 def conversions_alias(dag_id: str, task_id: str) -> AssetAlias:
     """
-    The asset alias a task declares in its outlets. The asset's URI is only known when the task runs (the
+    Return the asset alias a task declares in its outlets. The asset's URI is only known when the task runs (the
     connection's host, a templated ``event_name``), and a run that delivers nothing must emit no event: the
     task adds the asset to this alias at the end of a run that delivered something, and emits nothing else.
 
@@ -131,7 +131,7 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
 
 def convert_asset_to_openlineage(asset: Asset, lineage_context: Any = None) -> OpenLineageDataset:
     """
-    The OpenLineage dataset of a ``gravity://`` asset (the ``to_openlineage_converter`` of the provider's
+    Return the OpenLineage dataset of a ``gravity://`` asset (the ``to_openlineage_converter`` of the provider's
     ``asset-uris``): namespace ``gravity://<host>``, name ``conversions/<event_name>``.
 
     :param asset: a ``gravity://`` asset.

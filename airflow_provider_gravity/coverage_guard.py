@@ -81,7 +81,7 @@ class CoverageBreach:
         )
 
     def to_json(self) -> MatchKeyGuardEntry:
-        """The breach as the summary's ``match_key_guard`` entry."""
+        """Return the breach as the summary's ``match_key_guard`` entry."""
         return {
             "key": self.floor.key,
             "coverage": round(self.coverage, 4),
@@ -127,7 +127,10 @@ def check_guard_arguments(min_match_coverage: Mapping[str, float] | None, max_co
 
 
 def _is_share(value: Any, *, low_open: bool) -> bool:
-    """A number (not a bool, text or None, which ``<=`` refuses with a ``TypeError``) in [0, 1], or (0, 1]."""
+    """
+    Return whether ``value`` is a number (not a bool, text or None, which ``<=`` refuses with a ``TypeError``)
+    in [0, 1], or (0, 1] with ``low_open``.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     share = float(value)  # NaN compares false both ways: no share
@@ -159,7 +162,7 @@ def coverage_floors(
 def first_breach(
     coverage: Mapping[str, float], floors: Iterable[CoverageFloor], *, events: int, stage: str
 ) -> CoverageBreach | None:
-    """The first guarded key under its floor, in the order of :data:`MATCH_KEYS`; ``None`` when all pass."""
+    """Return the breach of the first guarded key under its floor, in the order of :data:`MATCH_KEYS`; else ``None``."""
     for floor in floors:
         share = float(coverage.get(floor.key) or 0.0)
         if share < floor.floor:
@@ -185,7 +188,7 @@ class SampledChunks:
                 break
 
     def sample(self) -> pd.DataFrame:
-        """The first :data:`SAMPLE_ROWS` rows, or all of them, with the column names of the column contract."""
+        """Return the first :data:`SAMPLE_ROWS` rows, or all of them, with the column names of the column contract."""
         import pandas as pd
 
         from airflow_provider_gravity.conversions.read.columns import normalize_column_names

@@ -42,7 +42,7 @@ def _airflow_stats() -> Any:
 
 def run_metrics(summary: RunSummary) -> tuple[dict[str, int], dict[str, float]]:
     """
-    The counters and gauges of one run summary, by metric name.
+    Return the counters and gauges of one run summary, by metric name.
 
     :param summary: the run summary the operator returns.
     :return: ``(counters, gauges)``.

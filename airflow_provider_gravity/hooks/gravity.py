@@ -28,7 +28,7 @@ def _with_port(base_url: str, port: int) -> str:
 
 
 def _max_retries(value: Any) -> int:
-    """The ``max_retries`` extra: 5 when empty (the form saves ``null``), else a count of at least 0."""
+    """Read the ``max_retries`` extra: 5 when empty (the form saves ``null``), else a count of at least 0."""
     if value is None or value == "":
         return 5
     retries = int(value)

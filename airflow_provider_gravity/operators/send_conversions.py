@@ -258,7 +258,7 @@ class SendConversionsOperator(BaseSQLOperator):
 
     def sql_hook_of(self, conn_id: str | None) -> DbApiHook:
         """
-        The common-sql hook of ``conn_id`` (the delivery log's, the run history's connection), with
+        Return the common-sql hook of ``conn_id`` (the delivery log's, the run history's connection), with
         ``hook_params``; :attr:`sql_hook` when ``conn_id`` is ``None`` or empty.
         """
         return self._new_sql_hook(conn_id, None) if conn_id else self.sql_hook
@@ -308,7 +308,7 @@ class SendConversionsOperator(BaseSQLOperator):
         return self._finish(result, context, dry_run, floors)
 
     def _coverage_floors(self, context: Context) -> list[CoverageFloor]:
-        """The match-key guard's floors for this run; ``max_coverage_drop`` needs the run history."""
+        """Return the match-key guard's floors for this run; ``max_coverage_drop`` needs the run history."""
         min_match_coverage = self._min_match_coverage()
         if self.max_coverage_drop is None:
             return coverage_floors(min_match_coverage, None, None)
@@ -365,7 +365,7 @@ class SendConversionsOperator(BaseSQLOperator):
     def _record_stopped_try(
         self, context: Context, pipeline: ConversionPipeline | None, dry_run: bool, failure: RunFailure
     ) -> None:
-        """The run history's row of a try that raised, with what it had settled before it stopped."""
+        """Record the run history's row of a try that raised, with what it had settled before it stopped."""
         from airflow_provider_gravity.conversions.run.pipeline import ConversionPipeline
 
         summary = pipeline.summary() if pipeline is not None else ConversionPipeline.empty_summary()
@@ -480,7 +480,7 @@ class SendConversionsOperator(BaseSQLOperator):
 
     def _emit_asset_event(self, context: Context, summary: RunSummary, dry_run: bool) -> None:
         """
-        The asset event of a successful run that delivered something: the task's asset, added to its alias,
+        Emit the asset event of a successful run that delivered something: the task's asset, added to its alias,
         with the run's bucket counts as the event's extra. A dry run, or a run whose events were all skipped
         or already held by Gravity, emits none, so a DAG scheduled on the asset runs only for new conversions.
         """
@@ -502,7 +502,7 @@ class SendConversionsOperator(BaseSQLOperator):
         self.log.info("Asset event for %s: %d events delivered.", asset.uri, summary["delivered"])
 
     def _emit_metrics(self, summary: RunSummary, dry_run: bool) -> None:
-        """The try's metrics, through Airflow's metrics configuration; a dry run delivers nothing and emits none."""
+        """Emit the try's metrics through Airflow's metrics configuration; a dry run delivers nothing and emits none."""
         if not dry_run:
             emit_run_metrics(summary, dag_id=self.dag_id, task_id=self.task_id)
 
@@ -551,7 +551,10 @@ class SendConversionsOperator(BaseSQLOperator):
         )
 
     def _connection_hashes_phones_with_plus(self, dry_run: bool) -> bool:
-        """The Gravity connection's ``hash_phone_with_plus``; a dry run needs no connection, and then hashes without."""
+        """
+        Read the Gravity connection's ``hash_phone_with_plus``; a dry run needs no connection, and then
+        hashes without.
+        """
         try:
             return self.gravity_hook.hash_phone_with_plus
         except Exception:
@@ -563,7 +566,7 @@ class SendConversionsOperator(BaseSQLOperator):
             return False
 
     def _delivery_log(self, dry_run: bool) -> DeliveryLog | None:
-        """The delivery log; a dry run only reads it (to show what would be skipped) and never creates it."""
+        """Return the delivery log; a dry run only reads it (to show what would be skipped) and never creates it."""
         if not self.delivery_log_table:
             return None
         from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog

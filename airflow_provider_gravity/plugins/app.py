@@ -251,7 +251,7 @@ def _is_api(request: Request) -> bool:
 
 
 def _date_range(start: date | None, end: date | None) -> tuple[date, date]:
-    """The inclusive date range of a request: the last 30 days by default, at most 366 days."""
+    """Return the inclusive date range of a request: the last 30 days by default, at most 366 days."""
     if end is None:
         end = datetime.now(UTC).date()
     if end >= date.max:

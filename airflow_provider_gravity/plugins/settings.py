@@ -77,7 +77,7 @@ class EngineCache:
         self._lock = threading.Lock()
 
     def engine(self, conn_id: str) -> Engine:
-        """The engine of ``conn_id``, looked up again on each call so that an edited connection is followed."""
+        """Return the engine of ``conn_id``, looked up again on each call so that an edited connection is followed."""
         from airflow.exceptions import AirflowNotFoundException
         from airflow.models.connection import Connection
         from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -101,5 +101,5 @@ class EngineCache:
             return engine
 
     def reader(self, settings: ViewSettings) -> HistoryReader:
-        """A reader of the tables ``settings`` names."""
+        """Build a reader of the tables ``settings`` names."""
         return HistoryReader(self.engine(settings.conn_id), settings.run_history_table, settings.delivery_log_table)

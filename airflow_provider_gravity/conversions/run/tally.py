@@ -28,7 +28,7 @@ class Tally(Counter[str]):
     """
 
     def messages(self) -> Tally:
-        """The ``rejected.<message>`` counters alone."""
+        """Return the ``rejected.<message>`` counters alone."""
         return Tally({key: count for key, count in self.items() if key.startswith(_MESSAGE_PREFIX)})
 
     def without_messages(self) -> Tally:
@@ -71,13 +71,15 @@ class Tally(Counter[str]):
                 self[f"coverage.{key}"] += count
 
     def to_json(self) -> dict[str, int]:
-        """The non-zero counters as a plain dict."""
+        """Return the non-zero counters as a plain dict."""
         return {key: int(value) for key, value in self.items() if value}
 
 
 def build_summary(tally: Tally, *, requests: int, retries: int, seconds: float, dry_run: bool) -> RunSummary:
     """
-    The summary a user reads: buckets, reasons, drops, coverage and speed. Small enough for XCom and free of PII.
+    Build the summary a user reads: buckets, reasons, drops, coverage and speed.
+
+    Small enough for XCom and free of PII.
     """
     buckets = {name: int(tally[f"bucket.{name}"]) for name in BUCKETS}
     rows_read = sum(buckets.values())
