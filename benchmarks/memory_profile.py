@@ -16,6 +16,10 @@ operator's own peak. ``--without`` replaces one part by a stand-in that keeps no
 - ``seen_keys``: every key is new (the benchmark's keys are distinct, so the events sent are the same);
 - ``phone_cache``: the phone table forgets every phone after each chunk;
 - ``sending``: batches are answered at once without HTTP (the fast sink still runs, unused).
+
+``--arrow-pool system`` (or ``jemalloc``, ``mimalloc``) sets Arrow's default pool at the worker's start, as
+``ARROW_DEFAULT_MEMORY_POOL`` does; ``--arrow-release`` hands the pool's unused memory back to the system
+after each chunk (``MemoryPool.release_unused``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--every", type=int, default=10, help="chunks between two lines")
     parser.add_argument("--tracemalloc", action="store_true", help="trace Python's allocations (slower)")
     parser.add_argument("--without", choices=PARTS, action="append", default=[], help="leave one part out")
+    parser.add_argument("--arrow-pool", choices=("system", "jemalloc", "mimalloc"), help="Arrow's default pool")
+    parser.add_argument("--arrow-release", action="store_true", help="release the pool's unused memory each chunk")
     parser.add_argument("--no-empty", action="store_true", help="skip the empty run (the baseline)")
     parser.add_argument("--dsn", default=warehouse.DEFAULT_DSN)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -106,6 +112,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     from airflow_provider_gravity.conversions.run import pipeline
     from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 
+    if args.arrow_pool:
+        pa.set_memory_pool(getattr(pa, f"{args.arrow_pool}_memory_pool")())
     if args.tracemalloc:
         import tracemalloc
 
@@ -128,6 +136,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     def process(self: Any, index: int, *rest: Any) -> None:
         chunk["index"] = index
         original_process(self, index, *rest)
+        if args.arrow_release:
+            pool.release_unused()
         if index % args.every:
             return
         line = (
@@ -193,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(run_worker(args)), flush=True)
         return 0
     extra = [*(["--tracemalloc"] if args.tracemalloc else []), *(f"--without={part}" for part in args.without)]
+    extra += [*([f"--arrow-pool={args.arrow_pool}"] if args.arrow_pool else [])]
+    extra += [*(["--arrow-release"] if args.arrow_release else [])]
     empty = None if args.no_empty else _run(0, args, extra)
     result = _run(args.rows, args, extra)
     print(
