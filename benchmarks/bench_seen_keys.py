@@ -53,11 +53,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--duplicates", type=float, default=0.0)
     parser.add_argument("--previous", action="store_true", help="measure the previous SeenKeys instead")
+    parser.add_argument("--max-filter-mib", type=float, help="SeenKeys' max_filter_bytes, in MiB (default: its own)")
     parser.add_argument("--report-every", type=int, default=0, help="chunks between two lines (default: 10 lines)")
     args = parser.parse_args()
     every = args.report_every or max(1, args.chunks // 10)
 
-    seen = PreviousSeenKeys() if args.previous else SeenKeys()
+    bound = {} if args.max_filter_mib is None else {"max_filter_bytes": int(args.max_filter_mib * 2**20)}
+    seen = PreviousSeenKeys() if args.previous else SeenKeys(**bound)
     rng = random.Random(0)
     times: list[float] = []
     new_keys = 0

@@ -11,11 +11,12 @@ Three parts:
   rewritten once a level, ``log4(keys / chunk)`` times in all, never the whole set each chunk. Small runs stay
   in memory, the others live in temporary files with one hash in memory per 4 KiB page.
 
-Memory: the filter, 10 to 20 bits a key until it reaches ``max_filter_bytes`` (64 MiB by default: 2 MiB at 1
-million keys, 21 MiB at 10 million, 64 MiB from about 27 million on; past it the filter fills, more keys are
+Memory: the filter, 10 to 12.5 bits a key until it reaches ``max_filter_bytes`` (64 MiB by default: 1.4 MiB at
+1 million keys, 13 MiB at 10 million, 64 MiB from about 53 million on; past it the filter fills, more keys are
 looked up on disk, and the answers stay exact), the three newest runs (a chunk's keys each, 16 bytes a key)
 and the small runs of the next level (at most 3 MiB), one hash a page of the runs on disk (0.03 bytes a key),
-and the buffers of a merge (about 5 MiB). Measured: 23 MiB at 10 million keys, 67 MiB at 100 million.
+and the buffers of a merge (about 5 MiB). Measured: 15 MiB at 10 million keys (23 MiB when the filter grew
+twofold, 10 to 20 bits a key), 67 MiB at 100 million.
 Disk: the keys' text (for ASCII keys one byte a character plus one a part, four bytes a character otherwise)
 plus 16 bytes a key, and the runs' share again while the largest runs merge: 4.5 GiB at 100 million keys of
 30 characters. The temporary files have no name: the system frees them when the object is closed or the
@@ -47,6 +48,9 @@ MERGE_BLOCK = 1 << 14
 LOOKUP_BATCH = 128
 #: Bits of filter a key, at least, while the filter may still grow.
 BITS_PER_KEY = 10
+#: A filter that grows is sized for this many keys a hundred held: 10 to 12.5 bits a key. Each growth re-reads
+#: the runs' hashes; growing by a quarter reads every hash about five times over a run (twice when it doubled).
+FILTER_GROWTH_PERCENT = 125
 #: Bits set a key, all in one 64-bit word of the filter.
 FILTER_PROBES = 5
 #: The most memory the filter takes; past it the filter fills and more keys are confirmed on disk.
@@ -310,9 +314,11 @@ class _Filter:
         return len(self.words) < self.max_words and count * BITS_PER_KEY > len(self.words) * 64
 
     def rebuild(self, count: int, hashes: Iterator[np.ndarray]) -> None:
-        """Size the filter for twice ``count`` keys (within its bound) and add ``hashes``."""
+        """Size the filter for :data:`FILTER_GROWTH_PERCENT` % of ``count`` keys (within its bound), add ``hashes``."""
         self.words = np.empty(0, dtype=np.uint64)  # the old filter goes first: never both in memory
-        self.words = np.zeros(min(self.max_words, -(-2 * count * BITS_PER_KEY // 64)), dtype=np.uint64)
+        self.words = np.zeros(
+            min(self.max_words, -(-FILTER_GROWTH_PERCENT * count * BITS_PER_KEY // 6400)), dtype=np.uint64
+        )
         for block in hashes:
             self.add(*self.locate(block))
 
