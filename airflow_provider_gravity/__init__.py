@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_gravity.conversions.api.endpoint import DEFAULT_BASE_URL
 from airflow_provider_gravity.version import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata read by Airflow's ``ProvidersManager``."""
+    # Here, not at the top: importing the package (the sandbox does) loads nothing of the client side.
+    from airflow_provider_gravity.conversions.api.endpoint import DEFAULT_BASE_URL
+
     return {
         "package-name": "airflow-provider-gravity",
         "name": "Gravity",

@@ -307,3 +307,22 @@ def test_one_national_number_in_a_text_column_is_read_in_each_row_s_own_region()
     # The same text read in the US (default region, twice: no country and an unknown one) is no number there.
     assert hashed.drops["invalid_phone"] == 2
     assert hashed.drops["invalid_country"] == 1
+
+
+def test_phones_whose_hashes_collide_keep_their_own_digests_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_gravity.conversions.pii import user_fields
+
+    phones = [f"+1 650 555 {1000 + row:04d}" for row in range(12)]
+    frame = pd.DataFrame({"ph": phones + phones[::-1] + ["(650) 555-1003", None]}).astype({"ph": "string"})
+    expected = [hash_user_fields(frame.iloc[start : start + 7].reset_index(drop=True)) for start in range(0, 26, 7)]
+    # Every string of the run's phone table under one hash, or under one of two: each lookup is confirmed on
+    # the string itself, so no phone takes another's digest.
+    for colliding in (lambda text: 7, lambda text: len(text) % 2):
+        monkeypatch.setattr(user_fields, "hash", colliding, raising=False)
+        cache = PiiCache()
+        got = [
+            hash_user_fields(frame.iloc[start : start + 7].reset_index(drop=True), cache=cache)
+            for start in range(0, 26, 7)
+        ]
+        assert got == expected
+        assert cache.entries == 13

@@ -138,7 +138,8 @@ class _PhoneTable:
         self._others: dict[int, _CellResult] = {}
 
     def results(self, strings: list[str], compute: Callable[[Any], _CellResult]) -> _FieldResult:
-        """The results of distinct ``strings`` (see :func:`_results_of_distinct`), each computed on its first
+        """
+        Return the results of distinct ``strings`` (see :func:`_results_of_distinct`), each computed on its first
         sight in the run."""
         count = len(strings)
         hashes = np.fromiter(map(hash, strings), dtype=np.int64, count=count)
@@ -177,7 +178,7 @@ class _PhoneTable:
         return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
 
     def _find(self, hashes: np.ndarray, keys: pa.Array) -> np.ndarray:
-        """The entry of each key, or -1: found by hash, confirmed on the key's bytes."""
+        """Return the entry of each key, or -1: found by hash, confirmed on the key's bytes."""
         entries = np.full(len(hashes), -1, dtype=np.int64)
         if not self._size or not len(hashes):
             return entries
@@ -198,7 +199,7 @@ class _PhoneTable:
         return entries
 
     def _keys(self) -> pa.Array:
-        """The entries' keys as one Arrow array over the table's own buffers (no copy)."""
+        """Return the entries' keys as one Arrow array over the table's own buffers (no copy)."""
         ends = self._key_ends[: self._size + 1]
         data = self._key_bytes[: int(ends[-1])]
         return pa.Array.from_buffers(pa.large_binary(), self._size, [None, pa.py_buffer(ends), pa.py_buffer(data)])
@@ -253,7 +254,7 @@ _LOWER_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _single_digest(result: _CellResult) -> str | None:
-    """The digest of a result that is one hashed phone (kept as its bytes), else None (kept as it is)."""
+    """Return the digest of a result that is one hashed phone (kept as its bytes), else None (kept as it is)."""
     value = result[0]
     if result[1:] == (0, 0) and type(value) is list and len(value) == 1 and type(value[0]) is str:
         digest: str = value[0]
@@ -269,7 +270,7 @@ def _hex(digests: np.ndarray) -> list[str]:
 
 
 def _utf8_keys(strings: list[str]) -> pa.Array:
-    """The strings' UTF-8 bytes in Arrow (lone surrogates kept as they are, so that distinct strings stay apart)."""
+    """Return the strings' UTF-8 bytes in Arrow (lone surrogates kept as they are: distinct strings stay apart)."""
     try:
         return pa.array(strings, pa.large_string()).cast(pa.large_binary())
     except (pa.ArrowException, UnicodeEncodeError):
@@ -277,7 +278,7 @@ def _utf8_keys(strings: list[str]) -> pa.Array:
 
 
 def _binary_buffers(keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A ``large_binary`` array's value ends (``len + 1`` of them) and its bytes."""
+    """Return a ``large_binary`` array's value ends (``len + 1`` of them) and its bytes."""
     _, ends_buffer, data_buffer = keys.buffers()
     ends = np.frombuffer(ends_buffer, dtype=np.int64)[keys.offset : keys.offset + len(keys) + 1]
     data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, dtype=np.uint8)
@@ -302,7 +303,8 @@ class _EntryBudget:
         self.tables: list[_PhoneTable] = []
 
     def take(self, wanted: int) -> int:
-        """Count up to ``wanted`` new entries and return how many: every table is emptied first when they hold
+        """
+        Count up to ``wanted`` new entries and return how many: every table is emptied first when they hold
         ``max_entries`` already (at least one entry is kept even with a budget of none)."""
         if self.used >= self.max_entries:
             for table in self.tables:
@@ -314,7 +316,8 @@ class _EntryBudget:
 
 
 class PiiCache:
-    """Results of the run's distinct phone strings, shared by its chunks so repeat customers cost a lookup.
+    """
+    Results of the run's distinct phone strings, shared by its chunks so repeat customers cost a lookup.
 
     Phones are kept because parsing one costs microseconds; emails, names and ids are normalized again in
     each chunk, once per distinct value, which costs less than remembering them. It lives in the worker's
@@ -335,7 +338,7 @@ class PiiCache:
         return sum(map(len, self._tables.values()))
 
     def phones(self, name: Hashable) -> _PhoneTable:
-        """The table of one region and set of phone options."""
+        """Return the table of one region and set of phone options."""
         table = self._tables.get(name)
         if table is None:
             table = self._tables[name] = _PhoneTable(self._budget)

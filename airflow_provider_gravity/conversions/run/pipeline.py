@@ -39,7 +39,7 @@ from airflow_provider_gravity.conversions.run.tally import Tally, build_summary
 log = logging.getLogger(__name__)
 
 # Distinct phones remembered, all regions together: enough for the repeat customers of a night, and a bound on
-# memory (about 200 bytes an entry, 50 MB at most) whatever the number of rows and regions.
+# memory (about 70 bytes an entry, under 20 MB at most) whatever the number of rows and regions.
 PII_CACHE_ENTRIES = 250_000
 
 

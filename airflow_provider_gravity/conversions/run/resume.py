@@ -37,7 +37,7 @@ INDEX_STEP = 32
 
 
 def chunk_key(chunk_index: int) -> str:
-    """The state store key of one chunk's progress."""
+    """Return the state store key of one chunk's progress."""
     return f"{STATE_KEY}.chunk.{chunk_index}"
 
 
@@ -52,7 +52,7 @@ class StateStore(Protocol):
 
 
 def chunk_digest(event_names: Sequence[str | None], event_ids: Sequence[str | None]) -> str:
-    """A digest of a chunk's event keys in row order."""
+    """Return a digest of a chunk's event keys in row order."""
     digest = hashlib.sha256()
     for name, event_id in zip(event_names, event_ids, strict=True):
         digest.update(f"{name}\x1f{event_id}\x1e".encode("utf-8", "surrogatepass"))
@@ -120,7 +120,7 @@ class ResumeLog:
 
     def restore(self, chunk_index: int, digest: str) -> SavedChunk | None:
         """
-        The acknowledged part of chunk ``chunk_index`` from an earlier try, if its rows are the same.
+        Return the acknowledged part of chunk ``chunk_index`` from an earlier try, if its rows are the same.
         The first mismatch ends resuming for the rest of the run.
         """
         if not self.resuming or chunk_index >= self._saved_bound:
@@ -151,9 +151,8 @@ class ResumeLog:
 
     def _forget_from(self, chunk_index: int) -> None:
         """
-        The rows changed from ``chunk_index`` on: the earlier tries' progress of those chunks is dropped, here
-        and in the store (once, at the change), and so are Gravity's messages, which were about rows now sent
-        again.
+        Forget the earlier tries' progress from ``chunk_index`` on, whose rows changed: here and in the store
+        (once, at the change), and Gravity's messages with it, which were about rows now sent again.
         """
         self.resuming = False
         self.order_changed = True

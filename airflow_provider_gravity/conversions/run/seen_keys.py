@@ -266,7 +266,7 @@ def _key(keys: list[list[Any]], row: int) -> tuple[Any, ...]:
 
 def _first_of_each_key(keys: list[list[Any]], hashes: np.ndarray) -> np.ndarray:
     """
-    The row of the first occurrence of each distinct key, in hash order (rows of equal hashes in row order).
+    Return the row of the first occurrence of each distinct key, in hash order (rows of equal hashes in row order).
     Keys whose hashes are equal are told apart on the keys themselves.
     """
     order = np.argsort(hashes)
@@ -323,7 +323,7 @@ class _Filter:
             self.add(*self.locate(block))
 
     def locate(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The word of each hash and the bits it sets there."""
+        """Return the word of each hash and the bits it sets there."""
         mixed = _mix(hashes)
         word = ((mixed >> np.uint64(32)) * np.uint64(len(self.words))) >> np.uint64(32)
         mask = np.zeros(len(mixed), dtype=np.uint64)
@@ -485,7 +485,7 @@ class _FileRun(_Run):
 
 
 def _distinct(ordered: np.ndarray) -> np.ndarray:
-    """The distinct values of a sorted array (``np.unique`` may allocate a hash table of megabytes)."""
+    """Return the distinct values of a sorted array (``np.unique`` may allocate a hash table of megabytes)."""
     keep = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
@@ -494,7 +494,7 @@ def _distinct(ordered: np.ndarray) -> np.ndarray:
 def _matches(
     hashes: np.ndarray, positions: np.ndarray, wanted: np.ndarray, index: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Records of sorted ``hashes`` equal to one of ``wanted``: ``(index of the wanted hash, position)``."""
+    """Return the records of sorted ``hashes`` equal to one of ``wanted``: ``(index of the wanted hash, position)``."""
     left = np.searchsorted(hashes, wanted, side="left")
     counts = np.searchsorted(hashes, wanted, side="right") - left
     total = int(counts.sum())
@@ -545,7 +545,7 @@ class _Cursor:
 
 
 def _merged_blocks(runs: list[_Run]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The records of sorted ``runs`` in hash order, in blocks."""
+    """Yield the records of sorted ``runs`` in hash order, in blocks."""
     cursors = [_Cursor(run) for run in runs]
     while True:
         for cursor in cursors:
@@ -600,7 +600,7 @@ class _KeyLog:
         return offsets
 
     def read(self, offsets: list[int]) -> list[tuple[Any, ...]]:
-        """The keys that begin at ``offsets``."""
+        """Return the keys that begin at ``offsets``."""
         fd = self._file.fileno()
         keys = []
         for offset in offsets:
@@ -645,7 +645,7 @@ def _encode(flat: list[Any], parts: int) -> tuple[str, bytes, np.ndarray]:
 
 
 def _decode(codec: str, parts: int, data: bytes) -> tuple[Any, ...] | None:
-    """The key at the start of ``data``, or ``None`` when ``data`` ends before it does."""
+    """Return the key at the start of ``data``, or ``None`` when ``data`` ends before it does."""
     if codec == "json":
         line, newline, _ = data.partition(b"\n")
         return tuple(json.loads(line)) if newline else None
