@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.support.databases import DELIVERY_LOG_COLUMNS
-from tests.support.messy_rows import messy_orders
+from tests.support.messy_rows import unique_orders
 from tests.support.sandbox_server import gravity_connection_json
 from tests.support.warehouse import SCALAR_SQL, load_orders_postgres
 
@@ -40,17 +40,10 @@ def impatient_gravity(sandbox, monkeypatch):
     return sandbox
 
 
-def unique_orders(count: int, seed: int) -> list[dict]:
-    orders = messy_orders(count, seed=seed)
-    for i, order in enumerate(orders):
-        order["order_id"] = 700_000 + i
-    return orders
-
-
 def test_a_retry_after_an_outage_resumes_and_resends_at_most_one_chunk(postgres, impatient_gravity, airflow_db):
     engine, schema = postgres
     sandbox = impatient_gravity
-    load_orders_postgres(engine, f"{schema}.orders", unique_orders(12_000, seed=21))
+    load_orders_postgres(engine, f"{schema}.orders", unique_orders(12_000, seed=21, first_id=700_000))
     sandbox.faults({"kind": "status", "status": 503, "count": 100_000, "after": 9})
     dag = make_dag(
         "gravity_resume",
@@ -83,7 +76,7 @@ def test_an_unstable_row_order_is_detected_and_everything_still_arrives_once(
 ):
     engine, schema = postgres
     sandbox = impatient_gravity
-    load_orders_postgres(engine, f"{schema}.orders", unique_orders(6_000, seed=22))
+    load_orders_postgres(engine, f"{schema}.orders", unique_orders(6_000, seed=22, first_id=700_000))
     sandbox.faults({"kind": "status", "status": 503, "count": 100_000, "after": 5})
     unordered_sql = SCALAR_SQL.format(table=f"{schema}.orders").replace("ORDER BY order_id", "ORDER BY random()")
     dag = make_dag(
@@ -117,7 +110,7 @@ def test_delivery_log_skips_delivered_events_beyond_48_hours_and_never_resends_a
 ):
     engine, schema = postgres
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox))
-    orders = unique_orders(3_000, seed=23)
+    orders = unique_orders(3_000, seed=23, first_id=700_000)
     orders[10]["currency"] = "dollars"  # a dead letter
     load_orders_postgres(engine, f"{schema}.orders", orders)
     log_table = f"{schema}.delivery_log"

@@ -12,7 +12,7 @@ from airflow_provider_gravity.history.recording import _history_hook
 from airflow_provider_gravity.operators.send_conversions import SendConversionsOperator
 from tests.support.airflow_fixtures import run_dag_test, single_task_dag, task_states
 from tests.support.databases import POSTGRES_URL, airflow_uri
-from tests.support.messy_rows import messy_orders
+from tests.support.messy_rows import unique_orders
 from tests.support.sandbox_server import gravity_connection_json
 from tests.support.warehouse import SCALAR_SQL, load_orders_postgres
 
@@ -23,13 +23,6 @@ def three_connections(postgres, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_LOG", airflow_uri(POSTGRES_URL))
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE_HISTORY", airflow_uri(POSTGRES_URL))
     return postgres
-
-
-def unique_orders(count: int, seed: int) -> list[dict]:
-    orders = messy_orders(count, seed=seed)
-    for i, order in enumerate(orders):
-        order["order_id"] = 800_000 + i
-    return orders
 
 
 def test_hook_params_reach_the_warehouse_the_delivery_log_and_the_history_hooks(three_connections):
@@ -70,7 +63,7 @@ def test_a_run_with_hook_params_writes_its_log_and_history_on_their_own_connecti
 ):
     engine, schema = three_connections
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox))
-    load_orders_postgres(engine, f"{schema}.orders", unique_orders(200, seed=31))
+    load_orders_postgres(engine, f"{schema}.orders", unique_orders(200, seed=31, first_id=800_000))
     dag = single_task_dag(
         "gravity_hook_params",
         SendConversionsOperator,
@@ -106,7 +99,7 @@ def test_retry_on_failure_decides_whether_a_run_that_left_events_undelivered_is_
     """As for common-sql's check operators: ``False`` fails the task at once, whatever its ``retries``."""
     engine, schema = postgres
     monkeypatch.setenv("AIRFLOW_CONN_GRAVITY_DEFAULT", gravity_connection_json(sandbox, max_retries=1, timeout=5))
-    load_orders_postgres(engine, f"{schema}.orders", unique_orders(100, seed=32))
+    load_orders_postgres(engine, f"{schema}.orders", unique_orders(100, seed=32, first_id=800_000))
     sandbox.faults({"kind": "status", "status": 503, "count": 100_000})
     dag = single_task_dag(
         f"gravity_retry_on_failure_{str(retry_on_failure).lower()}",

@@ -77,6 +77,14 @@ def messy_orders(count: int, *, seed: int = 7, customers: int = 2_000, now: dt.d
     return orders
 
 
+def unique_orders(count: int, *, seed: int, first_id: int) -> list[dict]:
+    """:func:`messy_orders` with no exact duplicates: order ids ``first_id``, ``first_id + 1``, ..."""
+    orders = messy_orders(count, seed=seed)
+    for i, order in enumerate(orders):
+        order["order_id"] = first_id + i
+    return orders
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
