@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PANDAS2_VENV := .venv-pandas2
 
+# The Airflow line of the default venv, the newest this project can install: named, because a resolver left to
+# itself may pick an older line (with the docs tools in the dev extra, uv chose 3.2.2 and a newer FastAPI).
+AIRFLOW_DEFAULT_VERSION := 3.3.2
 # Older Airflow lines the package supports (apache-airflow>=3.1): each tested in its own venv by `make test`.
 AIRFLOW_VERSIONS := 3.1.8 3.2.2
 AIRFLOW_VERSION ?=
@@ -37,7 +40,7 @@ browser-packages:
 $(STAMP): pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
-	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,arrow]'
+	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,arrow]' 'apache-airflow==$(AIRFLOW_DEFAULT_VERSION)'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -54,7 +57,7 @@ test-airflow-versions:
 test-pandas2: | system-packages
 	test -x $(PANDAS2_VENV)/bin/python || $(PYTHON) -m venv $(PANDAS2_VENV)
 	$(PANDAS2_VENV)/bin/python -m pip install -q uv
-	$(PANDAS2_VENV)/bin/uv pip install --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3'
+	$(PANDAS2_VENV)/bin/uv pip install --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3' 'apache-airflow==$(AIRFLOW_DEFAULT_VERSION)'
 	$(PANDAS2_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_bad_inputs.py
 
 # `make test-airflow AIRFLOW_VERSION=3.1.8`: the tests of AIRFLOW_TESTS against that Airflow release, in
