@@ -12,6 +12,7 @@ A run flows through the subpackages in this order, and none imports a later one 
     run/      the pipeline that drives it all, and the ledger that accounts for every row
 
 Shared by all, importing no stage: :mod:`.buckets` (where a row can end), :mod:`.errors` (what can go wrong),
-:mod:`.match_keys`, :mod:`.cells` (reading one cell), :mod:`.canonical_json` and :mod:`.encoded_event`.
+:mod:`.match_keys`, :mod:`.cells` (reading one cell), :mod:`.canonical_json`, :mod:`.encoded_event` and
+:mod:`.backoff`.
 Nothing is imported here, so that importing the hook or the client does not load pandas.
 """

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
+
+from airflow_provider_gravity.conversions.backoff import full_jitter
 
 TRANSIENT_ERROR_ATTEMPTS = 5
 # PostgreSQL serialization failure / deadlock; MySQL lock wait timeout / deadlock.
@@ -59,4 +60,4 @@ def is_transient(error: DBAPIError) -> bool:
 
 def pause(attempt: int) -> None:
     """Sleep with exponential backoff and full jitter, so colliding writers spread out."""
-    time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    time.sleep(full_jitter(attempt, 0.05))

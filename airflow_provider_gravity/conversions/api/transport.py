@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ import requests
 import urllib3
 from requests.adapters import BaseAdapter, HTTPAdapter
 
+from airflow_provider_gravity.conversions.backoff import full_jitter
 from airflow_provider_gravity.conversions.errors import GravityUnavailableError
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class RetryPolicy:
         asked = parse_retry_after(retry_after)
         if asked is not None:
             return min(asked, self.retry_after_max)
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**retry_number))
+        return full_jitter(retry_number, self.backoff_base, self.backoff_max)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
