@@ -94,11 +94,10 @@ class _ResultTable:
 
     def add(self, key: Hashable, result: _CellResult, keep: bool) -> int:
         """Store a result and return its position; ``keep`` registers the key for later lookups."""
-        if self.size == len(self.values):
-            self.values = np.concatenate([self.values, np.empty(self.size, dtype=object)])
-            self.texts = np.concatenate([self.texts, np.empty(self.size, dtype=object)])
-            self.invalid = np.concatenate([self.invalid, np.zeros(self.size, dtype=np.int64)])
-            self.unreadable = np.concatenate([self.unreadable, np.zeros(self.size, dtype=np.int64)])
+        if self.size == len(self.values):  # only the entries below size are ever read
+            wanted = self.size + 1
+            self.values, self.texts = _room(self.values, wanted), _room(self.texts, wanted)
+            self.invalid, self.unreadable = _room(self.invalid, wanted), _room(self.unreadable, wanted)
         position = self.size
         self.values[position], self.invalid[position], self.unreadable[position] = result
         self.texts[position] = None if result[0] is None else _json_text(result[0])
