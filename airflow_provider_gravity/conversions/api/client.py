@@ -24,7 +24,7 @@ import requests
 from requests.adapters import BaseAdapter
 
 from airflow_provider_gravity.conversions.api.endpoint import DEFAULT_BASE_URL
-from airflow_provider_gravity.conversions.api.secrets import AUTH_HEADER_STYLES, KeyScrubber, _ApiKeyAuth, check_api_key
+from airflow_provider_gravity.conversions.api.secrets import AUTH_HEADER_STYLES, ApiKeyAuth, KeyScrubber, check_api_key
 from airflow_provider_gravity.conversions.api.transport import (
     MAX_RESPONSE_BYTES,
     Answer,
@@ -145,7 +145,7 @@ class GravityClient:
         self.scrub = KeyScrubber(api_key)
         session = pooled_session(
             self.events_url,
-            auth=_ApiKeyAuth(api_key, auth_header),
+            auth=ApiKeyAuth(api_key, auth_header),
             headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _user_agent()},
             pool_size=pool_size,
             session=session,

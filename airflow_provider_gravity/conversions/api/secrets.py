@@ -138,7 +138,7 @@ def _escaped_form_pattern(form: str) -> str:
     return "".join(parts)
 
 
-class _ApiKeyAuth(requests.auth.AuthBase):
+class ApiKeyAuth(requests.auth.AuthBase):
     """Adds the API key to each request; only a closure holds it, so no header dict, ``vars()`` or ``repr`` does."""
 
     def __init__(self, api_key: str, style: str) -> None:
@@ -155,4 +155,4 @@ class _ApiKeyAuth(requests.auth.AuthBase):
         return self._sign(request)
 
     def __repr__(self) -> str:
-        return f"_ApiKeyAuth({self._name}: ***)"
+        return f"ApiKeyAuth({self._name}: ***)"
