@@ -35,7 +35,7 @@ from airflow_provider_gravity.conversions.read.columns import MAX_KEY_LENGTH
 from airflow_provider_gravity.storage.ddl import TableRole, ensure_table, table_exists
 from airflow_provider_gravity.storage.delivery_log_table import ADDED_COLUMNS, MAX_DETAIL_LENGTH, delivery_log_table
 from airflow_provider_gravity.storage.engines import with_full_unicode
-from airflow_provider_gravity.storage.names import parse_table_name
+from airflow_provider_gravity.storage.names import parse_table_name, qualified_name
 from airflow_provider_gravity.storage.retry import retry_transient
 from airflow_provider_gravity.storage.sql_types import MAX_ID_LENGTH
 
@@ -200,7 +200,7 @@ class DeliveryLog:
     @property
     def qualified_name(self) -> str:
         """``schema.table`` or ``table``, as given."""
-        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        return qualified_name(self.table)
 
     def ensure_table(self) -> None:
         """
