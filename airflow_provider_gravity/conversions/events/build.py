@@ -28,7 +28,7 @@ from airflow_provider_gravity.conversions.events.encode import (
 )
 from airflow_provider_gravity.conversions.events.event_times import event_time_seconds
 from airflow_provider_gravity.conversions.events.fields import per_cell, per_distinct_value, text_column
-from airflow_provider_gravity.conversions.match_keys import MATCH_KEYS
+from airflow_provider_gravity.conversions.match_keys import MATCH_KEY_BITS, MATCH_KEYS
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (
     UNREADABLE_DROP_REASONS,
@@ -423,11 +423,11 @@ def _user_data(
     }
     coverage_bits = np.zeros(rows, dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
-    for bit, coverage_keys in enumerate(MATCH_KEYS.values()):
+    for match_key, coverage_keys in MATCH_KEYS.items():
         if all(key in columns for key in coverage_keys):
             # A value present is never empty (no empty list, no empty text): present is also a match key.
             found = np.logical_and.reduce([present[key] for key in coverage_keys])
-            coverage_bits |= found.astype(np.int64) << bit
+            coverage_bits |= found.astype(np.int64) * MATCH_KEY_BITS[match_key]
             matched |= found
     coverage, has_match_key = coverage_bits.tolist(), matched.tolist()
     if not any(pixel_objects):
@@ -477,7 +477,7 @@ def _pixel_user_data_json(merged: dict[Any, Any], fragments: list[Fragments], ro
 
 
 def _coverage(user_data: dict[Any, Any]) -> int:
-    return sum(1 << bit for bit, keys in enumerate(MATCH_KEYS.values()) if all(key in user_data for key in keys))
+    return sum(MATCH_KEY_BITS[match_key] for match_key, keys in MATCH_KEYS.items() if all(k in user_data for k in keys))
 
 
 def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> pa.Array:
