@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
 from airflow_provider_gravity.conversions.api.sender import EventSender
@@ -29,6 +30,7 @@ from airflow_provider_gravity.conversions.errors import GravityError, GravityRes
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
 from airflow_provider_gravity.conversions.read.prepare import PreparedChunk, prepare_chunk
+from airflow_provider_gravity.conversions.run.arrow_memory import run_memory_pool
 from airflow_provider_gravity.conversions.run.delivery_log import DeliveryLog, DeliveryRecord, fit_key
 from airflow_provider_gravity.conversions.run.ledger import Ledger, Settlement
 from airflow_provider_gravity.conversions.run.resume import ResumeLog, chunk_digest
@@ -147,6 +149,10 @@ class ConversionPipeline:
 
     def run(self, chunks: Iterable[pd.DataFrame]) -> RunResult:
         """Process every chunk, wait for every request, and return the summary."""
+        with run_memory_pool() as memory_pool:
+            return self._run(chunks, memory_pool)
+
+    def _run(self, chunks: Iterable[pd.DataFrame], memory_pool: pa.MemoryPool) -> RunResult:
         self._started = self._last_progress = time.monotonic()
         now = self.clock()
         earlier_messages = Tally(self.resume.messages)  # Gravity's words on the parts an earlier try settled
@@ -162,6 +168,7 @@ class ConversionPipeline:
                     self._account_unsent_chunk(index, chunk)
                     continue
                 self._process_chunk(index, chunk, now, executor)
+                memory_pool.release_unused()  # the chunk's columns are gone: their pages go back before the next
                 self._log_progress()
             while self._in_flight:
                 self._collect(wait_for_one=True)
