@@ -32,7 +32,6 @@ from airflow_provider_gravity.conversions.match_keys import MATCH_KEY_BITS, MATC
 from airflow_provider_gravity.conversions.pii.pixel_user_data import split_pixel_pii
 from airflow_provider_gravity.conversions.pii.user_fields import (
     UNREADABLE_DROP_REASONS,
-    USER_FIELDS,
     HashedUserFields,
     PiiCache,
     garbage_collection_paused,
@@ -159,11 +158,9 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     parts = _optional_parts(column, frame)
     part_reasons = [reasons for _, reasons in parts.values() if any(reasons)]
     pixel_objects, pixel_pii = split_pixel_pii(parts.pop("user_data", ([None] * rows, None))[0])
-    if pixel_pii is not None:
-        _add_pixel_pii(hashed, pixel_pii, frame, settings, cache)
-    user_fields = {name: hashed.fields[name] for name in USER_FIELDS if name in hashed.fields}
+    joined_pii = {} if pixel_pii is None else _joined_pixel_pii(hashed, pixel_pii, frame, settings, cache)
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
-    user_data = _user_data(rows, user_fields, hashed.texts, pixel_ids, pixel_objects)
+    user_data = _user_data(rows, _UserFields(hashed, joined_pii, pixel_ids), pixel_objects)
     client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
     # Keys in canonical order: by the key sent, custom_ prefix removed (custom_store_id goes after order_id).
     custom_fragments = [
@@ -263,12 +260,14 @@ def _field_drops(hashed: HashedUserFields, column: _ColumnReader) -> Counter[str
     return +drops
 
 
-def _add_pixel_pii(
+def _joined_pixel_pii(
     hashed: HashedUserFields, pixel_pii: pd.DataFrame, frame: pd.DataFrame, settings: EventSettings, cache: PiiCache
-) -> None:
+) -> dict[str, list[Any]]:
     """
     Hash the PII the pixel's objects held, by the columns' rules (the row's ``country`` included), and join
     it to the columns' fields: ``em`` and ``ph`` lists are unioned; for ``fn`` and ``ln`` the column wins.
+
+    :return: the joined fields, as values per row; their drops are added to ``hashed``.
     """
     if "country" in frame.columns:
         pixel_pii["country"] = frame["country"].to_numpy(dtype=object)
@@ -276,20 +275,22 @@ def _add_pixel_pii(
     for reason, count in from_pixel.drops.items():
         if reason not in ("invalid_country", UNREADABLE_DROP_REASONS["country"]):  # counted with the columns
             hashed.drops[reason] = hashed.drops.get(reason, 0) + count
+    joined: dict[str, list[Any]] = {}
     for name, pixel_values in from_pixel.fields.items():
-        hashed.texts.pop(name, None)  # joined below: written again by the encoder
-        column_values = hashed.fields.get(name)
-        if column_values is None:
-            hashed.fields[name] = pixel_values
-        elif name in ("em", "ph"):
-            hashed.fields[name] = [
+        if name not in hashed.texts:
+            joined[name] = pixel_values
+            continue
+        column_values = hashed.fields[name]
+        if name in ("em", "ph"):
+            joined[name] = [
                 list(dict.fromkeys([*(ours or ()), *(theirs or ())])) or None
                 for ours, theirs in zip(column_values, pixel_values, strict=True)
             ]
         else:
-            hashed.fields[name] = [
+            joined[name] = [
                 theirs if ours is None else ours for ours, theirs in zip(column_values, pixel_values, strict=True)
             ]
+    return joined
 
 
 def _hashed_user_fields(frame: pd.DataFrame, settings: EventSettings, cache: PiiCache) -> HashedUserFields:
@@ -402,29 +403,56 @@ class _UserData(NamedTuple):
     coverage: list[int]
 
 
-def _user_data(
-    rows: int,
-    user_fields: dict[str, list[Any]],
-    user_texts: dict[str, pa.Array],
-    pixel_ids: dict[str, list[Any]],
-    pixel_objects: list[dict[Any, Any] | None],
-) -> _UserData:
+class _UserFields(NamedTuple):
+    """
+    The fields of ``user_data`` of a chunk, by where they come from.
+
+    :param hashed: our hashed columns, as JSON texts.
+    :param joined: fields joined with the PII of the pixel's objects, as values (they win over ``hashed``).
+    :param pixel_ids: the pixel's ids (``click_id``, ...), as text.
+    """
+
+    hashed: HashedUserFields
+    joined: dict[str, list[Any]]
+    pixel_ids: dict[str, list[Any]]
+
+    def keys(self) -> list[str]:
+        return sorted({*self.hashed.texts, *self.joined, *self.pixel_ids})
+
+    def fragments(self, key: str) -> Fragments:
+        if key in self.pixel_ids:
+            return text_fragments(key, self.pixel_ids[key])  # the pixel's ids, as they came
+        if key in self.joined:
+            return value_fragments(key, self.joined[key], by_identity=True)
+        return written_fragments(key, self.hashed.texts[key], sorted(self.hashed.unwritable.get(key, ())))
+
+    def present(self, key: str, fragments: Fragments) -> np.ndarray:
+        """Which rows have a value of the field (a value that could not be written counts as present)."""
+        values = self.pixel_ids.get(key, self.joined.get(key))
+        if values is not None:
+            return ~np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))
+        present = np.asarray(self.hashed.texts[key].is_valid())
+        present[fragments.unencodable] = True
+        return present
+
+    def value(self, key: str, row: int) -> Any:
+        values = self.pixel_ids.get(key, self.joined.get(key))
+        return self.hashed.value(key, row) if values is None else values[row]
+
+
+def _user_data(rows: int, fields: _UserFields, pixel_objects: list[dict[Any, Any] | None]) -> _UserData:
     """
     Each row's ``user_data``: the pixel's object, then its ids, then our hashed fields, later keys winning.
     Rows without a pixel object (nearly all) are written column by column; the others as one dict each.
     """
-    columns = {**pixel_ids, **user_fields}
-    keys = sorted(columns)
-    fragments = [_field_fragments(key, columns[key], user_fields, user_texts) for key in keys]
+    keys = fields.keys()
+    fragments = [fields.fragments(key) for key in keys]
     joined = joined_objects(fragments, rows)
-    present = {
-        key: _present(columns[key], user_texts.get(key), fragment)
-        for key, fragment in zip(keys, fragments, strict=True)
-    }
+    present = {key: fields.present(key, fragment) for key, fragment in zip(keys, fragments, strict=True)}
     coverage_bits = np.zeros(rows, dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
     for match_key, coverage_keys in MATCH_KEYS.items():
-        if all(key in columns for key in coverage_keys):
+        if all(key in present for key in coverage_keys):
             # A value present is never empty (no empty list, no empty text): present is also a match key.
             found = np.logical_and.reduce([present[key] for key in coverage_keys])
             coverage_bits |= found.astype(np.int64) * MATCH_KEY_BITS[match_key]
@@ -436,36 +464,15 @@ def _user_data(
     for row, pixel in enumerate(pixel_objects):
         if pixel:
             merged = dict(pixel)
-            merged.update((key, values[row]) for key, values in columns.items() if values[row] is not None)
+            merged.update((key, value) for key in keys if (value := fields.value(key, row)) is not None)
             objects[row] = _pixel_user_data_json(merged, fragments, row)
             coverage[row] = _coverage(merged)
             has_match_key[row] = _has_match_key(merged)
     return _UserData(objects, fragments, has_match_key, coverage)
 
 
-def _present(values: list[Any], texts: pa.Array | None, fragments: Fragments) -> np.ndarray:
-    """
-    Which rows have a value of the field: from its texts when it has them (and values that could not be
-    written), else from the values."""
-    if texts is None:
-        return ~np.fromiter(map(_is_missing, values), dtype=bool, count=len(values))
-    present = np.asarray(texts.is_valid())
-    present[fragments.unencodable] = True
-    return present
-
-
 def _is_missing(value: object) -> bool:
     return value is None
-
-
-def _field_fragments(
-    key: str, values: list[Any], user_fields: dict[str, list[Any]], user_texts: dict[str, pa.Array]
-) -> Fragments:
-    if key not in user_fields:
-        return text_fragments(key, values)  # the pixel's ids, as they came
-    if key in user_texts:
-        return written_fragments(key, values, user_texts[key])
-    return value_fragments(key, values, by_identity=True)  # joined with the pixel's PII: written here
 
 
 def _pixel_user_data_json(merged: dict[Any, Any], fragments: list[Fragments], row: int) -> str | None:

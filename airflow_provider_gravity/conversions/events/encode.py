@@ -232,15 +232,14 @@ def _written_numbers(
     return Fragments(fragments, unencodable)
 
 
-def written_fragments(key: str, values: Sequence[Any], texts: pa.Array) -> Fragments:
+def written_fragments(key: str, texts: pa.Array, unwritable_rows: list[int]) -> Fragments:
     """
     Fragments of a field whose values were written as JSON already (``texts``, null where absent), such as the
     hashed match keys, written once per distinct value: joined to the key by Arrow.
+
+    :param unwritable_rows: the rows with a value that could not be written (a lone surrogate in an external id).
     """
-    fragments = pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", texts, "")
-    # A value without its text could not be written (a lone surrogate in an external id).
-    absent = np.flatnonzero(np.asarray(texts.is_null())).tolist() if texts.null_count else []
-    return Fragments(fragments, [row for row in absent if values[row] is not None])
+    return Fragments(pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", texts, ""), unwritable_rows)
 
 
 def object_fragments(key: str, objects: Sequence[str | None] | pa.Array) -> Fragments:

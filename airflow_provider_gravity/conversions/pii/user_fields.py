@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import re
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import repeat
 from typing import Any, NamedTuple, cast
 
@@ -62,23 +64,43 @@ _UNREADABLE: _CellResult = (None, 0, 1)
 _UNREADABLE_ELEMENT = object()
 
 
-@dataclass(frozen=True)
+@dataclass
 class HashedUserFields:
     """
     The ``user_data`` match keys of one chunk, aligned with its rows.
 
-    :ivar fields: for each user column present, a list with one cell per row. ``em``, ``ph`` and
-        ``external_id`` cells are lists of strings (digests, or plain external ids) or None;
-        ``fn`` and ``ln`` cells are a digest or None. Rows with the same input share the same list
-        object: treat the cells as read-only.
+    :ivar texts: for each user column present, each row's value as JSON text (null where absent), in Arrow: what
+        the event encoder joins. ``em``, ``ph`` and ``external_id`` values are lists of strings (digests, or
+        plain external ids); ``fn`` and ``ln`` values a digest.
     :ivar drops: how many present values were dropped, by reason (see :data:`DROP_REASONS`).
-    :ivar texts: for each field of ``fields``, each row's value as JSON text (null where absent), in Arrow, written
-        once per distinct value of the run: what the event encoder joins.
+    :ivar unwritable: for each column, the rows whose value has no JSON text (an external id with a lone
+        surrogate), with that value: the encoder names them ``unencodable``.
     """
 
-    fields: dict[str, list[Any]] = field(default_factory=dict)
-    drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     texts: dict[str, pa.Array] = field(default_factory=dict, compare=False)
+    drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    unwritable: dict[str, dict[int, Any]] = field(default_factory=dict)
+
+    @cached_property
+    def fields(self) -> dict[str, list[Any]]:
+        """
+        Each column's values as Python objects, one per row (``None`` where absent), read back from the texts:
+        for tests, previews and the rare rows whose pixel object is merged, not for the hot path."""
+        return {name: self._values(name) for name in self.texts}
+
+    def value(self, name: str, row: int) -> Any:
+        """Return one row's value of column ``name`` (``None`` where absent)."""
+        unwritable = self.unwritable.get(name, {})
+        if row in unwritable:
+            return unwritable[row]
+        text = self.texts[name][row].as_py()
+        return None if text is None else json.loads(text)
+
+    def _values(self, name: str) -> list[Any]:
+        values = [None if text is None else json.loads(text) for text in self.texts[name].to_pylist()]
+        for row, value in self.unwritable.get(name, {}).items():
+            values[row] = value
+        return values
 
 
 class _ResultTable:
@@ -144,37 +166,43 @@ class _PhoneTable:
         hashes = np.fromiter(map(hash, strings), dtype=np.int64, count=count)
         keys = _utf8_keys(strings)
         entries = self._find(hashes, keys)
-        digests: list[str] = [""] * count
-        others: dict[int, _CellResult] = {}
         found = np.flatnonzero(entries >= 0)
         is_digest = self._is_digest[entries[found]]
-        for position, digest in zip(
-            found[is_digest].tolist(), _hex(self._digests[entries[found[is_digest]]]), strict=True
-        ):
-            digests[position] = digest
-        for position, entry in zip(found[~is_digest].tolist(), entries[found[~is_digest]].tolist(), strict=True):
-            others[position] = self._others[entry]
+        found_digests, found_others = found[is_digest], found[~is_digest]
         new = np.flatnonzero(entries < 0)
         new_results = [compute(strings[position]) for position in new.tolist()]  # before storing: it may clear
+        others = {
+            position: self._others[entry]
+            for position, entry in zip(found_others.tolist(), entries[found_others].tolist(), strict=True)
+        }
         stored_digests: list[str | None] = []
+        new_digest_positions: list[int] = []
         for position, result in zip(new.tolist(), new_results, strict=True):
             single = _single_digest(result)
             if single is None:
                 others[position] = result
             else:
-                digests[position] = single
+                new_digest_positions.append(position)
             stored_digests.append(single)
+        known_digests = self._digests[entries[found_digests]].tobytes()
         self._store(hashes[new], keys.take(pa.array(new, pa.int64())), new_results, stored_digests)
-        values = np.empty(count + 1, dtype=object)
-        values[:count] = _objects(([digest] for digest in digests), count)
-        texts = np.empty(count + 1, dtype=object)
-        texts[:count] = ['["' + digest + '"]' for digest in digests]
+        new_digests = bytes.fromhex("".join(digest for digest in stored_digests if digest is not None))
+        other_positions = np.fromiter(others, dtype=np.int64, count=len(others))
         invalid = np.zeros(count + 1, dtype=np.int64)
         unreadable = np.zeros(count + 1, dtype=np.int64)
+        other_texts: list[str | None] = []
         for position, (value, dropped, unread) in others.items():
-            values[position], texts[position] = value, None if value is None else _json_text(value)
+            other_texts.append(None if value is None else _json_text(value))
             invalid[position], unreadable[position] = dropped, unread
-        return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+        texts = _entry_texts(
+            count + 1,
+            [
+                (found_digests, _digest_list_texts(known_digests)),
+                (np.asarray(new_digest_positions, dtype=np.int64), _digest_list_texts(new_digests)),
+                (other_positions, pa.array(other_texts, pa.string())),
+            ],
+        )
+        return _FieldResult(texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
 
     def _find(self, hashes: np.ndarray, keys: pa.Array) -> np.ndarray:
         """Return the entry of each key, or -1: found by hash, confirmed on the key's bytes."""
@@ -260,12 +288,6 @@ def _single_digest(result: _CellResult) -> str | None:
         if _LOWER_HEX_DIGEST.fullmatch(digest):
             return digest
     return None
-
-
-def _hex(digests: np.ndarray) -> list[str]:
-    """Rows of 32 digest bytes as lowercase hex text."""
-    text = digests.tobytes().hex()
-    return [text[start : start + 64] for start in range(0, len(text), 64)]
 
 
 def _utf8_keys(strings: list[str]) -> pa.Array:
@@ -496,14 +518,25 @@ def _phone_result(normalizer: PhoneNormalizer, with_plus: bool, region: str) -> 
 
 
 class _FieldResult(NamedTuple):
-    values: np.ndarray
-    # Each value's JSON text: an object array for distinct cells, Arrow for rows spread from them.
-    texts: np.ndarray | pa.Array
+    """
+    One column's results, per distinct cell (with a last entry for the missing cell) or per row.
+
+    :param texts: each entry's value as JSON text, null where it has none, in Arrow.
+    :param invalid: present values dropped as invalid, over all rows.
+    :param unreadable: values no rule could read as text, over all rows.
+    :param invalid_each: per entry, for results of distinct cells (see :func:`_spread`); ``None`` for rows.
+    :param unreadable_each: likewise.
+    :param unwritable: the entries whose value has no JSON text (a lone surrogate), with that value.
+    :param values: each entry's value, only where the caller needs Python objects (``country``).
+    """
+
+    texts: pa.Array
     invalid: int
     unreadable: int
-    # Per entry, for the results of distinct cells (see _results_of_distinct); None for rows.
     invalid_each: np.ndarray | None = None
     unreadable_each: np.ndarray | None = None
+    unwritable: dict[int, Any] = {}  # noqa: RUF012 - never mutated: each result gets its own dict
+    values: np.ndarray | None = None
 
 
 def _json_text(value: Any) -> str | None:
@@ -513,9 +546,18 @@ def _json_text(value: Any) -> str | None:
         return None
 
 
+def _unwritable(values: Iterator[Any], texts: list[str | None]) -> dict[int, Any]:
+    """Return the positions of values present whose text could not be written, with the values."""
+    return {
+        position: value
+        for position, (value, text) in enumerate(zip(values, texts, strict=True))
+        if text is None and value is not None
+    }
+
+
 def _resolve_rows(keys: list[Any], table: _ResultTable, compute: Callable[[Any], _CellResult]) -> _FieldResult:
     """
-    Each row's value (object array) and the dropped counts over all rows.
+    Each row's result, for a column that is not text (numbers, lists, objects).
 
     Known keys are found in C; each key not yet in the table is computed once.
     """
@@ -534,11 +576,14 @@ def _resolve_rows(keys: list[Any], table: _ResultTable, compute: Callable[[Any],
         positions[missing] = np.fromiter(
             map(new_positions.__getitem__, missing_keys), dtype=np.int64, count=len(missing_keys)
         )
+    values = table.values[positions]
+    texts = table.texts[positions].tolist()
     return _FieldResult(
-        table.values[positions],
-        table.texts[positions],
+        pa.array(texts, pa.string()),
         int(table.invalid[positions].sum()),
         int(table.unreadable[positions].sum()),
+        unwritable=_unwritable(iter(values.tolist()), texts),
+        values=values,
     )
 
 
@@ -549,7 +594,7 @@ def _is_text_column(series: pd.Series) -> bool:
 
 def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | None = None) -> _FieldResult:
     """
-    Build the per-value arrays of distinct cells' results, with one more entry for the missing cell.
+    Build the per-entry results of distinct cells, with one more entry for the missing cell.
 
     :param texts: each value's JSON text when the caller wrote them already; else written here.
     """
@@ -558,13 +603,19 @@ def _results_of_distinct(results: list[_CellResult], texts: list[str | None] | N
     values[:count] = _objects((value for value, _, _ in results), count)
     if texts is None:
         texts = [None if value is None else _list_text(value) for value, _, _ in results]
-    written = np.empty(count + 1, dtype=object)
-    written[:count] = texts
     invalid = np.zeros(count + 1, dtype=np.int64)
     unreadable = np.zeros(count + 1, dtype=np.int64)
     invalid[:count] = np.fromiter((dropped for _, dropped, _ in results), dtype=np.int64, count=count)
     unreadable[:count] = np.fromiter((unread for _, _, unread in results), dtype=np.int64, count=count)
-    return _FieldResult(values, written, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+    return _FieldResult(
+        pa.array([*texts, None], pa.string()),
+        int(invalid.sum()),
+        int(unreadable.sum()),
+        invalid,
+        unreadable,
+        _unwritable((value for value, _, _ in results), texts),
+        values,
+    )
 
 
 def _objects(items: Iterator[Any], count: int) -> np.ndarray:
@@ -582,21 +633,20 @@ def _list_text(value: Any) -> str | None:
 
 
 def _spread(codes: np.ndarray, distinct: _FieldResult) -> _FieldResult:
-    """Rows' results from their codes into the distinct cells (-1, the missing cell, is the last entry)."""
+    """Rows' results from their codes into the distinct cells' entries (-1, the missing cell, is the last)."""
     assert distinct.invalid_each is not None and distinct.unreadable_each is not None
+    entries = np.where(codes < 0, len(distinct.texts) - 1, codes)
+    unwritable: dict[int, Any] = {}
+    if distinct.unwritable:
+        for row in np.flatnonzero(np.isin(entries, list(distinct.unwritable))).tolist():
+            unwritable[row] = distinct.unwritable[int(entries[row])]
     return _FieldResult(
-        distinct.values[codes],
-        _row_texts(distinct.texts, np.where(codes < 0, len(distinct.values) - 1, codes)),
-        int(distinct.invalid_each[codes].sum()),
-        int(distinct.unreadable_each[codes].sum()),
+        distinct.texts.take(pa.array(entries, pa.int64())),
+        int(distinct.invalid_each[entries].sum()),
+        int(distinct.unreadable_each[entries].sum()),
+        unwritable=unwritable,
+        values=None if distinct.values is None else distinct.values[entries],
     )
-
-
-def _row_texts(distinct_texts: np.ndarray, entries: np.ndarray) -> pa.Array:
-    """
-    Each row's JSON text, in Arrow: the distinct texts converted once and taken by each row's entry (taking
-    the Python strings first and converting every row costs fifteen times as much)."""
-    return pa.array(distinct_texts, pa.string()).take(pa.array(entries, pa.int64()))
 
 
 def _text_field(
@@ -623,6 +673,46 @@ def _field(frame: pd.DataFrame, column: str, compute: Callable[[Any], _CellResul
     return _resolve_rows(series.to_numpy(dtype=object).tolist(), _ResultTable(), compute)
 
 
+_LIST_OPEN = np.frombuffer(b'["', dtype=np.uint8)
+_LIST_CLOSE = np.frombuffer(b'"]', dtype=np.uint8)
+
+
+def _digest_list_texts(digests: bytes) -> pa.Array:
+    """``["<hex>"]`` of each 32-byte SHA-256 digest in ``digests``, built in one buffer: no string per digest."""
+    count = len(digests) // 32
+    hexes = np.frombuffer(digests.hex().encode("ascii"), dtype=np.uint8).reshape(count, 64)
+    written = np.empty((count, 68), dtype=np.uint8)
+    written[:, :2], written[:, 2:66], written[:, 66:] = _LIST_OPEN, hexes, _LIST_CLOSE
+    offsets = np.arange(0, 68 * (count + 1), 68, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(written)])
+
+
+def _sha256_list_texts(texts: pa.Array) -> pa.Array:
+    """``["<hex>"]`` of the SHA-256 of each text's UTF-8 bytes (no null among them)."""
+    sha256 = hashlib.sha256
+    return _digest_list_texts(b"".join([sha256(data).digest() for data in texts.cast(pa.large_binary()).to_pylist()]))
+
+
+def _quoted_in_list(texts: pa.Array) -> pa.Array:
+    """``["<text>"]`` of each text, which must be its own JSON string body (plain ASCII, no quote or backslash)."""
+    return pc.binary_join_element_wise('["', texts.cast(pa.string()), '"]', "")
+
+
+def _entry_texts(count: int, parts: list[tuple[np.ndarray, pa.Array]]) -> pa.Array:
+    """
+    Return the texts of ``count`` entries, from parts of ``(positions, texts)``; an entry in no part is null.
+    One take over the parts' texts, in C.
+    """
+    pieces = [texts.cast(pa.string()) for _, texts in parts if len(texts)]
+    joined = pa.concat_arrays([*pieces, pa.nulls(1, pa.string())])
+    where = np.full(count, len(joined) - 1, dtype=np.int64)
+    start = 0
+    for positions, texts in parts:
+        where[positions] = np.arange(start, start + len(texts), dtype=np.int64)
+        start += len(texts)
+    return joined.take(pa.array(where, pa.int64()))
+
+
 # Emails made only of printable ASCII, tabs and the letters of Latin-1, Latin Extended-A and Latin Extended
 # Additional (Vietnamese: nearly all the rest) are trimmed, lowercased and checked by Arrow kernels. Those letters
 # lowercase as Python lowercases them, one to one (a test checks each), except U+0130, which Python lowers to two
@@ -633,6 +723,23 @@ _ARROW_SHA256_HEX = r"^[0-9a-f]{64}$"
 _ARROW_EMAIL = (
     r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f][^@\s\x00-\x1f\x7f]*\.[^@\s\x00-\x1f\x7f]*[^@\s.\x00-\x1f\x7f]$"
 )
+
+
+def _python_results(
+    strings: list[str], positions: np.ndarray, compute: Callable[[Any], _CellResult], count: int
+) -> tuple[pa.Array, np.ndarray, np.ndarray, dict[int, Any]]:
+    """Compute the strings at ``positions`` one by one: their texts, invalid and unreadable counts per entry."""
+    invalid = np.zeros(count, dtype=np.int64)
+    unreadable = np.zeros(count, dtype=np.int64)
+    texts: list[str | None] = []
+    unwritable: dict[int, Any] = {}
+    for position in positions.tolist():
+        value, invalid[position], unreadable[position] = compute(strings[position])
+        text = None if value is None else _json_text(value)
+        if text is None and value is not None:
+            unwritable[position] = value
+        texts.append(text)
+    return pa.array(texts, pa.string()), invalid, unreadable, unwritable
 
 
 def _email_results(strings: list[str]) -> _FieldResult:
@@ -649,24 +756,19 @@ def _email_results(strings: list[str]) -> _FieldResult:
     kept = plain & np.asarray(pc.greater(pc.utf8_length(lowered), 0))
     digests = kept & np.asarray(pc.match_substring_regex(lowered, _ARROW_SHA256_HEX))
     valid = digests | (kept & np.asarray(pc.match_substring_regex(lowered, _ARROW_EMAIL)))
-    count = len(strings)
-    values = np.empty(count + 1, dtype=object)
-    texts = np.empty(count + 1, dtype=object)
-    invalid = np.zeros(count + 1, dtype=np.int64)
-    unreadable = np.zeros(count + 1, dtype=np.int64)
-    invalid[:count] = kept & ~valid
-    sha256 = hashlib.sha256
-    hashed = np.flatnonzero(valid & ~digests)
-    written = [sha256(text.encode()).hexdigest() for text in _taken(lowered, hashed)]
-    passed = np.flatnonzero(digests)
-    written += _taken(lowered, passed)
-    positions = np.concatenate([hashed, passed])
-    values[positions] = _objects(([digest] for digest in written), len(written))
-    texts[positions] = ['["' + digest + '"]' for digest in written]
-    for position in np.flatnonzero(~plain).tolist():
-        value, invalid[position], unreadable[position] = _email_result(strings[position])
-        values[position], texts[position] = value, None if value is None else _json_text(value)
-    return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
+    count = len(strings) + 1
+    hashed, passed, others = np.flatnonzero(valid & ~digests), np.flatnonzero(digests), np.flatnonzero(~plain)
+    other_texts, invalid, unreadable, unwritable = _python_results(strings, others, _email_result, count)
+    invalid[: len(strings)] += kept & ~valid
+    texts = _entry_texts(
+        count,
+        [
+            (hashed, _sha256_list_texts(lowered.take(pa.array(hashed, pa.int64())))),
+            (passed, _quoted_in_list(lowered.take(pa.array(passed, pa.int64())))),
+            (others, other_texts),
+        ],
+    )
+    return _FieldResult(texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable, unwritable)
 
 
 # External ids of printable ASCII without a quote, a backslash or a "[" (a JSON array) are their own JSON text.
@@ -683,24 +785,14 @@ def _external_id_results(strings: list[str]) -> _FieldResult:
         return _results_of_distinct([_external_id_result(text) for text in strings])
     plain = np.asarray(pc.fill_null(pc.match_substring_regex(distinct, _ARROW_PLAIN_ID), False))
     trimmed = pc.utf8_trim(distinct, characters=" ")
-    kept = plain & np.asarray(pc.greater(pc.utf8_length(trimmed), 0))
-    positions = np.flatnonzero(kept)
-    ids = _taken(trimmed, positions)
-    count = len(strings)
-    values = np.empty(count + 1, dtype=object)
-    texts = np.empty(count + 1, dtype=object)
-    values[positions] = _objects(([text] for text in ids), len(ids))
-    texts[positions] = ['["' + text + '"]' for text in ids]
-    invalid = np.zeros(count + 1, dtype=np.int64)
-    unreadable = np.zeros(count + 1, dtype=np.int64)
-    for position in np.flatnonzero(~plain).tolist():
-        value, invalid[position], unreadable[position] = _external_id_result(strings[position])
-        values[position], texts[position] = value, None if value is None else _json_text(value)
-    return _FieldResult(values, texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable)
-
-
-def _taken(strings: pa.Array, positions: np.ndarray) -> list[str]:
-    return pc.take(strings, pa.array(positions, type=pa.int64())).to_pylist()  # type: ignore[no-any-return]
+    kept = np.flatnonzero(plain & np.asarray(pc.greater(pc.utf8_length(trimmed), 0)))
+    others = np.flatnonzero(~plain)
+    count = len(strings) + 1
+    other_texts, invalid, unreadable, unwritable = _python_results(strings, others, _external_id_result, count)
+    texts = _entry_texts(
+        count, [(kept, _quoted_in_list(trimmed.take(pa.array(kept, pa.int64())))), (others, other_texts)]
+    )
+    return _FieldResult(texts, int(invalid.sum()), int(unreadable.sum()), invalid, unreadable, unwritable)
 
 
 def _phone_field(
@@ -716,17 +808,17 @@ def _phone_field(
     if _is_text_column(series):
         return _text_phone_field(series, region_codes, distinct_regions.tolist(), cache, normalizer, with_plus)
     cells = series.to_numpy(dtype=object)
-    values = np.empty(len(cells), dtype=object)
     texts = np.empty(len(cells), dtype=object)
+    unwritable: dict[int, Any] = {}
     invalid = unreadable = 0
     for code, region in enumerate(distinct_regions.tolist()):
-        rows = slice(None) if len(distinct_regions) == 1 else np.flatnonzero(region_codes == code)
+        rows = np.arange(len(cells)) if len(distinct_regions) == 1 else np.flatnonzero(region_codes == code)
         resolved = _resolve_rows(cells[rows].tolist(), _ResultTable(), _phone_result(normalizer, with_plus, region))
-        values[rows] = resolved.values
-        texts[rows] = resolved.texts
+        texts[rows] = resolved.texts.to_pylist()
+        unwritable.update((int(rows[position]), value) for position, value in resolved.unwritable.items())
         invalid += resolved.invalid
         unreadable += resolved.unreadable
-    return _FieldResult(values, texts, invalid, unreadable)
+    return _FieldResult(pa.array(texts, pa.string()), invalid, unreadable, unwritable=unwritable)
 
 
 def _text_phone_field(
@@ -748,8 +840,7 @@ def _text_phone_field(
     distinct_pairs, row_pairs = np.unique(region_codes.astype(np.int64) * width + phone_codes, return_inverse=True)
     pair_regions, pair_phones = np.divmod(distinct_pairs, width)
     count = len(distinct_pairs)
-    values = np.empty(count, dtype=object)
-    texts = np.empty(count, dtype=object)
+    pair_texts: list[pa.Array] = []
     invalid = np.zeros(count, dtype=np.int64)
     unreadable = np.zeros(count, dtype=np.int64)
     bounds = np.searchsorted(pair_regions, np.arange(len(regions) + 1)).tolist()
@@ -761,12 +852,13 @@ def _text_phone_field(
         found = table.results(strings[phones[present]].tolist(), _phone_result(normalizer, with_plus, region))
         assert found.invalid_each is not None and found.unreadable_each is not None
         # Present phones are the first entries of what the table gives, in order; the missing one its last.
-        entries = np.where(present, np.cumsum(present) - 1, len(found.values) - 1)
-        values[pairs], texts[pairs] = found.values[entries], found.texts[entries]
+        entries = np.where(present, np.cumsum(present) - 1, len(found.texts) - 1)
+        pair_texts.append(found.texts.take(pa.array(entries, pa.int64())))
         invalid[pairs], unreadable[pairs] = found.invalid_each[entries], found.unreadable_each[entries]
     row_pairs = row_pairs.reshape(-1)
+    texts = pa.concat_arrays(pair_texts) if pair_texts else pa.nulls(0, pa.string())
     return _FieldResult(
-        values[row_pairs], _row_texts(texts, row_pairs), int(invalid[row_pairs].sum()), int(unreadable[row_pairs].sum())
+        texts.take(pa.array(row_pairs, pa.int64())), int(invalid[row_pairs].sum()), int(unreadable[row_pairs].sum())
     )
 
 
@@ -809,29 +901,28 @@ def _hash_user_fields(
     result = HashedUserFields()
     columns = frame.columns
 
-    def keep(column: str, resolved: _FieldResult) -> np.ndarray:
-        if column != "country":
-            texts = resolved.texts
-            result.texts[column] = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+    def keep(column: str, resolved: _FieldResult) -> None:
+        result.texts[column] = resolved.texts
+        if resolved.unwritable:
+            result.unwritable[column] = resolved.unwritable
         if column in INVALID_DROP_REASONS:
             result.drops[INVALID_DROP_REASONS[column]] += resolved.invalid
         result.drops[UNREADABLE_DROP_REASONS[column]] += resolved.unreadable
-        return resolved.values
 
     if "em" in columns:
-        result.fields["em"] = keep("em", _field(frame, "em", _email_result, _email_results)).tolist()
+        keep("em", _field(frame, "em", _email_result, _email_results))
     regions = np.full(len(frame), default_region, dtype=object)
     if "country" in columns:
-        known = keep("country", _field(frame, "country", _country_result))
-        regions = np.where(np.equal(known, None), default_region, known)  # type: ignore[call-overload]  # None: object
+        known = _field(frame, "country", _country_result)
+        result.drops[INVALID_DROP_REASONS["country"]] += known.invalid
+        result.drops[UNREADABLE_DROP_REASONS["country"]] += known.unreadable
+        assert known.values is not None
+        regions = np.where(np.equal(known.values, None), default_region, known.values)  # type: ignore[call-overload]
     if "ph" in columns:
-        phones = _phone_field(frame, regions, cache, PhoneNormalizer(phone_backend), phone_with_plus)
-        result.fields["ph"] = keep("ph", phones).tolist()
+        keep("ph", _phone_field(frame, regions, cache, PhoneNormalizer(phone_backend), phone_with_plus))
     for name in ("fn", "ln"):
         if name in columns:
-            result.fields[name] = keep(name, _field(frame, name, _name_result)).tolist()
+            keep(name, _field(frame, name, _name_result))
     if "external_id" in columns:
-        result.fields["external_id"] = keep(
-            "external_id", _field(frame, "external_id", _external_id_result, _external_id_results)
-        ).tolist()
+        keep("external_id", _field(frame, "external_id", _external_id_result, _external_id_results))
     return result
