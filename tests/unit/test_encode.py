@@ -200,3 +200,18 @@ def test_numeric_amounts_are_written_from_float64_as_json_dumps_writes_money_of_
             continue
         written = re.search(r'"value":([^,}]+)', text).group(1)
         assert written == json.dumps(expected)
+
+
+def test_an_argument_standing_in_for_a_column_that_cannot_be_written_names_every_row():
+    frame = pd.DataFrame({"event_id": ["a", "b"], "event_time": [1_767_225_600, 1_767_225_601]})
+    built = build_events(frame, EventSettings(event_name="Lead\ud800", action_source="website"), 1_767_225_700)
+    assert built.reasons == ["unencodable_text", "unencodable_text"]
+    assert built.encoded == [None, None]
+
+
+def test_an_argument_standing_in_for_a_column_is_written_on_every_row_as_a_column_would_be():
+    frame = pd.DataFrame({"event_id": ["a", "b"], "event_time": [1_767_225_600, 1_767_225_601]})
+    from_arguments = build_events(frame, EventSettings(event_name='Lé "x"', action_source="website"), 1_767_225_700)
+    as_columns = frame.assign(event_name=['Lé "x"'] * 2, action_source=["website"] * 2)
+    assert from_arguments.encoded == build_events(as_columns, EventSettings(), 1_767_225_700).encoded
+    assert json.loads(from_arguments.encoded[0])["event_name"] == 'Lé "x"'

@@ -19,6 +19,7 @@ from airflow_provider_gravity.conversions.encoded_event import UNENCODABLE, Enco
 from airflow_provider_gravity.conversions.events import fields
 from airflow_provider_gravity.conversions.events.encode import (
     Fragments,
+    constant_fragments,
     joined_objects,
     object_fragments,
     text_fragments,
@@ -171,12 +172,12 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     reasons = _row_reasons(column, event_ids, event_names, seconds, time_missing, settings, now)
     _add_value_reasons(reasons, part_reasons, user_data, settings.require_match_key)
     top = [
-        text_fragments("action_source", column.texts("action_source", settings.action_source)),
+        column.fragments("action_source", settings.action_source),
         value_fragments("client_context", client_contexts, by_identity=True),
         object_fragments("custom_data", custom_data),
         text_fragments("event_id", event_ids),
-        text_fragments("event_name", event_names),
-        text_fragments("event_source_url", column.texts("event_source_url", settings.event_source_url)),
+        column.fragments("event_name", settings.event_name, event_names),
+        column.fragments("event_source_url", settings.event_source_url),
         Fragments(_event_time_fragments(seconds, reasons), []),
         object_fragments("user_data", user_data.objects),
     ]
@@ -320,6 +321,12 @@ class _ColumnReader:
         if default is None:
             return texts
         return [default if t is None else t for t in texts]
+
+    def fragments(self, name: str, default: str | None, texts: list[str | None] | None = None) -> Fragments:
+        """Return the JSON fragments of a text column (its ``texts`` when read already), or ``default``'s."""
+        if name not in self.frame.columns:
+            return constant_fragments(name, default, self.rows)
+        return text_fragments(name, self.texts(name, default) if texts is None else texts)
 
     def converted(
         self, name: str, how: Callable[[pd.Series, Any], tuple[Sequence[Any], list[Any]]], convert: Any

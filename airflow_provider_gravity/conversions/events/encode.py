@@ -107,6 +107,17 @@ def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
     return Fragments(fragments, [])
 
 
+def constant_fragments(key: str, value: str | None, rows: int) -> Fragments:
+    """Fragments of a text field with one value on every row (an operator argument standing in for a column)."""
+    if value is None:
+        return Fragments(pa.nulls(rows, pa.string()), [])
+    try:
+        fragment = encode_basestring_ascii(key) + ":" + json_value(value)
+    except ValueError:  # a lone surrogate: no row can be written
+        return Fragments(pa.nulls(rows, pa.string()), list(range(rows)))
+    return Fragments(pa.repeat(pa.scalar(fragment, pa.string()), rows), [])
+
+
 def _text_fragments_one_by_one(key: str, values: Sequence[str | None]) -> Fragments:
     prefix = encode_basestring_ascii(key) + ":"
     fragments: list[str | None] = []

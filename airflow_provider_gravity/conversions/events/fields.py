@@ -181,6 +181,25 @@ def custom_value(value: Any) -> Any:
 
 # -- whole columns -------------------------------------------------------------------------------------
 
+# Text that begins and ends with printable ASCII other than a space: str.strip() leaves it as it is.
+_UNSTRIPPED_TEXT = r"(?s)^[\x21-\x7e](.*[\x21-\x7e])?$"
+
+
+def _arrow_text_column(series: pd.Series) -> list[str | None]:
+    """
+    Return the texts of a column pandas holds in Arrow: as they are where no space or other character
+    ``str.strip`` removes is at either end (found by one Arrow kernel), stripped by Python elsewhere.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = pa.array(series.array)
+    texts: list[str | None] = column.to_pylist()
+    unchanged = pc.fill_null(pc.match_substring_regex(column, _UNSTRIPPED_TEXT), True)
+    for row in np.flatnonzero(~np.asarray(unchanged)).tolist():
+        texts[row] = cast(str, texts[row]).strip() or None
+    return texts
+
 
 def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
     """
@@ -192,6 +211,8 @@ def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
     rows = len(series)
     if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
         return [str(value) for value in series.tolist()], [False] * rows
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        return _arrow_text_column(series), [False] * rows
     texts: list[str | None] = []
     unreadable = [False] * rows
     for row, value in enumerate(series.tolist()):
