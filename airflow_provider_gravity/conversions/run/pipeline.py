@@ -24,7 +24,7 @@ import pandas as pd
 from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
 from airflow_provider_gravity.conversions.api.sender import EventSender
 from airflow_provider_gravity.conversions.buckets import DELIVERED_BUCKETS, Bucket
-from airflow_provider_gravity.conversions.encoded_event import EncodedEvent
+from airflow_provider_gravity.conversions.encoded_event import EncodedEvents
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
@@ -81,9 +81,9 @@ class RunResult:
 @dataclass
 class _Batch:
     chunk_index: int
-    events: list[EncodedEvent]
+    events: EncodedEvents
     rows: list[int]
-    coverage: list[int]
+    coverage: np.ndarray  # each event's match-key bits (int64)
     payload_hashes: list[str | None]
     # Rows between the batch's first and last row that were settled locally (invalid, already delivered),
     # with their (bucket, reason): saved with the batch's acknowledgement, because a resumed try skips the
@@ -265,11 +265,11 @@ class ConversionPipeline:
             self.ledger.settle(index, Settlement(saved.tally))  # the row ranges an earlier try settled
         self.ledger.settle(index, Settlement(_field_drops(built)))
         to_send, settled = self._account_local_rows(index, built, valid, saved.ranges if saved else [])
+        coverage = np.asarray(built.coverage, dtype=np.int64)
         for rows in _batches(to_send, built.event_ids, self.batch_size):
             events = built.encoded_events(rows)
-            coverage = [built.coverage[row] for row in rows]
             hashes: list[str | None] = (
-                [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
+                list(map(_payload_hash, events.texts)) if self.delivery_log else [None] * len(events)
             )
             local_rows: dict[int, tuple[str, str | None]] = {}
             if rows[-1] - rows[0] + 1 > len(rows):  # some rows of the range were settled here
@@ -277,7 +277,7 @@ class ConversionPipeline:
                     "dict[int, tuple[str, str | None]]",
                     {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None},
                 )
-            self._submit(executor, _Batch(index, events, rows, coverage, hashes, local_rows))
+            self._submit(executor, _Batch(index, events, rows, _of_rows(coverage, rows), hashes, local_rows))
         self.ledger.chunk_submitted(index)
 
     def _account_unsent_chunk(self, index: int, chunk: PreparedChunk) -> None:
@@ -393,8 +393,8 @@ class ConversionPipeline:
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
         if self.sender is None:
             self.ledger.settle(batch.chunk_index, Settlement(_undelivered(len(batch.events))))
-            wanted = batch.events[: self.preview_size - len(self.preview)]
-            self.preview.extend(json.loads(event.json) for event in wanted)
+            wanted = batch.events.texts[: self.preview_size - len(self.preview)]
+            self.preview.extend(map(json.loads, wanted))
             return
         if self._in_flight:
             # Record what Gravity answered as soon as the answer is here: a try killed now re-sends only
@@ -437,13 +437,15 @@ class ConversionPipeline:
         if self.delivery_log is not None:
             records = [
                 DeliveryRecord(
-                    fit_key(event.event_name),
-                    fit_key(event.event_id),
+                    fit_key(name),
+                    fit_key(event_id),
                     outcome.bucket,
                     outcome.status_text,
                     digest if outcome.bucket == Bucket.DELIVERED else None,  # only a payload Gravity accepted
                 )
-                for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
+                for name, event_id, outcome, digest in zip(
+                    batch.events.event_names, batch.events.event_ids, outcomes, batch.payload_hashes, strict=True
+                )
                 if outcome.bucket != Bucket.UNDELIVERED
             ]
         all_answered = all(outcome.bucket != Bucket.UNDELIVERED for outcome in kinds)
@@ -501,7 +503,7 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
         yield batch
 
 
-def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: Sequence[int]) -> Tally:
+def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: np.ndarray) -> Tally:
     """
     Count the sent events: their buckets and reasons, attributions, and the match keys of those sent.
 
@@ -516,7 +518,9 @@ def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverag
     if all(outcome.sent for outcome in kinds):
         tally.count_sent(coverages)
     else:
-        tally.count_sent([coverage for coverage, outcome in zip(coverages, outcomes, strict=True) if outcome.sent])
+        tally.count_sent(
+            coverages[np.fromiter((outcome.sent for outcome in outcomes), dtype=bool, count=len(outcomes))]
+        )
     return tally
 
 
@@ -556,6 +560,13 @@ def _acknowledged_ranges(
             ]
         )
         yield first, last, tally
+
+
+def _of_rows(values: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Return the values of ascending ``rows``: a slice when they are consecutive, as nearly every batch's are."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return values[rows[0] : rows[-1] + 1]
+    return values[rows]
 
 
 def _undelivered(rows: int) -> Tally:
