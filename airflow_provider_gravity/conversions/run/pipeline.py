@@ -311,13 +311,18 @@ class ConversionPipeline:
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> np.ndarray:
         """Refuse the valid rows whose key came earlier in the run (``duplicate_in_run``); return those left valid."""
-        valid: np.ndarray = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
-        valid_rows = np.flatnonzero(valid)
         names, ids = built.event_names, built.event_ids
-        if len(valid_rows) < len(valid):
-            names = [names[row] for row in valid_rows.tolist()]
-            ids = [ids[row] for row in valid_rows.tolist()]
-        first = np.asarray(self.seen.first_occurrences_of(names, ids), dtype=bool)
+        if built.reasons.count(None) == len(built.reasons):  # nearly every chunk: no invalid row, no list to pick
+            valid = np.ones(len(built.reasons), dtype=bool)
+            valid_rows = np.arange(len(built.reasons))
+        else:
+            valid = np.equal(np.asarray(built.reasons, dtype=object), None)  # type: ignore[call-overload]
+            valid_rows = np.flatnonzero(valid)
+            picked = valid_rows.tolist()
+            names, ids = list(map(names.__getitem__, picked)), list(map(ids.__getitem__, picked))
+        first = self.seen.first_occurrence_mask(names, ids)
+        if first.all():
+            return valid
         for row in valid_rows[~first].tolist():
             built.encoded[row] = None
             built.coverage[row] = 0
