@@ -414,7 +414,11 @@ class ConversionPipeline:
         self._in_flight[executor.submit(send_with_split, self.sender.send_events, batch.events)] = batch
 
     def _collect(self, *, wait_for_one: bool) -> None:
-        done, _ = wait(list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED)
+        if wait_for_one:
+            done: Iterable[Future[tuple[list[Outcome], Exception | None]]]
+            done, _ = wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+        else:  # called before each batch is submitted: a look at each future, without setting up a wait
+            done = [future for future in self._in_flight if future.done()]
         for future in done:
             batch = self._in_flight.pop(future)
             outcomes, error = future.result()
@@ -436,7 +440,7 @@ class ConversionPipeline:
         self.failure = RunFailure(message, retryable)
 
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
-        kinds = Counter(outcomes)  # a handful of distinct outcomes, nearly always one: delivered
+        kinds = _kinds_of(outcomes)
         batch_tally = _outcome_tally(kinds, outcomes, batch.coverage)
         records: list[DeliveryRecord] = []
         if self.delivery_log is not None:
@@ -487,11 +491,16 @@ class ConversionPipeline:
 
 def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> Iterator[list[int]]:
     """
-    Consecutive runs of ``rows`` of at most ``batch_size``, never with two events of the same ``event_id``
+    Consecutive runs of ``rows`` (ascending) of at most ``batch_size``, never with two events of the same ``event_id``
     (under two event names): Gravity's results name the ``event_id`` only, so their outcomes could swap.
     A batch ends early where an id repeats; batches stay ranges of rows, as resuming needs.
     """
-    ids = [event_ids[row] for row in rows]
+    if not rows:
+        return
+    if rows[-1] - rows[0] + 1 == len(rows):  # ascending rows with no gap: the ids are a slice
+        ids = event_ids[rows[0] : rows[-1] + 1]
+    else:
+        ids = list(map(event_ids.__getitem__, rows))
     if len(set(ids)) == len(ids):  # nearly always: no id repeats in the chunk, batches are plain slices
         for start in range(0, len(rows), batch_size):
             yield rows[start : start + batch_size]
@@ -506,6 +515,13 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
         seen.add(event_id)
     if batch:
         yield batch
+
+
+def _kinds_of(outcomes: list[Outcome]) -> Counter[Outcome]:
+    """Count the distinct outcomes of a batch: a handful, nearly always one (delivered), the same object each time."""
+    if outcomes and outcomes.count(outcomes[0]) == len(outcomes):  # compared by identity first: no tuple hashed
+        return Counter({outcomes[0]: len(outcomes)})
+    return Counter(outcomes)
 
 
 def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: np.ndarray) -> Tally:
