@@ -316,7 +316,7 @@ class ConversionPipeline:
             valid = np.ones(len(built.reasons), dtype=bool)
             valid_rows = np.arange(len(built.reasons))
         else:
-            valid = np.equal(np.asarray(built.reasons, dtype=object), None)  # type: ignore[call-overload]
+            valid = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
             valid_rows = np.flatnonzero(valid)
             picked = valid_rows.tolist()
             names, ids = list(map(names.__getitem__, picked)), list(map(ids.__getitem__, picked))
