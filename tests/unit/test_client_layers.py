@@ -18,7 +18,7 @@ import urllib3
 
 from airflow_provider_gravity.conversions.api.client import GravityClient, RetryPolicy
 from airflow_provider_gravity.conversions.api.transport import MAX_RESPONSE_BYTES
-from airflow_provider_gravity.conversions.encoded_event import EncodedEvent
+from airflow_provider_gravity.conversions.encoded_event import EncodedEvent, EncodedEvents
 from airflow_provider_gravity.conversions.errors import (
     GravityAuthError,
     GravityRedirectError,
@@ -102,6 +102,22 @@ def test_a_429_then_a_200_is_retried_after_retry_after_and_counted():
     assert (client.requests_sent, client.retries) == (2, 1)
     assert waits == [0.25]
     assert gravity.requests[0].body == gravity.requests[1].body  # the same batch, sent again
+
+
+def test_a_batch_of_columns_is_sent_and_matched_as_the_same_events_one_by_one():
+    answers = [
+        (200, {}, b'{"results":[{"event_id":"o-1","status":"ok"},{"event_id":"o-2","status":"error","error":"x"}]}')
+    ]
+    by_event, by_column = CraftedGravity(*answers), CraftedGravity(*answers)
+    batch = EncodedEvents([e.event_name for e in EVENTS], [e.event_id for e in EVENTS], [e.json for e in EVENTS])
+
+    one_by_one = client_with(by_event).send_events(EVENTS)
+    as_columns = client_with(by_column).send_events(batch)
+
+    assert as_columns == one_by_one
+    assert [r.status for r in as_columns] == ["ok", "error"]
+    assert by_column.requests[0].body == by_event.requests[0].body
+    assert list(batch) == EVENTS and list(batch[1:]) == EVENTS[1:] and batch[0] == EVENTS[0]
 
 
 def test_5xx_that_outlast_the_retries_name_the_attempts_and_the_last_status():

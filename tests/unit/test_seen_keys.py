@@ -112,6 +112,15 @@ def test_keys_given_as_columns_are_the_same_keys():
         assert seen.first_occurrences_of(("P",), ("3",)) == [False]
 
 
+def test_the_mask_of_first_occurrences_answers_as_the_list_does():
+    with SeenKeys() as seen:
+        mask = seen.first_occurrence_mask(["P", "P", "P"], ["1", "2", "1"])
+        assert mask.dtype == bool
+        assert mask.tolist() == [True, True, False]
+        assert seen.first_occurrence_mask(["P", "Lead"], ["2", "2"]).tolist() == [False, True]
+        assert len(seen.first_occurrence_mask([], [])) == 0
+
+
 def test_keys_of_one_call_have_one_number_of_parts():
     with SeenKeys() as seen, pytest.raises(ValueError, match="one number of parts"):
         seen.first_occurrences([("P", "1"), ("P",)])

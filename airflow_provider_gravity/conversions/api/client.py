@@ -38,7 +38,7 @@ from airflow_provider_gravity.conversions.api.wire import (
     Event,
     EventResult,
     encode_body,
-    event_key,
+    event_keys,
     match_results,
     results_of,
     server_message,
@@ -181,8 +181,8 @@ class GravityClient:
         """
         Send one request with up to 1,000 events and return one result per event, in the events' order.
 
-        :param events: encoded events (as the pipeline sends them), or JSON-ready event dicts, each with an
-            ``event_id``.
+        :param events: encoded events (an :class:`~..encoded_event.EncodedEvents` batch, as the pipeline sends
+            them), or JSON-ready event dicts, each with an ``event_id``.
         :raises ValueError: for an empty request or more than 1,000 events, before anything is sent.
         :raises GravityAuthError: on 401/403, at once.
         :raises GravityRequestRejected: on 400/413/422 for the whole request; split it to isolate bad events.
@@ -193,7 +193,7 @@ class GravityClient:
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
         body = self._answer_body(encode_body(events))
-        return match_results([event_key(event) for event in events], results_of(body), self.scrub)
+        return match_results(event_keys(events), results_of(body), self.scrub)
 
     def check_connection(self) -> tuple[bool, str]:
         """

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from airflow_provider_gravity.conversions.buckets import DELIVERED_STATUSES
-from airflow_provider_gravity.conversions.encoded_event import EncodedEvent
+from airflow_provider_gravity.conversions.encoded_event import EncodedEvent, EncodedEvents
 from airflow_provider_gravity.conversions.errors import EventEncodingError, GravityResponseError
 
 #: What :meth:`~.client.GravityClient.send_events` takes: events the pipeline encoded, or event dicts.
@@ -48,14 +48,17 @@ class EventResult(NamedTuple):
 
 def encode_body(events: Sequence[Event]) -> bytes:
     """
-    Encode the request body ``{"data": [...]}`` as JSON bytes: encoded events are joined as they are, event dicts
-    are written with msgspec.
+    Encode the request body ``{"data": [...]}`` as JSON bytes: encoded events (an :class:`EncodedEvents` batch, as
+    the pipeline sends, or :class:`EncodedEvent` objects) are joined as they are, event dicts are written with
+    msgspec.
 
     :raises EventEncodingError: for an event JSON cannot carry (text that is not valid Unicode).
     """
     try:
+        if isinstance(events, EncodedEvents):
+            return ('{"data":[' + ",".join(events.texts) + "]}").encode("ascii")
         encoded = [event.json for event in events if isinstance(event, EncodedEvent)]
-        if len(encoded) == len(events):  # what the pipeline sends: one join, one encode
+        if len(encoded) == len(events):  # one join, one encode
             return ('{"data":[' + ",".join(encoded) + "]}").encode("ascii")
         texts = [
             event.json.encode("ascii") if isinstance(event, EncodedEvent) else msgspec.json.encode(event)
@@ -64,6 +67,13 @@ def encode_body(events: Sequence[Event]) -> bytes:
     except (UnicodeError, msgspec.EncodeError, OverflowError, TypeError) as error:
         raise EventEncodingError(f"An event cannot be written as JSON ({type(error).__name__}).") from None
     return b'{"data":[' + b",".join(texts) + b"]}"
+
+
+def event_keys(events: Sequence[Event]) -> list[tuple[str | None, str]]:
+    """Return each event's ``(event_name, event_id)``, as Gravity's results name it (see :func:`event_key`)."""
+    if isinstance(events, EncodedEvents):
+        return list(zip(events.event_names, events.event_ids, strict=True))
+    return [event_key(event) for event in events]
 
 
 def event_key(event: Event) -> tuple[str | None, str]:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_provider_gravity.conversions.canonical_json import canonical_json
-from airflow_provider_gravity.conversions.encoded_event import UNENCODABLE, EncodedEvent
+from airflow_provider_gravity.conversions.encoded_event import UNENCODABLE, EncodedEvents
 from airflow_provider_gravity.conversions.events import fields
 from airflow_provider_gravity.conversions.events.encode import (
     Fragments,
@@ -108,14 +108,21 @@ class BuiltChunk:
         """The events as dicts, parsed from their JSON: for previews and checks, not for the hot path."""
         return [None if text is None else json.loads(text) for text in self.encoded]
 
-    def encoded_events(self, rows: list[int]) -> list[EncodedEvent]:
-        """Return the events of valid rows ``rows``, ready to send."""
+    def encoded_events(self, rows: list[int]) -> EncodedEvents:
+        """
+        Return the events of valid rows ``rows`` as one batch ready to send.
+
+        :param rows: valid rows, ascending; consecutive rows (nearly every batch) are sliced, not picked one by one.
+        """
         # A valid row has its name, its id and its text.
         names, ids, texts = cast(
             "tuple[list[str], list[str], list[str]]", (self.event_names, self.event_ids, self.encoded)
         )
-        return list(
-            map(EncodedEvent, map(names.__getitem__, rows), map(ids.__getitem__, rows), map(texts.__getitem__, rows))
+        if rows and rows[-1] - rows[0] + 1 == len(rows):
+            first, stop = rows[0], rows[-1] + 1
+            return EncodedEvents(names[first:stop], ids[first:stop], texts[first:stop])
+        return EncodedEvents(
+            list(map(names.__getitem__, rows)), list(map(ids.__getitem__, rows)), list(map(texts.__getitem__, rows))
         )
 
 

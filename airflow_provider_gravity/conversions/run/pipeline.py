@@ -25,7 +25,7 @@ import pyarrow as pa
 from airflow_provider_gravity.conversions.api.outcomes import Outcome, send_with_split
 from airflow_provider_gravity.conversions.api.sender import EventSender
 from airflow_provider_gravity.conversions.buckets import DELIVERED_BUCKETS, Bucket
-from airflow_provider_gravity.conversions.encoded_event import EncodedEvent
+from airflow_provider_gravity.conversions.encoded_event import EncodedEvents
 from airflow_provider_gravity.conversions.errors import GravityError, GravityResponseError, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import BuiltChunk, EventSettings, build_events, event_keys
 from airflow_provider_gravity.conversions.pii.user_fields import PiiCache
@@ -83,9 +83,9 @@ class RunResult:
 @dataclass
 class _Batch:
     chunk_index: int
-    events: list[EncodedEvent]
+    events: EncodedEvents
     rows: list[int]
-    coverage: list[int]
+    coverage: np.ndarray  # each event's match-key bits (int64)
     payload_hashes: list[str | None]
     # Rows between the batch's first and last row that were settled locally (invalid, already delivered),
     # with their (bucket, reason): saved with the batch's acknowledgement, because a resumed try skips the
@@ -272,11 +272,11 @@ class ConversionPipeline:
             self.ledger.settle(index, Settlement(saved.tally))  # the row ranges an earlier try settled
         self.ledger.settle(index, Settlement(_field_drops(built)))
         to_send, settled = self._account_local_rows(index, built, valid, saved.ranges if saved else [])
+        coverage = np.asarray(built.coverage, dtype=np.int64)
         for rows in _batches(to_send, built.event_ids, self.batch_size):
             events = built.encoded_events(rows)
-            coverage = [built.coverage[row] for row in rows]
             hashes: list[str | None] = (
-                [_payload_hash(e.json) for e in events] if self.delivery_log else [None] * len(events)
+                list(map(_payload_hash, events.texts)) if self.delivery_log else [None] * len(events)
             )
             local_rows: dict[int, tuple[str, str | None]] = {}
             if rows[-1] - rows[0] + 1 > len(rows):  # some rows of the range were settled here
@@ -284,7 +284,7 @@ class ConversionPipeline:
                     "dict[int, tuple[str, str | None]]",
                     {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None},
                 )
-            self._submit(executor, _Batch(index, events, rows, coverage, hashes, local_rows))
+            self._submit(executor, _Batch(index, events, rows, _of_rows(coverage, rows), hashes, local_rows))
         self.ledger.chunk_submitted(index)
 
     def _account_unsent_chunk(self, index: int, chunk: PreparedChunk) -> None:
@@ -318,13 +318,18 @@ class ConversionPipeline:
 
     def _drop_in_run_duplicates(self, built: BuiltChunk) -> np.ndarray:
         """Refuse the valid rows whose key came earlier in the run (``duplicate_in_run``); return those left valid."""
-        valid: np.ndarray = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
-        valid_rows = np.flatnonzero(valid)
         names, ids = built.event_names, built.event_ids
-        if len(valid_rows) < len(valid):
-            names = [names[row] for row in valid_rows.tolist()]
-            ids = [ids[row] for row in valid_rows.tolist()]
-        first = np.asarray(self.seen.first_occurrences_of(names, ids), dtype=bool)
+        if built.reasons.count(None) == len(built.reasons):  # nearly every chunk: no invalid row, no list to pick
+            valid = np.ones(len(built.reasons), dtype=bool)
+            valid_rows = np.arange(len(built.reasons))
+        else:
+            valid = np.not_equal(np.asarray(built.encoded, dtype=object), None)  # type: ignore[call-overload]
+            valid_rows = np.flatnonzero(valid)
+            picked = valid_rows.tolist()
+            names, ids = list(map(names.__getitem__, picked)), list(map(ids.__getitem__, picked))
+        first = self.seen.first_occurrence_mask(names, ids)
+        if first.all():
+            return valid
         for row in valid_rows[~first].tolist():
             built.encoded[row] = None
             built.coverage[row] = 0
@@ -400,8 +405,8 @@ class ConversionPipeline:
     def _submit(self, executor: ThreadPoolExecutor, batch: _Batch) -> None:
         if self.sender is None:
             self.ledger.settle(batch.chunk_index, Settlement(_undelivered(len(batch.events))))
-            wanted = batch.events[: self.preview_size - len(self.preview)]
-            self.preview.extend(json.loads(event.json) for event in wanted)
+            wanted = batch.events.texts[: self.preview_size - len(self.preview)]
+            self.preview.extend(map(json.loads, wanted))
             return
         if self._in_flight:
             # Record what Gravity answered as soon as the answer is here: a try killed now re-sends only
@@ -416,7 +421,11 @@ class ConversionPipeline:
         self._in_flight[executor.submit(send_with_split, self.sender.send_events, batch.events)] = batch
 
     def _collect(self, *, wait_for_one: bool) -> None:
-        done, _ = wait(list(self._in_flight), timeout=None if wait_for_one else 0, return_when=FIRST_COMPLETED)
+        if wait_for_one:
+            done: Iterable[Future[tuple[list[Outcome], Exception | None]]]
+            done, _ = wait(list(self._in_flight), return_when=FIRST_COMPLETED)
+        else:  # called before each batch is submitted: a look at each future, without setting up a wait
+            done = [future for future in self._in_flight if future.done()]
         for future in done:
             batch = self._in_flight.pop(future)
             outcomes, error = future.result()
@@ -438,19 +447,21 @@ class ConversionPipeline:
         self.failure = RunFailure(message, retryable)
 
     def _account_batch(self, batch: _Batch, outcomes: list[Outcome]) -> None:
-        kinds = Counter(outcomes)  # a handful of distinct outcomes, nearly always one: delivered
+        kinds = _kinds_of(outcomes)
         batch_tally = _outcome_tally(kinds, outcomes, batch.coverage)
         records: list[DeliveryRecord] = []
         if self.delivery_log is not None:
             records = [
                 DeliveryRecord(
-                    fit_key(event.event_name),
-                    fit_key(event.event_id),
+                    fit_key(name),
+                    fit_key(event_id),
                     outcome.bucket,
                     outcome.status_text,
                     digest if outcome.bucket == Bucket.DELIVERED else None,  # only a payload Gravity accepted
                 )
-                for event, outcome, digest in zip(batch.events, outcomes, batch.payload_hashes, strict=True)
+                for name, event_id, outcome, digest in zip(
+                    batch.events.event_names, batch.events.event_ids, outcomes, batch.payload_hashes, strict=True
+                )
                 if outcome.bucket != Bucket.UNDELIVERED
             ]
         all_answered = all(outcome.bucket != Bucket.UNDELIVERED for outcome in kinds)
@@ -487,11 +498,16 @@ class ConversionPipeline:
 
 def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> Iterator[list[int]]:
     """
-    Consecutive runs of ``rows`` of at most ``batch_size``, never with two events of the same ``event_id``
+    Consecutive runs of ``rows`` (ascending) of at most ``batch_size``, never with two events of the same ``event_id``
     (under two event names): Gravity's results name the ``event_id`` only, so their outcomes could swap.
     A batch ends early where an id repeats; batches stay ranges of rows, as resuming needs.
     """
-    ids = [event_ids[row] for row in rows]
+    if not rows:
+        return
+    if rows[-1] - rows[0] + 1 == len(rows):  # ascending rows with no gap: the ids are a slice
+        ids = event_ids[rows[0] : rows[-1] + 1]
+    else:
+        ids = list(map(event_ids.__getitem__, rows))
     if len(set(ids)) == len(ids):  # nearly always: no id repeats in the chunk, batches are plain slices
         for start in range(0, len(rows), batch_size):
             yield rows[start : start + batch_size]
@@ -508,7 +524,14 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
         yield batch
 
 
-def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: Sequence[int]) -> Tally:
+def _kinds_of(outcomes: list[Outcome]) -> Counter[Outcome]:
+    """Count the distinct outcomes of a batch: a handful, nearly always one (delivered), the same object each time."""
+    if outcomes and outcomes.count(outcomes[0]) == len(outcomes):  # compared by identity first: no tuple hashed
+        return Counter({outcomes[0]: len(outcomes)})
+    return Counter(outcomes)
+
+
+def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverages: np.ndarray) -> Tally:
     """
     Count the sent events: their buckets and reasons, attributions, and the match keys of those sent.
 
@@ -523,7 +546,9 @@ def _outcome_tally(kinds: Counter[Outcome], outcomes: Sequence[Outcome], coverag
     if all(outcome.sent for outcome in kinds):
         tally.count_sent(coverages)
     else:
-        tally.count_sent([coverage for coverage, outcome in zip(coverages, outcomes, strict=True) if outcome.sent])
+        tally.count_sent(
+            coverages[np.fromiter((outcome.sent for outcome in outcomes), dtype=bool, count=len(outcomes))]
+        )
     return tally
 
 
@@ -563,6 +588,13 @@ def _acknowledged_ranges(
             ]
         )
         yield first, last, tally
+
+
+def _of_rows(values: np.ndarray, rows: list[int]) -> np.ndarray:
+    """Return the values of ascending ``rows``: a slice when they are consecutive, as nearly every batch's are."""
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return values[rows[0] : rows[-1] + 1]
+    return values[rows]
 
 
 def _undelivered(rows: int) -> Tally:

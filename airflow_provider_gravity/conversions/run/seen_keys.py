@@ -132,21 +132,27 @@ class SeenKeys:
         if len(lengths) != 1 or not (parts := lengths.pop()):
             raise ValueError(f"The keys of one call have one number of parts, at least one, not {sorted(lengths)}")
         flat = list(itertools.chain.from_iterable(keys))
-        return self._first_occurrences([flat[part::parts] for part in range(parts)], flat)
+        first: list[bool] = self._first_occurrences([flat[part::parts] for part in range(parts)], flat).tolist()
+        return first
 
     def first_occurrences_of(self, *columns: Sequence[Any]) -> list[bool]:
         """
         :meth:`first_occurrences` of the keys ``zip(*columns)``, given as columns, without a tuple a key:
         ``first_occurrences_of(event_names, event_ids)``.
         """
+        first: list[bool] = self.first_occurrence_mask(*columns).tolist()
+        return first
+
+    def first_occurrence_mask(self, *columns: Sequence[Any]) -> np.ndarray:
+        """:meth:`first_occurrences_of` as a boolean array, for a caller that goes on in numpy."""
         count = len(columns[0]) if columns else 0
         if any(len(column) != count for column in columns):
             raise ValueError("The columns of the keys differ in length")
         if not count:
-            return []
+            return np.zeros(0, dtype=bool)
         return self._first_occurrences([column if isinstance(column, list) else list(column) for column in columns])
 
-    def _first_occurrences(self, keys: list[list[Any]], flat: list[Any] | None = None) -> list[bool]:
+    def _first_occurrences(self, keys: list[list[Any]], flat: list[Any] | None = None) -> np.ndarray:
         """``keys`` as columns; ``flat``, when given, the parts of every key one after the other."""
         count = len(keys[0])
         hashes = self._hashes(keys, count)
@@ -162,7 +168,7 @@ class SeenKeys:
             self._remember(keys, flat, new_rows, distinct_hashes[new], words[new], masks[new])
         first = np.zeros(count, dtype=bool)
         first[new_rows] = True
-        return first.tolist()
+        return first
 
     def _hashes(self, keys: list[list[Any]], count: int) -> np.ndarray:
         if self._hash_function is not None:
@@ -220,22 +226,21 @@ class SeenKeys:
     ) -> None:
         """Keep the keys of ``rows`` (in hash order, as their ``hashes`` and filter ``words`` and ``masks``)."""
         parts = len(keys)
-        in_row_order = np.sort(rows)
+        by_row = np.argsort(rows)
+        in_row_order = rows[by_row]
         if len(rows) < len(keys[0]):
             if flat is None:
                 picked = in_row_order.tolist()
-                flat = list(
-                    itertools.chain.from_iterable(
-                        zip(*(map(column.__getitem__, picked) for column in keys), strict=True)
-                    )
-                )
+                flat = _interleaved([list(map(column.__getitem__, picked)) for column in keys])
             else:
                 indexes = (in_row_order[:, None] * parts + np.arange(parts)).ravel().tolist()
                 flat = list(operator.itemgetter(*indexes)(flat)) if len(indexes) > 1 else [flat[indexes[0]]]
         elif flat is None:
-            flat = list(itertools.chain.from_iterable(zip(*keys, strict=True)))
+            flat = _interleaved(keys)
         offsets = self._log.append(flat, parts)  # in row order
-        self._add_run(_MemoryRun(hashes, offsets[np.searchsorted(in_row_order, rows)]), 0)
+        rank = np.empty(len(rows), dtype=np.intp)  # where each of rows is in in_row_order
+        rank[by_row] = np.arange(len(rows))
+        self._add_run(_MemoryRun(hashes, offsets[rank]), 0)
         self._count += len(rows)
         if self._filter.should_grow(self._count):
             self._filter.rebuild(self._count, self._all_hashes())
@@ -258,6 +263,15 @@ class SeenKeys:
             for run in level:
                 for hashes, _ in run.blocks():
                     yield hashes
+
+
+def _interleaved(columns: list[list[Any]]) -> list[Any]:
+    """Return the parts of every key one after the other, from the keys as columns."""
+    parts = len(columns)
+    flat: list[Any] = [None] * (parts * len(columns[0]))
+    for part, column in enumerate(columns):
+        flat[part::parts] = column  # one slice assignment a part, not a tuple a key
+    return flat
 
 
 def _key(keys: list[list[Any]], row: int) -> tuple[Any, ...]:

@@ -57,14 +57,17 @@ class Tally(Counter[str]):
         for (bucket, detail), rows in Counter(outcomes).items():
             self.count_row(bucket, detail, rows)
 
-    def count_sent(self, coverages: Sequence[int]) -> None:
+    def count_sent(self, coverages: Sequence[int] | np.ndarray) -> None:
         """
         Count events that were sent, and the match keys they carried.
 
         :param coverages: each sent event's match keys, bit ``i`` for ``MATCH_KEYS[i]``.
         """
         self["sent"] += len(coverages)
-        bits = np.fromiter(coverages, dtype=np.int64, count=len(coverages))
+        if isinstance(coverages, np.ndarray):
+            bits = coverages.astype(np.int64, copy=False)
+        else:
+            bits = np.fromiter(coverages, dtype=np.int64, count=len(coverages))
         for key, bit in MATCH_KEY_BITS.items():
             count = int(np.count_nonzero(bits & bit))
             if count:
