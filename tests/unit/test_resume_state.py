@@ -204,3 +204,21 @@ def test_chunk_digest_digests_each_row_key_in_order():
 
     assert chunk_digest(names, ids) == per_row.hexdigest()[:32]
     assert chunk_digest(names, ids[::-1]) != chunk_digest(names, ids)
+
+
+def test_without_a_store_the_progress_of_a_long_run_takes_no_memory():
+    import tracemalloc
+
+    resume = ResumeLog(None, "query-1")
+    batch = Tally({"bucket.delivered": 1_000, "sent": 1_000})
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for chunk in range(1_000):  # 10,000,000 rows in chunks of 10,000 and batches of 1,000
+            for first in range(0, 10_000, 1_000):
+                resume.batch_acknowledged(chunk, "digest", first, first + 999, batch)
+            resume.chunk_completed(chunk, "digest", batch)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 64 * 1024

@@ -181,6 +181,8 @@ class ResumeLog:
 
     def batch_acknowledged(self, chunk_index: int, digest: str, first_row: int, last_row: int, tally: Tally) -> None:
         """Record that the rows ``first_row..last_row`` of a chunk got Gravity's answer."""
+        if self.store is None:  # no resume (or its store failed): nothing would read it
+            return
         entry = self._entries.get(chunk_index)
         if entry is None or entry.get("digest") != digest or entry.get("complete"):
             entry = self._entries[chunk_index] = {"digest": digest, "ranges": []}
@@ -197,6 +199,8 @@ class ResumeLog:
         """
         Record that every row of a chunk is accounted for. Its messages were recorded with its batches.
         """
+        if self.store is None:
+            return
         self._entries[chunk_index] = {"digest": digest, "complete": True, "tally": tally.without_messages().to_json()}
         self._touch(chunk_index)
         self.flush(force=True)
