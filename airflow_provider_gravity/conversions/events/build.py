@@ -169,13 +169,19 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     joined_pii = {} if pixel_pii is None else _joined_pixel_pii(hashed, pixel_pii, frame, settings, cache)
     pixel_ids = {name: column.texts(name, None) for name in PIXEL_ID_FIELDS if name in frame.columns}
     user_data = _user_data(rows, _UserFields(hashed, joined_pii, pixel_ids), pixel_objects)
+    # Each column of fragments is let go once joined: a chunk holds its events' bytes about twice, not once a field.
+    hashed_drops, unencodable = hashed.drops, set(user_data.unencodable)
+    del hashed, joined_pii, pixel_ids
     client_contexts = parts.pop("client_context", ([None] * rows, None))[0]
     # Keys in canonical order: by the key sent, custom_ prefix removed (custom_store_id goes after order_id).
     custom_fragments = [
         value_fragments(key, values)
         for key, values in sorted((name.removeprefix(CUSTOM_PREFIX), values) for name, (values, _) in parts.items())
     ]
+    del parts
     custom_data = joined_objects(custom_fragments, rows)
+    unencodable |= unencodable_rows(custom_fragments)
+    del custom_fragments
     reasons = _row_reasons(column, event_ids, event_names, seconds, time_missing, settings, now)
     _add_value_reasons(reasons, part_reasons, user_data, settings.require_match_key)
     top = [
@@ -188,13 +194,19 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         Fragments(_event_time_fragments(seconds, reasons), []),
         object_fragments("user_data", user_data.objects),
     ]
-    for row in unencodable_rows([*top, *user_data.fragments, *custom_fragments]):
+    del custom_data, client_contexts
+    coverage = user_data.coverage
+    del user_data
+    for row in unencodable | unencodable_rows(top):
         if reasons[row] is None:
             reasons[row] = UNENCODABLE
-    encoded, coverage = joined_objects(top, rows).to_pylist(), user_data.coverage
+    joined = joined_objects(top, rows)
+    del top
+    encoded = joined.to_pylist()
+    del joined
     for row in (row for row, reason in enumerate(reasons) if reason is not None):
         encoded[row], coverage[row] = None, 0
-    return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed, column))
+    return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed_drops, column))
 
 
 def _optional_parts(column: _ColumnReader, frame: pd.DataFrame) -> dict[str, tuple[Sequence[Any], list[Any]]]:
@@ -260,8 +272,8 @@ def _add_value_reasons(
                 reasons[i] = "no_match_keys"
 
 
-def _field_drops(hashed: HashedUserFields, column: _ColumnReader) -> Counter[str]:
-    drops = Counter(hashed.drops)
+def _field_drops(hashed_drops: dict[str, int], column: _ColumnReader) -> Counter[str]:
+    drops = Counter(hashed_drops)
     for name, flags in column.unreadable.items():
         if name not in ("event_id", "event_name"):
             drops[f"unreadable_{name}"] += sum(flags)
@@ -412,7 +424,8 @@ class _UserData(NamedTuple):
     """Each row's ``user_data``: its JSON object (or ``None``), and what the run counts and checks of it."""
 
     objects: list[str | None] | pa.Array
-    fragments: list[Fragments]
+    #: Rows with a value that could not be written.
+    unencodable: list[int]
     has_match_key: list[bool]
     coverage: list[int]
 
@@ -463,6 +476,8 @@ def _user_data(rows: int, fields: _UserFields, pixel_objects: list[dict[Any, Any
     fragments = [fields.fragments(key) for key in keys]
     joined = joined_objects(fragments, rows)
     present = {key: fields.present(key, fragment) for key, fragment in zip(keys, fragments, strict=True)}
+    unencodable = sorted(unencodable_rows(fragments))
+    del fragments
     coverage_bits = np.zeros(rows, dtype=np.int64)
     matched = np.zeros(rows, dtype=bool)
     for match_key, coverage_keys in MATCH_KEYS.items():
@@ -473,27 +488,27 @@ def _user_data(rows: int, fields: _UserFields, pixel_objects: list[dict[Any, Any
             matched |= found
     coverage, has_match_key = coverage_bits.tolist(), matched.tolist()
     if not any(pixel_objects):
-        return _UserData(joined, fragments, has_match_key, coverage)
+        return _UserData(joined, unencodable, has_match_key, coverage)
     objects = joined.to_pylist()
     for row, pixel in enumerate(pixel_objects):
         if pixel:
             merged = dict(pixel)
             merged.update((key, value) for key in keys if (value := fields.value(key, row)) is not None)
-            objects[row] = _pixel_user_data_json(merged, fragments, row)
+            objects[row] = _pixel_user_data_json(merged, unencodable, row)
             coverage[row] = _coverage(merged)
             has_match_key[row] = _has_match_key(merged)
-    return _UserData(objects, fragments, has_match_key, coverage)
+    return _UserData(objects, unencodable, has_match_key, coverage)
 
 
 def _is_missing(value: object) -> bool:
     return value is None
 
 
-def _pixel_user_data_json(merged: dict[Any, Any], fragments: list[Fragments], row: int) -> str | None:
+def _pixel_user_data_json(merged: dict[Any, Any], unencodable: list[int], row: int) -> str | None:
     try:
         return canonical_json(merged)
     except (ValueError, TypeError):
-        fragments.append(Fragments([], [row]))  # counted as unencodable with the other fragments
+        unencodable.append(row)
         return None
 
 
