@@ -57,3 +57,28 @@ def test_a_pool_chosen_by_the_environment_is_left_alone(monkeypatch: pytest.Monk
     seen: list[str] = []
     _dry_run(_frames_recording_the_pool(seen))
     assert seen == [before, before]
+
+
+def test_the_pool_comes_back_when_the_run_is_stopped_as_the_pool_is_switched(monkeypatch: pytest.MonkeyPatch):
+    """Airflow's SIGTERM handler raises wherever the task is: also right after the pool was switched."""
+    from airflow_provider_gravity.conversions.run import arrow_memory
+
+    monkeypatch.delenv(POOL_VARIABLE, raising=False)
+    previous = pa.default_memory_pool()
+    before = previous.backend_name
+    real_set = pa.set_memory_pool
+    calls: list[str] = []
+
+    def set_then_stopped(pool: pa.MemoryPool) -> None:
+        real_set(pool)
+        calls.append(pool.backend_name)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the signal's exception, raised as the switch returns
+
+    monkeypatch.setattr(arrow_memory.pa, "set_memory_pool", set_then_stopped)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _dry_run(_frames_recording_the_pool([]))
+        assert pa.default_memory_pool().backend_name == before
+    finally:
+        real_set(previous)  # for the other tests, whatever happened

@@ -32,8 +32,8 @@ def run_memory_pool() -> Iterator[pa.MemoryPool]:
         return
     previous = pa.default_memory_pool()
     pool = pa.system_memory_pool()
-    pa.set_memory_pool(pool)
-    try:
+    try:  # the switch inside: an exception raised as it returns (Airflow's SIGTERM handler) still restores
+        pa.set_memory_pool(pool)
         yield pool
     finally:
         pa.set_memory_pool(previous)
