@@ -326,3 +326,12 @@ def test_phones_whose_hashes_collide_keep_their_own_digests_across_chunks(monkey
         ]
         assert got == expected
         assert cache.entries == 13
+
+
+def test_the_repr_of_hashed_fields_holds_no_value_only_the_drop_counts():
+    frame = pd.DataFrame(
+        {"external_id": ["customer-4711", "x\ud800"], "em": ["probe.person@example.com", None]}, dtype=object
+    )
+    shown = repr(hash_user_fields(frame))
+    assert "customer-4711" not in shown and "probe.person" not in shown and "\ud800" not in shown
+    assert "invalid_email" in shown

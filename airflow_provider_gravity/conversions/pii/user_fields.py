@@ -77,9 +77,10 @@ class HashedUserFields:
         surrogate), with that value: the encoder names them ``unencodable``.
     """
 
-    texts: dict[str, pa.Array] = field(default_factory=dict, compare=False)
+    # Out of the repr: external ids are sent as they are, and a repr can end up in a log line.
+    texts: dict[str, pa.Array] = field(default_factory=dict, compare=False, repr=False)
     drops: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
-    unwritable: dict[str, dict[int, Any]] = field(default_factory=dict)
+    unwritable: dict[str, dict[int, Any]] = field(default_factory=dict, repr=False)
 
     @cached_property
     def fields(self) -> dict[str, list[Any]]:
