@@ -335,3 +335,21 @@ def test_the_repr_of_hashed_fields_holds_no_value_only_the_drop_counts():
     shown = repr(hash_user_fields(frame))
     assert "customer-4711" not in shown and "probe.person" not in shown and "\ud800" not in shown
     assert "invalid_email" in shown
+
+
+def test_a_column_arrow_holds_in_several_chunks_is_hashed_as_one_in_one_chunk():
+    import pyarrow as pa
+
+    emails = ["A@Example.com", None, " b@example.com", "not an email", "A@Example.com", "é@exämple.com"]
+    ids = ["7", "x", None, "7", " 8 ", "[1,2]"]
+
+    def chunked(values: list[str | None]) -> pd.Series:
+        arrow = pa.chunked_array([pa.array(values[:2], pa.large_string()), pa.array(values[2:], pa.large_string())])
+        return pd.Series(pd.arrays.ArrowStringArray(arrow))
+
+    one = pd.DataFrame({"em": pd.Series(emails, dtype="str"), "external_id": pd.Series(ids, dtype="str")})
+    several = pd.DataFrame({"em": chunked(emails), "external_id": chunked(ids)})
+    assert several["em"].array._pa_array.num_chunks == 2  # the case under test
+    expected, got = hash_user_fields(one), hash_user_fields(several)
+    assert got.fields == expected.fields and got.drops == expected.drops
+    assert got.fields["em"][0] == [digest("a@example.com")]

@@ -653,12 +653,18 @@ def _spread(codes: np.ndarray, distinct: _FieldResult) -> _FieldResult:
 def _text_field(
     series: pd.Series,
     compute: Callable[[Any], _CellResult],
-    batch: Callable[[list[str]], _FieldResult] | None = None,
+    batch: Callable[[list[str] | pa.Array], _FieldResult] | None = None,
 ) -> _FieldResult:
     """
     Resolve a text column per distinct cell of the chunk: factorized in C, each distinct string computed
     once (by ``batch`` over all of them when given, else one by one), the results spread back to the rows.
     """
+    if batch is not None and isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        # The distinct strings stay in Arrow for the batch's kernels: no Python string for each.
+        column = pa.array(series.array)
+        encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        codes = np.asarray(pc.fill_null(encoded.indices, -1), dtype=np.int64)
+        return _spread(codes, batch(encoded.dictionary))
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     distinct = uniques.tolist()
     if batch is not None:
@@ -727,15 +733,16 @@ _ARROW_EMAIL = (
 
 
 def _python_results(
-    strings: list[str], positions: np.ndarray, compute: Callable[[Any], _CellResult], count: int
+    strings: list[str] | pa.Array, positions: np.ndarray, compute: Callable[[Any], _CellResult], count: int
 ) -> tuple[pa.Array, np.ndarray, np.ndarray, dict[int, Any]]:
     """Compute the strings at ``positions`` one by one: their texts, invalid and unreadable counts per entry."""
     invalid = np.zeros(count, dtype=np.int64)
     unreadable = np.zeros(count, dtype=np.int64)
     texts: list[str | None] = []
     unwritable: dict[int, Any] = {}
-    for position in positions.tolist():
-        value, invalid[position], unreadable[position] = compute(strings[position])
+    cells = _taken(strings, positions)
+    for position, cell in zip(positions.tolist(), cells, strict=True):
+        value, invalid[position], unreadable[position] = compute(cell)
         text = None if value is None else _json_text(value)
         if text is None and value is not None:
             unwritable[position] = value
@@ -743,14 +750,29 @@ def _python_results(
     return pa.array(texts, pa.string()), invalid, unreadable, unwritable
 
 
-def _email_results(strings: list[str]) -> _FieldResult:
+def _taken(strings: list[str] | pa.Array, positions: np.ndarray) -> list[str]:
+    if isinstance(strings, pa.Array):
+        return strings.take(pa.array(positions, pa.int64())).to_pylist()  # type: ignore[no-any-return]
+    return [strings[position] for position in positions.tolist()]
+
+
+def _distinct_texts(strings: list[str] | pa.Array) -> pa.Array | None:
+    """Return the distinct strings in Arrow, or ``None`` when Arrow cannot hold one (a lone surrogate)."""
+    if isinstance(strings, pa.Array):
+        return strings.cast(pa.large_string())
+    try:
+        return pa.array(strings, pa.large_string())
+    except (pa.ArrowException, UnicodeEncodeError):
+        return None
+
+
+def _email_results(strings: list[str] | pa.Array) -> _FieldResult:
     """
     Return the results of distinct email strings, as :func:`_results_of_distinct` gives them: what
     :func:`_email_result` gives each, mostly from Arrow kernels.
     """
-    try:
-        distinct = pa.array(strings, pa.large_string())
-    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate (a python-backed string column)
+    distinct = _distinct_texts(strings)
+    if distinct is None:  # a lone surrogate (a python-backed string column)
         return _results_of_distinct([_email_result(text) for text in strings])
     plain = np.asarray(pc.fill_null(pc.match_substring_regex(distinct, _ARROW_EMAIL_INPUT), False))
     lowered = pc.utf8_lower(pc.utf8_trim(distinct, characters=" \t"))
@@ -776,13 +798,12 @@ def _email_results(strings: list[str]) -> _FieldResult:
 _ARROW_PLAIN_ID = r"^[\x20\x21\x23-\x5a\x5d-\x7e]*$"
 
 
-def _external_id_results(strings: list[str]) -> _FieldResult:
+def _external_id_results(strings: list[str] | pa.Array) -> _FieldResult:
     """
     Return the results of distinct external id strings, as :func:`_results_of_distinct` gives them; plain ids are
     trimmed and quoted by Arrow kernels, others go through :func:`_external_id_result`."""
-    try:
-        distinct = pa.array(strings, pa.large_string())
-    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate (a python-backed string column)
+    distinct = _distinct_texts(strings)
+    if distinct is None:  # a lone surrogate (a python-backed string column)
         return _results_of_distinct([_external_id_result(text) for text in strings])
     plain = np.asarray(pc.fill_null(pc.match_substring_regex(distinct, _ARROW_PLAIN_ID), False))
     trimmed = pc.utf8_trim(distinct, characters=" ")
