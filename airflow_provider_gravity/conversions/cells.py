@@ -16,10 +16,13 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Hashable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 LIST_TYPES = (list, tuple, np.ndarray)
 TEXT_BYTES = (bytes, bytearray, memoryview)
@@ -169,6 +172,19 @@ def split_cell(value: Any) -> tuple[Any, ...]:
     if is_missing(value):
         return ()
     return (value,)
+
+
+def arrow_text(series: pd.Series) -> pa.Array | None:
+    """
+    Return the cells of a text column pandas holds in Arrow (its ``str`` dtype with pyarrow) as one Arrow array,
+    its chunks combined; ``None`` for any other column.
+    """
+    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
+        return None
+    import pyarrow as pa
+
+    column = pa.array(series.array)
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def factorize_cells(values: pd.Series | np.ndarray | list[Any]) -> tuple[np.ndarray, list[Hashable]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import decimal
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from airflow_provider_gravity.conversions.cells import (
     TEXT_BYTES,
     BadCell,
     UnreadableCell,
+    arrow_text,
     bytes_text,
     cell_text,
     is_missing,
@@ -25,6 +26,9 @@ from airflow_provider_gravity.conversions.cells import (
     loads_json,
 )
 from airflow_provider_gravity.conversions.events.encode import JsonNumbers
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MAX_CONTENTS_ITEMS = 500
 _EXACT_FLOAT_LIMIT = 2**53
@@ -185,15 +189,13 @@ def custom_value(value: Any) -> Any:
 _UNSTRIPPED_TEXT = r"(?s)^[\x21-\x7e](.*[\x21-\x7e])?$"
 
 
-def _arrow_text_column(series: pd.Series) -> list[str | None]:
+def _arrow_text_column(column: pa.Array) -> list[str | None]:
     """
     Return the texts of a column pandas holds in Arrow: as they are where no space or other character
     ``str.strip`` removes is at either end (found by one Arrow kernel), stripped by Python elsewhere.
     """
-    import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = pa.array(series.array)
     texts: list[str | None] = column.to_pylist()
     unchanged = pc.fill_null(pc.match_substring_regex(column, _UNSTRIPPED_TEXT), True)
     for row in np.flatnonzero(~np.asarray(unchanged)).tolist():
@@ -211,8 +213,8 @@ def text_column(series: pd.Series) -> tuple[list[str | None], list[bool]]:
     rows = len(series)
     if pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
         return [str(value) for value in series.tolist()], [False] * rows
-    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
-        return _arrow_text_column(series), [False] * rows
+    if (column := arrow_text(series)) is not None:
+        return _arrow_text_column(column), [False] * rows
     texts: list[str | None] = []
     unreadable = [False] * rows
     for row, value in enumerate(series.tolist()):

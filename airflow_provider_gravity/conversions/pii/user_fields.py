@@ -29,6 +29,7 @@ from airflow_provider_gravity.conversions.canonical_json import json_value
 from airflow_provider_gravity.conversions.cells import (
     LIST_TYPES,
     UnreadableCell,
+    arrow_text,
     cell_text,
     hashable_cell,
     split_cell,
@@ -659,10 +660,9 @@ def _text_field(
     Resolve a text column per distinct cell of the chunk: factorized in C, each distinct string computed
     once (by ``batch`` over all of them when given, else one by one), the results spread back to the rows.
     """
-    if batch is not None and isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+    if batch is not None and (column := arrow_text(series)) is not None:
         # The distinct strings stay in Arrow for the batch's kernels: no Python string for each.
-        column = pa.array(series.array)
-        encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        encoded = pc.dictionary_encode(column)
         codes = np.asarray(pc.fill_null(encoded.indices, -1), dtype=np.int64)
         return _spread(codes, batch(encoded.dictionary))
     codes, uniques = pd.factorize(series, use_na_sentinel=True)

@@ -279,7 +279,7 @@ class ConversionPipeline:
                 list(map(_payload_hash, events.texts)) if self.delivery_log else [None] * len(events)
             )
             local_rows: dict[int, tuple[str, str | None]] = {}
-            if rows[-1] - rows[0] + 1 > len(rows):  # some rows of the range were settled here
+            if not _without_gaps(rows):  # some rows of the range were settled here
                 local_rows = cast(
                     "dict[int, tuple[str, str | None]]",
                     {row: settled[row] for row in range(rows[0], rows[-1] + 1) if settled[row] is not None},
@@ -504,7 +504,7 @@ def _batches(rows: list[int], event_ids: list[str | None], batch_size: int) -> I
     """
     if not rows:
         return
-    if rows[-1] - rows[0] + 1 == len(rows):  # ascending rows with no gap: the ids are a slice
+    if _without_gaps(rows):  # the ids are a slice
         ids = event_ids[rows[0] : rows[-1] + 1]
     else:
         ids = list(map(event_ids.__getitem__, rows))
@@ -592,9 +592,14 @@ def _acknowledged_ranges(
 
 def _of_rows(values: np.ndarray, rows: list[int]) -> np.ndarray:
     """Return the values of ascending ``rows``: a slice when they are consecutive, as nearly every batch's are."""
-    if rows[-1] - rows[0] + 1 == len(rows):
+    if _without_gaps(rows):
         return values[rows[0] : rows[-1] + 1]
     return values[rows]
+
+
+def _without_gaps(rows: list[int]) -> bool:
+    """Whether ascending, distinct ``rows`` (at least one) are every row from the first to the last."""
+    return rows[-1] - rows[0] + 1 == len(rows)
 
 
 def _undelivered(rows: int) -> Tally:
