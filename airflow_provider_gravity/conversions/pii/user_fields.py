@@ -133,11 +133,12 @@ class _ResultTable:
 
 class _PhoneTable:
     """
-    The run's results of distinct phone strings of one region, kept compact: no Python object an entry. A
-    parsed, hashed phone is kept as its 32 digest bytes beside its raw string's UTF-8 bytes and its hash, in
-    arrays (about 70 bytes an entry with a phone of 14 characters, where a dict of ``str`` held 190); the few
-    other results (missing, dropped, several phones) as they are. A string is found by its hash (a sorted
-    array, searched in C) and confirmed on its bytes, so two strings whose hashes collide are both kept. When
+    The run's results of distinct keys (a region and a phone string), kept compact: no Python object an entry. A
+    parsed, hashed phone is kept as its 32 digest bytes beside its key's bytes and hash, in arrays (about 70 bytes
+    an entry with a phone of 14 characters, where a dict of ``str`` held 190); the few other results (missing,
+    dropped, several phones) as they are. A key is found by its hash (a sorted array, searched in C) and
+    confirmed on its bytes, so two keys whose hashes collide are both kept. One table serves every region: a
+    chunk's phones are looked up in one pass, not one pass a region. When
     the run's tables together hold their ``budget``, they are all emptied.
     """
 
@@ -160,19 +161,22 @@ class _PhoneTable:
         self._is_digest = np.empty(0, dtype=bool)
         self._others: dict[int, _CellResult] = {}
 
-    def results(self, strings: list[str], compute: Callable[[Any], _CellResult]) -> _FieldResult:
+    def results(self, keys: pa.Array, hashes: np.ndarray, compute: Callable[[int], _CellResult]) -> _FieldResult:
         """
-        Return the results of distinct ``strings`` (see :func:`_results_of_distinct`), each computed on its first
-        sight in the run."""
-        count = len(strings)
-        hashes = np.fromiter(map(hash, strings), dtype=np.int64, count=count)
-        keys = _utf8_keys(strings)
+        Return the results of distinct ``keys`` (see :func:`_results_of_distinct`), each computed on its first
+        sight in the run.
+
+        :param keys: the keys' bytes (``large_binary``), all distinct.
+        :param hashes: a hash of each key: equal keys must have equal hashes.
+        :param compute: the result of the key at a position, called for the keys the table does not hold.
+        """
+        count = len(keys)
         entries = self._find(hashes, keys)
         found = np.flatnonzero(entries >= 0)
         is_digest = self._is_digest[entries[found]]
         found_digests, found_others = found[is_digest], found[~is_digest]
         new = np.flatnonzero(entries < 0)
-        new_results = [compute(strings[position]) for position in new.tolist()]  # before storing: it may clear
+        new_results = [compute(position) for position in new.tolist()]  # before storing: it may clear
         others = {
             position: self._others[entry]
             for position, entry in zip(found_others.tolist(), entries[found_others].tolist(), strict=True)
@@ -361,7 +365,7 @@ class PiiCache:
         return sum(map(len, self._tables.values()))
 
     def phones(self, name: Hashable) -> _PhoneTable:
-        """Return the table of one region and set of phone options."""
+        """Return the table of one set of phone options (its keys name the region)."""
         table = self._tables.get(name)
         if table is None:
             table = self._tables[name] = _PhoneTable(self._budget)
@@ -853,7 +857,7 @@ def _text_phone_field(
 ) -> _FieldResult:
     """
     Resolve a text column of phones per distinct ``(region, phone)`` pair of the chunk: the column factorized
-    once, the pairs sorted by region, each region's phones looked up in its table of the run.
+    once, every pair looked up at once in the run's table, under the key ``region NUL phone``.
     """
     phone_codes, uniques = pd.factorize(series, use_na_sentinel=True)
     strings = np.asarray(uniques.tolist() + [None], dtype=object)  # code -1, a missing phone, is the last
@@ -861,27 +865,31 @@ def _text_phone_field(
     phone_codes = np.where(phone_codes < 0, width - 1, phone_codes)
     distinct_pairs, row_pairs = np.unique(region_codes.astype(np.int64) * width + phone_codes, return_inverse=True)
     pair_regions, pair_phones = np.divmod(distinct_pairs, width)
-    count = len(distinct_pairs)
-    pair_texts: list[pa.Array] = []
-    invalid = np.zeros(count, dtype=np.int64)
-    unreadable = np.zeros(count, dtype=np.int64)
-    bounds = np.searchsorted(pair_regions, np.arange(len(regions) + 1)).tolist()
-    for code, region in enumerate(regions):
-        pairs = slice(bounds[code], bounds[code + 1])
-        phones = pair_phones[pairs]
-        present = phones != width - 1
-        table = cache.phones((normalizer.backend, with_plus, region))
-        found = table.results(strings[phones[present]].tolist(), _phone_result(normalizer, with_plus, region))
-        assert found.invalid_each is not None and found.unreadable_each is not None
-        # Present phones are the first entries of what the table gives, in order; the missing one its last.
-        entries = np.where(present, np.cumsum(present) - 1, len(found.texts) - 1)
-        pair_texts.append(found.texts.take(pa.array(entries, pa.int64())))
-        invalid[pairs], unreadable[pairs] = found.invalid_each[entries], found.unreadable_each[entries]
-    row_pairs = row_pairs.reshape(-1)
-    texts = pa.concat_arrays(pair_texts) if pair_texts else pa.nulls(0, pa.string())
-    return _FieldResult(
-        texts.take(pa.array(row_pairs, pa.int64())), int(invalid[row_pairs].sum()), int(unreadable[row_pairs].sum())
+    present = pair_phones != width - 1
+    phones = strings[pair_phones[present]].tolist()
+    phone_regions = pair_regions[present]
+    # Equal keys need equal hashes only: a phone's hash mixed with its region's is enough, the bytes confirm.
+    region_hashes = np.fromiter(map(hash, regions), dtype=np.int64, count=len(regions))
+    hashes = np.fromiter(map(hash, phones), dtype=np.int64, count=len(phones)) ^ region_hashes[phone_regions]
+    region_keys = pa.array(regions, pa.large_binary()).take(pa.array(phone_regions, pa.int64()))
+    keys = pc.binary_join_element_wise(region_keys, _utf8_keys(phones), _KEY_SEPARATOR)
+    resolvers = [_phone_result(normalizer, with_plus, region) for region in regions]
+    regions_of_phones = phone_regions.tolist()
+    found = cache.phones((normalizer.backend, with_plus)).results(
+        keys, hashes, lambda position: resolvers[regions_of_phones[position]](phones[position])
     )
+    assert found.invalid_each is not None and found.unreadable_each is not None
+    # Present phones are the first entries of what the table gives, in order; the missing one its last.
+    entries = np.where(present, np.cumsum(present) - 1, len(found.texts) - 1)[row_pairs.reshape(-1)]
+    return _FieldResult(
+        found.texts.take(pa.array(entries, pa.int64())),
+        int(found.invalid_each[entries].sum()),
+        int(found.unreadable_each[entries].sum()),
+    )
+
+
+# Regions are ISO codes phonenumbers knows (the default region is checked), which hold no NUL.
+_KEY_SEPARATOR = pa.scalar(b"\x00", pa.large_binary())
 
 
 def hash_user_fields(
