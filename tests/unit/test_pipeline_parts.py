@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_gravity.conversions.api.outcomes import send_with_split
+from airflow_provider_gravity.conversions.api.outcomes import outcome_of, send_with_split
 from airflow_provider_gravity.conversions.api.wire import EventResult, match_results
 from airflow_provider_gravity.conversions.errors import GravityRequestRejected, GravityUnavailableError
 from airflow_provider_gravity.conversions.events.build import EventSettings
@@ -402,6 +402,31 @@ def test_results_in_order_keep_attribution_and_names_and_numeric_ids_match_their
     # A result naming another event at that position is not this event's.
     named_wrong = [{"event_id": "1", "status": "ok", "event_name": "Lead"}, {"event_id": "2", "status": "ok"}]
     assert [r.status for r in match_results(keys[:2], named_wrong)] == ["missing", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("odd_answer", "expected"),
+    [
+        ({"event_id": "2", "status": "ok", "attributed": True}, EventResult("2", "ok", None, True)),
+        ({"event_id": "2", "status": "OK"}, EventResult("2", "ok", None, None)),
+        ({"event_id": "2", "status": "ok", "error": "late"}, EventResult("2", "ok", "late", None)),
+        ({"event_id": "2", "status": "error"}, EventResult("2", "error", None, None)),
+        ({"event_id": "2", "attributed": True}, EventResult("2", "missing", None, True)),
+    ],
+)
+def test_one_answer_unlike_plain_ok_among_a_thousand_keeps_its_own_result_and_outcome(odd_answer, expected):
+    keys = [("Purchase", str(number)) for number in range(1, 1001)]
+    answers = [{"event_id": event_id, "status": "ok"} for _, event_id in keys]
+    answers[1] = odd_answer
+    results = match_results(keys, answers)
+    plain = [EventResult(event_id, "ok", None, None) for _, event_id in keys]
+    assert results == [*plain[:1], expected, *plain[2:]]
+    outcomes, error = send_with_split(lambda events: results, keys)
+    assert error is None
+    assert outcomes == [outcome_of(result) for result in results]
+    # Every answer plain: each event's own result, all delivered.
+    assert match_results(keys, [{"event_id": event_id, "status": "ok"} for _, event_id in keys]) == plain
+    assert send_with_split(lambda events: plain, keys)[0] == [outcome_of(plain[0])] * 1000
 
 
 def test_the_client_s_adapter_keeps_requests_tls_settings_per_origin_and_ca_bundle(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import NamedTuple, TypeVar
 
 from airflow_provider_gravity.conversions.api.wire import EventResult
@@ -44,6 +45,15 @@ def outcome_of(result: EventResult) -> Outcome:
     return Outcome(Bucket.REJECTED, detail, f"{result.status}: {detail}")
 
 
+def outcomes_of(results: Sequence[EventResult]) -> list[Outcome]:
+    """Map each result to its bucket; a batch of plain ``ok`` results (nearly every one) is checked in C."""
+    count = len(results)
+    if list(map(_status, results)).count("ok") == count and list(map(_attributed, results)).count(None) == count:
+        return [_DELIVERED_OK] * count
+    return [outcome_of(result) for result in results]
+
+
+_status, _attributed = attrgetter("status"), attrgetter("attributed")
 _DELIVERED_OK = Outcome(Bucket.DELIVERED, None, "ok", False)
 _UNSENT = Outcome(Bucket.UNDELIVERED, None, None, sent=False)
 
@@ -64,7 +74,7 @@ def send_with_split(
     the caller to stop the run.
     """
     try:
-        return [outcome_of(result) for result in send(events)], None
+        return outcomes_of(send(events)), None
     except GravityRequestRejected as refused:
         if len(events) == 1:
             detail = f"HTTP {refused.status}: {refused.message or 'refused'}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from itertools import repeat
+from operator import methodcaller
 from typing import Any, NamedTuple
 
 import msgspec
@@ -149,6 +152,8 @@ def match_results(
     """
     answers = [r for r in results if isinstance(r, dict)]
     if len(answers) == len(results) == len(keys) and _in_order(keys, answers):
+        if _all_plain_ok(answers):
+            return _ok_results([event_id for _, event_id in keys])
         return [_to_result(event_id, r, scrub) for (_, event_id), r in zip(keys, answers, strict=True)]
     by_id: dict[str, list[dict[str, Any]]] = {}
     for raw in answers:
@@ -156,6 +161,24 @@ def match_results(
         if event_id is not None:
             by_id.setdefault(event_id, []).append(raw)
     return [_matched(name, event_id, by_id.get(event_id, ()), scrub) for name, event_id in keys]
+
+
+_status_of = methodcaller("get", "status")
+_new_result = partial(tuple.__new__, EventResult)
+
+
+def _all_plain_ok(answers: list[dict[str, Any]]) -> bool:
+    """
+    Whether every answer (each naming its event, as :func:`_in_order` found) is ``{"event_id": ..., "status": "ok"}``
+    and nothing else: nearly every answer, checked in C.
+    """
+    count = len(answers)
+    return list(map(len, answers)).count(2) == count and list(map(_status_of, answers)).count("ok") == count
+
+
+def _ok_results(event_ids: list[str]) -> list[EventResult]:
+    """``EventResult(event_id, "ok")`` of each event, built in C (a thousand results a request)."""
+    return list(map(_new_result, zip(event_ids, repeat("ok"), repeat(None), repeat(None))))
 
 
 def _in_order(keys: Sequence[tuple[str | None, str]], answers: list[dict[str, Any]]) -> bool:
