@@ -37,10 +37,13 @@ browser-packages:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
+# --compile-bytecode: uv writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (this machine sets it)
+# nothing ever does, so every process compiled pandas, pyarrow and Airflow from source: 2.6 s of each task's
+# imports, inside every benchmark run and every test that starts a process.
 $(STAMP): pyproject.toml | system-packages
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
-	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev,arrow]' 'apache-airflow==$(AIRFLOW_DEFAULT_VERSION)'
+	$(VENV)/bin/uv pip install --compile-bytecode --python $(PY) -e '.[dev,arrow]' 'apache-airflow==$(AIRFLOW_DEFAULT_VERSION)'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -57,7 +60,7 @@ test-airflow-versions:
 test-pandas2: | system-packages
 	test -x $(PANDAS2_VENV)/bin/python || $(PYTHON) -m venv $(PANDAS2_VENV)
 	$(PANDAS2_VENV)/bin/python -m pip install -q uv
-	$(PANDAS2_VENV)/bin/uv pip install --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3' 'apache-airflow==$(AIRFLOW_DEFAULT_VERSION)'
+	$(PANDAS2_VENV)/bin/uv pip install --compile-bytecode --python $(PANDAS2_VENV)/bin/python -q -e '.[dev]' 'pandas>=2.2,<3' 'apache-airflow==$(AIRFLOW_DEFAULT_VERSION)'
 	$(PANDAS2_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_bad_inputs.py
 
 # `make test-airflow AIRFLOW_VERSION=3.1.8`: the tests of AIRFLOW_TESTS against that Airflow release, in
@@ -66,7 +69,7 @@ test-airflow: | system-packages
 	@test -n "$(AIRFLOW_VERSION)" || { echo "usage: make test-airflow AIRFLOW_VERSION=3.1.8" >&2; exit 2; }
 	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install -q uv
-	$(AIRFLOW_VENV)/bin/uv pip install --python $(AIRFLOW_VENV)/bin/python -q -e '.[dev]' \
+	$(AIRFLOW_VENV)/bin/uv pip install --compile-bytecode --python $(AIRFLOW_VENV)/bin/python -q -e '.[dev]' \
 	  'apache-airflow==$(AIRFLOW_VERSION)' $(AIRFLOW_PINS_$(AIRFLOW_VERSION))
 	$(AIRFLOW_VENV)/bin/python -c "import airflow, sys; sys.exit(airflow.__version__ != '$(AIRFLOW_VERSION)')"
 	$(AIRFLOW_VENV)/bin/python -m pytest -q -p no:cacheprovider $(AIRFLOW_TESTS)
