@@ -383,10 +383,16 @@ def _suspect_rows(
 
 def _keys_fine(texts: list[str | None]) -> bool:
     """Whether every key is present, at most :data:`MAX_KEY_LENGTH` long and free of control characters."""
+    if texts and texts.count(texts[0]) == len(texts):  # one key on every row: an event_name given as an argument
+        texts = texts[:1]
     if None in texts:
         return False
     present = cast("list[str]", texts)
-    return max(map(len, present), default=0) <= MAX_KEY_LENGTH and not _CONTROL_CHARACTER.search("".join(present))
+    if max(map(len, present), default=0) > MAX_KEY_LENGTH:
+        return False
+    joined = "".join(present)
+    # Printable ASCII holds no control character: two scans in C, three times faster than the regex.
+    return (joined.isascii() and joined.isprintable()) or not _CONTROL_CHARACTER.search(joined)
 
 
 def _identity_reason(

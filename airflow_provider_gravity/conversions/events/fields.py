@@ -244,8 +244,11 @@ def money_column(series: pd.Series) -> Converted | NumbersConverted:
     if dtype != np.dtype(object):
         return per_distinct_value(series, money)
     objects = series.to_numpy(dtype=object)
-    kinds = np.fromiter(map(type, objects), dtype=object, count=len(series))
-    plain = np.fromiter(map(_PLAIN_NUMBER_TYPES.__contains__, kinds), dtype=bool, count=len(kinds))
+    if _PLAIN_NUMBER_TYPES.issuperset(map(type, objects)):  # nearly always: one pass, no mask
+        plain = np.ones(len(objects), dtype=bool)
+    else:
+        kinds = np.fromiter(map(type, objects), dtype=object, count=len(series))
+        plain = np.fromiter(map(_PLAIN_NUMBER_TYPES.__contains__, kinds), dtype=bool, count=len(kinds))
     if plain.all():  # NUMERIC's Decimals: float() of each, in numpy's loop (a signaling NaN refuses: below)
         try:
             numbers = np.asarray(objects, dtype=np.float64)

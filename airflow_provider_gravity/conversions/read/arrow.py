@@ -19,7 +19,7 @@ import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -181,19 +181,25 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     import pandas as pd
     import pyarrow as pa
 
-    numeric_texts: dict[int, list[str | None]] = {}
+    numeric_decimals: dict[int, list[decimal.Decimal | None]] = {}
     for i, field in enumerate(table.schema):
         if _is_numeric_text(field):
             storage = pa.chunked_array([chunk.storage for chunk in table.column(i).chunks], type=pa.string())
-            numeric_texts[i] = storage.to_pylist()
+            numeric_decimals[i] = _decimals(storage.to_pylist(), storage.null_count)
             table = table.set_column(i, pa.field(field.name, pa.null()), pa.nulls(table.num_rows))
         elif pa.types.is_timestamp(field.type) and field.type.unit in _PER_SECOND:
             table = table.set_column(i, field, _held_in_python_range(table.column(i), field.type))
     frame = table.to_pandas(integer_object_nulls=True, date_as_object=True)
-    for i, texts in numeric_texts.items():
-        decimals = [None if text is None else decimal.Decimal(text) for text in texts]
+    for i, decimals in numeric_decimals.items():
         frame.isetitem(i, pd.Series(decimals, index=frame.index, dtype=object))
     return frame
+
+
+def _decimals(texts: list[str | None], nulls: int) -> list[decimal.Decimal | None]:
+    """Return the ``Decimal`` of each NUMERIC text, None where it is null; without nulls, one ``map`` in C."""
+    if not nulls:
+        return list(map(decimal.Decimal, cast("list[str]", texts)))
+    return [None if text is None else decimal.Decimal(text) for text in texts]
 
 
 def _held_in_python_range(column: pa.ChunkedArray, data_type: pa.TimestampType) -> pa.ChunkedArray:
