@@ -427,6 +427,9 @@ def test_one_answer_unlike_plain_ok_among_a_thousand_keeps_its_own_result_and_ou
     # Every answer plain: each event's own result, all delivered.
     assert match_results(keys, [{"event_id": event_id, "status": "ok"} for _, event_id in keys]) == plain
     assert send_with_split(lambda events: plain, keys)[0] == [outcome_of(plain[0])] * 1000
+    # A sender that yields its results, or returns a tuple, gets the same outcomes (the protocol says list).
+    assert send_with_split(lambda events: iter(results), keys) == (outcomes, None)
+    assert send_with_split(lambda events: tuple(plain), keys)[0] == [outcome_of(plain[0])] * 1000
 
 
 def test_the_client_s_adapter_keeps_requests_tls_settings_per_origin_and_ca_bundle(tmp_path):

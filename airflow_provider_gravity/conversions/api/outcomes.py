@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import NamedTuple, TypeVar
 
@@ -45,8 +45,9 @@ def outcome_of(result: EventResult) -> Outcome:
     return Outcome(Bucket.REJECTED, detail, f"{result.status}: {detail}")
 
 
-def outcomes_of(results: Sequence[EventResult]) -> list[Outcome]:
+def outcomes_of(results: Iterable[EventResult]) -> list[Outcome]:
     """Map each result to its bucket; a batch of plain ``ok`` results (nearly every one) is checked in C."""
+    results = results if isinstance(results, list) else list(results)  # a sender may yield them one by one
     count = len(results)
     if list(map(_status, results)).count("ok") == count and list(map(_attributed, results)).count(None) == count:
         return [_DELIVERED_OK] * count
