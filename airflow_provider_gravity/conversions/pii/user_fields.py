@@ -161,14 +161,17 @@ class _PhoneTable:
         self._is_digest = np.empty(0, dtype=bool)
         self._others: dict[int, _CellResult] = {}
 
-    def results(self, keys: pa.Array, hashes: np.ndarray, compute: Callable[[int], _CellResult]) -> _FieldResult:
+    def results(
+        self, keys: pa.Array, hashes: np.ndarray, compute: Callable[[list[int]], list[_CellResult | bytes]]
+    ) -> _FieldResult:
         """
         Return the results of distinct ``keys`` (see :func:`_results_of_distinct`), each computed on its first
         sight in the run.
 
         :param keys: the keys' bytes (``large_binary``), all distinct.
         :param hashes: a hash of each key: equal keys must have equal hashes.
-        :param compute: the result of the key at a position, called for the keys the table does not hold.
+        :param compute: the results of the keys at the positions given, those the table does not hold: each
+            one hashed phone as its 32 digest bytes, any other result as it is.
         """
         count = len(keys)
         entries = self._find(hashes, keys)
@@ -176,23 +179,27 @@ class _PhoneTable:
         is_digest = self._is_digest[entries[found]]
         found_digests, found_others = found[is_digest], found[~is_digest]
         new = np.flatnonzero(entries < 0)
-        new_results = [compute(position) for position in new.tolist()]  # before storing: it may clear
+        new_positions = new.tolist()
+        computed = compute(new_positions) if new_positions else []  # before storing: storing may clear
         others = {
             position: self._others[entry]
             for position, entry in zip(found_others.tolist(), entries[found_others].tolist(), strict=True)
         }
-        stored_digests: list[str | None] = []
+        stored_digests: list[bytes | None] = []
         new_digest_positions: list[int] = []
-        for position, result in zip(new.tolist(), new_results, strict=True):
-            single = _single_digest(result)
+        new_results: list[_CellResult] = []
+        for position, result in zip(new_positions, computed, strict=True):
+            single = result if type(result) is bytes else _single_digest(cast(_CellResult, result))
             if single is None:
-                others[position] = result
+                others[position] = cast(_CellResult, result)
+                new_results.append(cast(_CellResult, result))
             else:
                 new_digest_positions.append(position)
+                new_results.append(_MISSING)  # not kept: the entry is its digest
             stored_digests.append(single)
         known_digests = self._digests[entries[found_digests]].tobytes()
         self._store(hashes[new], keys.take(pa.array(new, pa.int64())), new_results, stored_digests)
-        new_digests = bytes.fromhex("".join(digest for digest in stored_digests if digest is not None))
+        new_digests = b"".join(digest for digest in stored_digests if digest is not None)
         other_positions = np.fromiter(others, dtype=np.int64, count=len(others))
         invalid = np.zeros(count + 1, dtype=np.int64)
         unreadable = np.zeros(count + 1, dtype=np.int64)
@@ -243,7 +250,9 @@ class _PhoneTable:
         data = self._key_bytes[: int(ends[-1])]
         return pa.Array.from_buffers(pa.large_binary(), self._size, [None, pa.py_buffer(ends), pa.py_buffer(data)])
 
-    def _store(self, hashes: np.ndarray, keys: pa.Array, results: list[_CellResult], digests: list[str | None]) -> None:
+    def _store(
+        self, hashes: np.ndarray, keys: pa.Array, results: list[_CellResult], digests: list[bytes | None]
+    ) -> None:
         """Keep new entries, within the run's budget (which may empty every table, this one too, first)."""
         if not results:
             return
@@ -262,7 +271,7 @@ class _PhoneTable:
         key_ends: np.ndarray,
         key_bytes: np.ndarray,
         results: list[_CellResult],
-        digests: list[str | None],
+        digests: list[bytes | None],
     ) -> None:
         first, added = self._size, len(results)
         size = first + added
@@ -278,7 +287,7 @@ class _PhoneTable:
         self._is_digest[first:size] = is_digest
         plain = [digest for digest in digests if digest is not None]
         if plain:
-            raw = np.frombuffer(bytes.fromhex("".join(plain)), dtype=np.uint8).reshape(-1, 32)
+            raw = np.frombuffer(b"".join(plain), dtype=np.uint8).reshape(-1, 32)
             self._digests[first:size][is_digest] = raw
         for offset in np.flatnonzero(~is_digest).tolist():
             self._others[first + offset] = results[offset]
@@ -292,13 +301,13 @@ class _PhoneTable:
 _LOWER_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-def _single_digest(result: _CellResult) -> str | None:
-    """Return the digest of a result that is one hashed phone (kept as its bytes), else None (kept as it is)."""
+def _single_digest(result: _CellResult) -> bytes | None:
+    """Return the digest bytes of a result that is one hashed phone (kept as its bytes), else None (kept as it is)."""
     value = result[0]
     if result[1:] == (0, 0) and type(value) is list and len(value) == 1 and type(value[0]) is str:
         digest: str = value[0]
         if _LOWER_HEX_DIGEST.fullmatch(digest):
-            return digest
+            return bytes.fromhex(digest)
     return None
 
 
@@ -881,9 +890,18 @@ def _text_phone_field(
     keys = pc.binary_join_element_wise(region_keys, _utf8_keys(phones), _KEY_SEPARATOR)
     resolvers = [_phone_result(normalizer, with_plus, region) for region in regions]
     regions_of_phones = phone_regions.tolist()
-    found = cache.phones((normalizer.backend, with_plus)).results(
-        keys, hashes, lambda position: resolvers[regions_of_phones[position]](phones[position])
-    )
+
+    def computed(positions: list[int]) -> list[_CellResult | bytes]:
+        return _phone_digests(
+            normalizer,
+            with_plus,
+            [phones[position] for position in positions],
+            [regions_of_phones[position] for position in positions],
+            regions,
+            resolvers,
+        )
+
+    found = cache.phones((normalizer.backend, with_plus)).results(keys, hashes, computed)
     assert found.invalid_each is not None and found.unreadable_each is not None
     # Present phones are the first entries of what the table gives, in order; the missing one its last.
     entries = np.where(present, np.cumsum(present) - 1, len(found.texts) - 1)[row_pairs.reshape(-1)]
@@ -892,6 +910,37 @@ def _text_phone_field(
         int(found.invalid_each[entries].sum()),
         int(found.unreadable_each[entries].sum()),
     )
+
+
+def _phone_digests(
+    normalizer: PhoneNormalizer,
+    with_plus: bool,
+    phones: list[str],
+    region_codes: list[int],
+    regions: list[str],
+    resolvers: list[Callable[[Any], _CellResult]],
+) -> list[_CellResult | bytes]:
+    """
+    Return the results of phones first seen in the run, as ``resolvers`` give them, except that one valid phone is
+    given as the 32-byte SHA-256 digest of its E.164 text, which the run's table keeps (no hex string between).
+
+    A cell of one phone shorter than a digest, the common case, is parsed and hashed in this one loop; any other
+    (a JSON array, or 64 characters or more, which may be a digest already) goes through its region's resolver.
+    """
+    parse = normalizer.normalize_text
+    skip = 0 if with_plus else 1
+    sha256 = hashlib.sha256
+    results: list[_CellResult | bytes] = []
+    for phone, code in zip(phones, region_codes, strict=True):
+        if len(phone) >= 64 or "[" in phone:
+            results.append(resolvers[code](phone))
+        elif not phone.strip():
+            results.append(_MISSING)
+        elif (e164 := parse(phone, regions[code])) is None:
+            results.append(_DROPPED)
+        else:
+            results.append(sha256((e164[skip:] if e164.startswith("+") else e164).encode()).digest())
+    return results
 
 
 # Regions are ISO codes phonenumbers knows (the default region is checked), which hold no NUL.
