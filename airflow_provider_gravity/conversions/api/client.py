@@ -37,10 +37,9 @@ from airflow_provider_gravity.conversions.api.wire import (
     MAX_EVENTS_PER_REQUEST,
     Event,
     EventResult,
+    answer_results,
     encode_body,
     event_keys,
-    match_results,
-    results_of,
     server_message,
 )
 from airflow_provider_gravity.conversions.errors import (
@@ -193,7 +192,7 @@ class GravityClient:
         if len(events) > MAX_EVENTS_PER_REQUEST:
             raise ValueError(f"Gravity accepts at most {MAX_EVENTS_PER_REQUEST} events per request; got {len(events)}.")
         body = self._answer_body(encode_body(events))
-        return match_results(event_keys(events), results_of(body), self.scrub)
+        return answer_results(body, event_keys(events), self.scrub)
 
     def check_connection(self) -> tuple[bool, str]:
         """
