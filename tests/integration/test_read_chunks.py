@@ -191,3 +191,49 @@ def test_the_cursor_path_yields_every_row_once_in_order_with_literal_percent_sig
     assert [len(frame) for frame in frames] == [10_000, 10_000, 5_001]
     assert [value for frame in frames for value in frame["event_id"].tolist()] == list(range(1, 25_002))
     assert {note for frame in frames for note in frame["note"].tolist()} == {"a%b"}
+
+
+AMOUNTS = [
+    "0.1",
+    "0.30000000000000004",
+    "2.675",
+    "1.0000000000000002220446049250313080847263336181640625",  # halfway between two doubles
+    "0.1000000000000000055511151231257827021181583404541015625",
+    "123456789012345.678901234567890123456789",  # 15 digits before the point: the float path's largest
+    "999999999999999.9999999999999999",  # rounds up to 1e15
+    "-0.00",
+    "-12.5",
+    "19.90",
+    "4503599627370497.5",  # 16 digits: kept as a Decimal
+    "0.000001",
+    "1e-7",
+    "7",
+]
+
+
+@pytest.mark.parametrize("with_large", [False, True])
+def test_numeric_amounts_read_as_floats_give_the_cursors_events(postgres, with_large):
+    engine, schema = postgres
+    amounts = AMOUNTS if with_large else [amount for amount in AMOUNTS if amount != "4503599627370497.5"]
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE TABLE {schema}.amounts (seq int, amount numeric)")
+        for seq, amount in enumerate(amounts):
+            connection.exec_driver_sql(f"INSERT INTO {schema}.amounts VALUES ({seq}, '{amount}')")
+    sql = (
+        f"SELECT CAST(seq AS text) AS event_id, TIMESTAMPTZ '2026-01-01 00:00:00+00' AS event_time, "
+        f"amount AS value, amount AS custom_amount FROM {schema}.amounts ORDER BY seq"
+    )
+    hook = _postgres_hook()
+    source = arrow_source_for(hook)
+    assert isinstance(source, PostgresAdbcSource)
+    arrow_frames = list(arrow_chunks(source.record_batches(sql), 10_000))
+    engine = hook.get_sqlalchemy_engine()
+    try:
+        cursor_frames = list(stream_query(engine, sql, None, 10_000))
+    finally:
+        engine.dispose()
+
+    # The amounts are floats unless one of them is 2**53 or more; custom_ NUMERIC stays Decimal, every digit.
+    assert str(arrow_frames[0]["value"].dtype) == ("object" if with_large else "float64")
+    assert arrow_frames[0]["custom_amount"].dtype == object
+    assert _built(arrow_frames) == _built(cursor_frames)

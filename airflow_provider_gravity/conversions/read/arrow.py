@@ -21,6 +21,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from airflow_provider_gravity.conversions.read.columns import MONEY_COLUMN
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -174,7 +176,8 @@ _ADBC_WRAPPED_INFINITY_US = (2**63 - 1) + 946_684_800_000_000 - 2**64
 
 def _frame(table: pa.Table) -> pd.DataFrame:
     """
-    Return the rows of ``table`` as the cursor gives them: NUMERIC as ``Decimal`` (``NaN`` a missing cell), integers
+    Return the rows of ``table`` as the cursor gives them: NUMERIC as ``Decimal`` (``NaN`` a missing cell; the
+    ``value`` amounts as their floats, which the events are written from, see :func:`_amounts`), integers
     beside NULLs as Python integers, timestamps beyond Python's years 1 to 9999 (``infinity``) held at those
     ends, as psycopg holds them.
     """
@@ -185,6 +188,10 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     for i, field in enumerate(table.schema):
         if _is_numeric_text(field):
             storage = pa.chunked_array([chunk.storage for chunk in table.column(i).chunks], type=pa.string())
+            amounts = _amounts(field.name, storage)
+            if amounts is not None:
+                table = table.set_column(i, pa.field(field.name, pa.float64()), amounts)
+                continue
             numeric_decimals[i] = _decimals(storage.to_pylist(), storage.null_count)
             table = table.set_column(i, pa.field(field.name, pa.null()), pa.nulls(table.num_rows))
         elif pa.types.is_timestamp(field.type) and field.type.unit in _PER_SECOND:
@@ -193,6 +200,28 @@ def _frame(table: pa.Table) -> pd.DataFrame:
     for i, decimals in numeric_decimals.items():
         frame.isetitem(i, pd.Series(decimals, index=frame.index, dtype=object))
     return frame
+
+
+#: NUMERIC text whose float is the float of its Decimal and below 2**53 (15 digits before the point at most), where
+#: the amount is sent as its float: PostgreSQL writes a number as digits, a point and digits, nothing else.
+_PLAIN_AMOUNT = r"^-?[0-9]{1,15}(\.[0-9]+)?$"
+
+
+def _amounts(name: str, texts: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """
+    Return the floats of a ``value`` column of NUMERIC texts, parsed by Arrow (correctly rounded, as ``float`` of
+    the ``Decimal`` is), or ``None`` to keep the Decimals: for another column, a NULL, ``NaN``, an infinity, or an
+    amount of 2**53 or more. Below 2**53 the event builder reads an amount through its float alone, so the events
+    are the same, without a ``Decimal`` a row.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if name.strip().lower() != MONEY_COLUMN or texts.null_count or not len(texts):
+        return None
+    if not pc.all(pc.match_substring_regex(texts, _PLAIN_AMOUNT)).as_py():
+        return None
+    return texts.cast(pa.float64())
 
 
 def _decimals(texts: list[str | None], nulls: int) -> list[decimal.Decimal | None]:

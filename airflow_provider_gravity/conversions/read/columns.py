@@ -14,6 +14,8 @@ USER_COLUMNS = ("em", "ph", "fn", "ln", "external_id", "country")
 PIXEL_COLUMNS = ("click_id", "visitor_id", "session_id", "client_user_agent", "user_data")
 CONTEXT_COLUMNS = ("client_context",)
 CUSTOM_DATA_COLUMNS = ("value", "currency", "order_id", "contents")
+#: The amount of ``custom_data``, sent as a JSON number.
+MONEY_COLUMN = "value"
 CUSTOM_PREFIX = "custom_"
 #: Longest ``event_name`` and ``event_id``: longer ones are refused (``*_too_long``); the delivery log's keys.
 MAX_KEY_LENGTH = 255
