@@ -136,7 +136,9 @@ class SendConversionsOperator(BaseSQLOperator):
     :param run_history_conn_id: SQL connection of the run history; defaults to the delivery log's
         (``delivery_log_conn_id``, else ``conn_id``) (templated).
     :param hash_phone_with_plus: hash phones as ``+E.164``; ``None`` reads the Gravity connection's extra.
-    :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional, faster).
+    :param phone_backend: ``phonenumbers`` (default) or ``rphonenumbers`` (optional: faster for numbers written
+        with more than digits and separators, such as an extension, about 3 µs against 27; for cleanly written
+        ones the default's own parser is as fast, 2.6 µs against 3.0).
     :param progress_interval: seconds between two progress lines in the task log.
     :param durable: record acknowledged progress in Airflow's task state store (3.3+), so that a retried try
         sends only what the previous one left; ``False`` turns resuming off. The progress is cleared when the
