@@ -313,19 +313,22 @@ def test_phones_whose_hashes_collide_keep_their_own_digests_across_chunks(monkey
     from airflow_provider_gravity.conversions.pii import user_fields
 
     phones = [f"+1 650 555 {1000 + row:04d}" for row in range(12)]
-    frame = pd.DataFrame({"ph": phones + phones[::-1] + ["(650) 555-1003", None]}).astype({"ph": "string"})
-    expected = [hash_user_fields(frame.iloc[start : start + 7].reset_index(drop=True)) for start in range(0, 26, 7)]
+    # Besides valid phones, entries the table keeps another way: invalid ones, a list, a blank cell.
+    others = ["12", "not a phone", '["+1 650 555 1000", "12"]', " "]
+    cells = phones + others + phones[::-1] + others[::-1] + ["(650) 555-1003", None]
+    frame = pd.DataFrame({"ph": cells}).astype({"ph": "string"})
+    chunks = [frame.iloc[start : start + 7].reset_index(drop=True) for start in range(0, len(cells), 7)]
+    expected = [hash_user_fields(chunk) for chunk in chunks]
+    assert sum(result.drops["invalid_phone"] for result in expected) == 6
     # Every string of the run's phone table under one hash, or under one of two: each lookup is confirmed on
-    # the string itself, so no phone takes another's digest.
+    # the string itself, so no phone takes another's digest or drop.
     for colliding in (lambda text: 7, lambda text: len(text) % 2):
         monkeypatch.setattr(user_fields, "hash", colliding, raising=False)
         cache = PiiCache()
-        got = [
-            hash_user_fields(frame.iloc[start : start + 7].reset_index(drop=True), cache=cache)
-            for start in range(0, 26, 7)
-        ]
-        assert got == expected
-        assert cache.entries == 13
+        got = [hash_user_fields(chunk, cache=cache) for chunk in chunks]
+        assert [result.fields for result in got] == [result.fields for result in expected]
+        assert [result.drops for result in got] == [result.drops for result in expected]
+        assert cache.entries == 17
 
 
 def test_the_repr_of_hashed_fields_holds_no_value_only_the_drop_counts():

@@ -135,8 +135,9 @@ class _PhoneTable:
     """
     The run's results of distinct keys (a region and a phone string), kept compact: no Python object an entry. A
     parsed, hashed phone is kept as its 32 digest bytes beside its key's bytes and hash, in arrays (about 70 bytes
-    an entry with a phone of 14 characters, where a dict of ``str`` held 190); the few other results (missing,
-    dropped, several phones) as they are. A key is found by its hash (a sorted array, searched in C) and
+    an entry with a phone of 14 characters, where a dict of ``str`` held 190), an invalid phone as its kind alone,
+    the few other results (a blank cell, several phones) as they are. A key is found by its hash (a sorted array,
+    searched in C) and
     confirmed on its bytes, so two keys whose hashes collide are both kept. One table serves every region: a
     chunk's phones are looked up in one pass, not one pass a region. When
     the run's tables together hold their ``budget``, they are all emptied.
@@ -158,7 +159,7 @@ class _PhoneTable:
         self._key_ends = np.zeros(1, dtype=np.int64)  # entry i's key is _key_bytes[_key_ends[i]:_key_ends[i + 1]]
         self._key_bytes = np.empty(0, dtype=np.uint8)
         self._digests = np.empty((0, 32), dtype=np.uint8)
-        self._is_digest = np.empty(0, dtype=bool)
+        self._kinds = np.empty(0, dtype=np.int8)  # what each entry is: _DIGEST, _INVALID_PHONE or _OTHER_RESULT
         self._others: dict[int, _CellResult] = {}
 
     def results(
@@ -176,8 +177,11 @@ class _PhoneTable:
         count = len(keys)
         entries = self._find(hashes, keys)
         found = np.flatnonzero(entries >= 0)
-        is_digest = self._is_digest[entries[found]]
-        found_digests, found_others = found[is_digest], found[~is_digest]
+        kinds = self._kinds[entries[found]]
+        found_digests, found_others = found[kinds == _DIGEST], found[kinds == _OTHER_RESULT]
+        invalid = np.zeros(count + 1, dtype=np.int64)
+        unreadable = np.zeros(count + 1, dtype=np.int64)
+        invalid[found[kinds == _INVALID_PHONE]] = 1
         new = np.flatnonzero(entries < 0)
         new_positions = new.tolist()
         computed = compute(new_positions) if new_positions else []  # before storing: storing may clear
@@ -188,21 +192,26 @@ class _PhoneTable:
         stored_digests: list[bytes | None] = []
         new_digest_positions: list[int] = []
         new_results: list[_CellResult] = []
-        for position, result in zip(new_positions, computed, strict=True):
+        new_kinds = np.empty(len(new_positions), dtype=np.int8)
+        for offset, (position, result) in enumerate(zip(new_positions, computed, strict=True)):
             single = result if type(result) is bytes else _single_digest(cast(_CellResult, result))
-            if single is None:
-                others[position] = cast(_CellResult, result)
-                new_results.append(cast(_CellResult, result))
-            else:
+            if single is not None:
                 new_digest_positions.append(position)
                 new_results.append(_MISSING)  # not kept: the entry is its digest
+                new_kinds[offset] = _DIGEST
+            elif result == _DROPPED:
+                invalid[position] = 1
+                new_results.append(_DROPPED)
+                new_kinds[offset] = _INVALID_PHONE
+            else:
+                others[position] = cast(_CellResult, result)
+                new_results.append(cast(_CellResult, result))
+                new_kinds[offset] = _OTHER_RESULT
             stored_digests.append(single)
-        known_digests = self._digests[entries[found_digests]].tobytes()
-        self._store(hashes[new], keys.take(pa.array(new, pa.int64())), new_results, stored_digests)
+        known_digests = np.take(self._digests, entries[found_digests], axis=0).tobytes()
+        self._store(hashes[new], keys.take(pa.array(new, pa.int64())), new_results, stored_digests, new_kinds)
         new_digests = b"".join(digest for digest in stored_digests if digest is not None)
         other_positions = np.fromiter(others, dtype=np.int64, count=len(others))
-        invalid = np.zeros(count + 1, dtype=np.int64)
-        unreadable = np.zeros(count + 1, dtype=np.int64)
         other_texts: list[str | None] = []
         for position, (value, dropped, unread) in others.items():
             other_texts.append(None if value is None else _json_text(value))
@@ -227,12 +236,20 @@ class _PhoneTable:
         order = np.argsort(hashes)
         wanted = hashes[order]
         starts = np.searchsorted(self._hashes, wanted, side="left")
+        # The table's hash at each start and after it tell the count, 0, 1 or more; the right edge is searched for
+        # the rare hashes held more than once only.
+        last = len(self._hashes) - 1
+        held = self._hashes[np.minimum(starts, last)] == wanted
+        twice = held & (starts < last) & (self._hashes[np.minimum(starts + 1, last)] == wanted)
+        sorted_counts = held.astype(np.int64)
+        if twice.any():
+            sorted_counts[twice] = np.searchsorted(self._hashes, wanted[twice], side="right") - starts[twice]
         left, counts = np.empty_like(starts), np.empty_like(starts)
-        left[order] = starts
-        counts[order] = np.searchsorted(self._hashes, wanted, side="right") - starts
+        left[order], counts[order] = starts, sorted_counts
         once = np.flatnonzero(counts == 1)
         candidates = self._entries[left[once]]
-        same = pc.equal(self._keys().take(pa.array(candidates)), keys.take(pa.array(once, pa.int64())))
+        wanted_keys = keys if len(once) == len(keys) else keys.take(pa.array(once, pa.int64()))
+        same = pc.equal(self._keys().take(pa.array(candidates)), wanted_keys)
         confirmed = np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
         entries[once[confirmed]] = candidates[confirmed]
         for position in np.flatnonzero(counts > 1).tolist():  # two strings of one hash: each compared
@@ -251,7 +268,12 @@ class _PhoneTable:
         return pa.Array.from_buffers(pa.large_binary(), self._size, [None, pa.py_buffer(ends), pa.py_buffer(data)])
 
     def _store(
-        self, hashes: np.ndarray, keys: pa.Array, results: list[_CellResult], digests: list[bytes | None]
+        self,
+        hashes: np.ndarray,
+        keys: pa.Array,
+        results: list[_CellResult],
+        digests: list[bytes | None],
+        kinds: np.ndarray,
     ) -> None:
         """Keep new entries, within the run's budget (which may empty every table, this one too, first)."""
         if not results:
@@ -261,7 +283,12 @@ class _PhoneTable:
         while start < len(results):
             stop = start + self.budget.take(len(results) - start)
             self._append(
-                hashes[start:stop], key_ends[start : stop + 1], key_bytes, results[start:stop], digests[start:stop]
+                hashes[start:stop],
+                key_ends[start : stop + 1],
+                key_bytes,
+                results[start:stop],
+                digests[start:stop],
+                kinds[start:stop],
             )
             start = stop
 
@@ -272,6 +299,7 @@ class _PhoneTable:
         key_bytes: np.ndarray,
         results: list[_CellResult],
         digests: list[bytes | None],
+        kinds: np.ndarray,
     ) -> None:
         first, added = self._size, len(results)
         size = first + added
@@ -282,14 +310,13 @@ class _PhoneTable:
         self._key_bytes = _room(self._key_bytes, used + int(lengths.sum()))
         self._key_bytes[used : used + int(lengths.sum())] = key_bytes[key_ends[0] : key_ends[-1]]
         self._digests = _room(self._digests, size)
-        self._is_digest = _room(self._is_digest, size)
-        is_digest = np.fromiter((digest is not None for digest in digests), dtype=bool, count=added)
-        self._is_digest[first:size] = is_digest
+        self._kinds = _room(self._kinds, size)
+        self._kinds[first:size] = kinds
         plain = [digest for digest in digests if digest is not None]
         if plain:
             raw = np.frombuffer(b"".join(plain), dtype=np.uint8).reshape(-1, 32)
-            self._digests[first:size][is_digest] = raw
-        for offset in np.flatnonzero(~is_digest).tolist():
+            self._digests[first:size][kinds == _DIGEST] = raw
+        for offset in np.flatnonzero(kinds == _OTHER_RESULT).tolist():
             self._others[first + offset] = results[offset]
         order = np.argsort(hashes, kind="stable")
         at = np.searchsorted(self._hashes, hashes[order], side="right")
@@ -299,6 +326,9 @@ class _PhoneTable:
 
 
 _LOWER_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+# What a phone table entry holds: one digest (in the digests array), an invalid phone (one drop, no value; about
+# one phone in fifteen on the benchmark's rows), or any other result (kept as it is, in a dict).
+_DIGEST, _INVALID_PHONE, _OTHER_RESULT = 0, 1, 2
 
 
 def _single_digest(result: _CellResult) -> bytes | None:
