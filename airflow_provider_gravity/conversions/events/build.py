@@ -204,8 +204,9 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
     del top
     encoded = joined.to_pylist()
     del joined
-    for row in (row for row, reason in enumerate(reasons) if reason is not None):
-        encoded[row], coverage[row] = None, 0
+    if reasons.count(None) != rows:  # some row is refused
+        for row in (row for row, reason in enumerate(reasons) if reason is not None):
+            encoded[row], coverage[row] = None, 0
     return BuiltChunk(encoded, reasons, event_names, event_ids, coverage, _field_drops(hashed_drops, column))
 
 
@@ -262,10 +263,10 @@ def _add_value_reasons(
     reasons: list[str | None], part_reasons: list[list[str | None]], user_data: _UserData, require_match_key: bool
 ) -> None:
     """Give rows that passed the identity checks the first reason of their values, then ``no_match_keys``."""
-    value_reasons = _first_reasons(len(reasons), part_reasons)
-    for i, reason in enumerate(value_reasons):
-        if reason is not None and reasons[i] is None:
-            reasons[i] = reason
+    if part_reasons:  # some value was refused
+        for i, reason in enumerate(_first_reasons(len(reasons), part_reasons)):
+            if reason is not None and reasons[i] is None:
+                reasons[i] = reason
     if require_match_key:
         for i, matched in enumerate(user_data.has_match_key):
             if not matched and reasons[i] is None:
@@ -524,7 +525,10 @@ def _coverage(user_data: dict[Any, Any]) -> int:
 
 def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> pa.Array:
     """``"event_time":<whole seconds>`` of each valid row (its time is finite), null for the others."""
-    valid = np.equal(np.asarray(reasons, dtype=object), None)  # type: ignore[call-overload]  # None: object
+    if reasons.count(None) == len(reasons):  # every row valid, nearly always: no object array to compare
+        valid = np.ones(len(reasons), dtype=bool)
+    else:
+        valid = np.equal(np.asarray(reasons, dtype=object), None)  # type: ignore[call-overload]  # None: object
     whole = np.trunc(np.where(valid, seconds, 0.0)).astype(np.int64)  # as int() does: toward zero
     texts = pc.cast(pa.array(whole, mask=~valid), pa.string())
     return pc.binary_join_element_wise('"event_time":', texts, "")

@@ -25,6 +25,8 @@ def split_pixel_pii(
         the pixel gave it: a value or a list; several spellings of ``em`` or ``ph`` are joined in a list), or ``None``
         when no object holds a PII key. Neither is ever logged: the frame holds plaintext.
     """
+    if not any(objects):  # no pixel object on any row, nearly always: nothing to take out
+        return list(objects), None
     found: dict[str, list[Any]] = {}
     rest: list[dict[Any, Any] | None] = []
     for row, pixel in enumerate(objects):
