@@ -8,6 +8,7 @@ Nothing returned holds plaintext: only SHA-256 digests, external ids and drop co
 
 from __future__ import annotations
 
+import binascii
 import gc
 import hashlib
 import json
@@ -736,7 +737,7 @@ _LIST_CLOSE = np.frombuffer(b'"]', dtype=np.uint8)
 def _digest_list_texts(digests: bytes) -> pa.Array:
     """``["<hex>"]`` of each 32-byte SHA-256 digest in ``digests``, built in one buffer: no string per digest."""
     count = len(digests) // 32
-    hexes = np.frombuffer(digests.hex().encode("ascii"), dtype=np.uint8).reshape(count, 64)
+    hexes = np.frombuffer(binascii.hexlify(digests), dtype=np.uint8).reshape(count, 64)  # bytes: no str between
     written = np.empty((count, 68), dtype=np.uint8)
     written[:, :2], written[:, 2:66], written[:, 66:] = _LIST_OPEN, hexes, _LIST_CLOSE
     offsets = np.arange(0, 68 * (count + 1), 68, dtype=np.int32)
@@ -825,8 +826,11 @@ def _email_results(strings: list[str] | pa.Array) -> _FieldResult:
         return _results_of_distinct([_email_result(text) for text in strings])
     plain = np.asarray(pc.fill_null(pc.match_substring_regex(distinct, _ARROW_EMAIL_INPUT), False))
     lowered = pc.utf8_lower(pc.utf8_trim(distinct, characters=" \t"))
-    kept = plain & np.asarray(pc.greater(pc.utf8_length(lowered), 0))
-    digests = kept & np.asarray(pc.match_substring_regex(lowered, _ARROW_SHA256_HEX))
+    lengths = np.asarray(pc.fill_null(pc.utf8_length(lowered), 0))
+    kept = plain & (lengths > 0)
+    digests = np.zeros(len(kept), dtype=bool)
+    if (maybe := np.flatnonzero(kept & (lengths == 64))).size:  # only 64 characters can be a digest already
+        digests[maybe] = np.asarray(pc.match_substring_regex(lowered.take(pa.array(maybe)), _ARROW_SHA256_HEX))
     valid = digests | (kept & np.asarray(pc.match_substring_regex(lowered, _ARROW_EMAIL)))
     count = len(strings) + 1
     hashed, passed, others = np.flatnonzero(valid & ~digests), np.flatnonzero(digests), np.flatnonzero(~plain)
