@@ -138,10 +138,9 @@ class _PhoneTable:
     parsed, hashed phone is kept as its 32 digest bytes beside its key's bytes and hash, in arrays (about 70 bytes
     an entry with a phone of 14 characters, where a dict of ``str`` held 190), an invalid phone as its kind alone,
     the few other results (a blank cell, several phones) as they are. A key is found by its hash (a sorted array,
-    searched in C) and
-    confirmed on its bytes, so two keys whose hashes collide are both kept. One table serves every region: a
-    chunk's phones are looked up in one pass, not one pass a region. When
-    the run's tables together hold their ``budget``, they are all emptied.
+    searched in C) and confirmed on its bytes, so two keys whose hashes collide are both kept. One table serves
+    every region: a chunk's phones are looked up in one pass, not one pass a region. When the run's tables
+    together hold their ``budget``, they are all emptied.
     """
 
     def __init__(self, budget: _EntryBudget) -> None:
