@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from airflow_provider_gravity.conversions.read.columns import MONEY_COLUMN
+from airflow_provider_gravity.conversions.read.columns import MONEY_COLUMN, contract_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -217,7 +217,7 @@ def _amounts(name: str, texts: pa.ChunkedArray) -> pa.ChunkedArray | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if name.strip().lower() != MONEY_COLUMN or texts.null_count or not len(texts):
+    if contract_name(name) != MONEY_COLUMN or texts.null_count or not len(texts):
         return None
     if not pc.all(pc.match_substring_regex(texts, _PLAIN_AMOUNT)).as_py():
         return None

@@ -30,7 +30,7 @@ def normalize_column_names(columns: Iterable[object]) -> list[str]:
 
     :raises ColumnContractError: naming any unknown, duplicate or missing required column.
     """
-    names = [str(column).strip().lower() for column in columns]
+    names = [contract_name(column) for column in columns]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ColumnContractError(f"The query returns these columns more than once: {', '.join(duplicates)}.")
@@ -53,6 +53,11 @@ def normalize_column_names(columns: Iterable[object]) -> list[str]:
             "are required (e.g. SELECT o.id AS event_id, o.created_at AS event_time, ...)."
         )
     return names
+
+
+def contract_name(column: object) -> str:
+    """Return the name the column contract reads a query's column by: trimmed, in lower case."""
+    return str(column).strip().lower()
 
 
 def _is_custom_key(name: str) -> bool:
