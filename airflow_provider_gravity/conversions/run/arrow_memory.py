@@ -25,7 +25,8 @@ def run_memory_pool() -> Iterator[pa.MemoryPool]:
     """
     Allocate Arrow memory from the system allocator while the block runs, unless the environment chose a pool.
 
-    :return: the pool in use; the pipeline calls its ``release_unused`` after each chunk.
+    :return: the pool in use; the pipeline calls its ``release_unused`` every
+        :data:`~airflow_provider_gravity.conversions.run.pipeline.RELEASE_MEMORY_EVERY_ROWS` rows read.
     """
     if os.environ.get(POOL_VARIABLE):
         yield pa.default_memory_pool()

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 # Distinct phones remembered, all regions together: enough for the repeat customers of a night, and a bound on
 # memory (about 70 bytes an entry, under 20 MB at most) whatever the number of rows and regions.
 PII_CACHE_ENTRIES = 250_000
+# Arrow's freed pages go back to the system once this many rows were read since they last did. Giving them back
+# after every chunk of 10,000 rows kept the task's peak 4 MB lower at 1,000,000 rows, but each chunk then faulted
+# its pages in again: a fifth of the run's time at 10,000,000 rows (27.9 s of system time against 12.3).
+RELEASE_MEMORY_EVERY_ROWS = 100_000
 
 
 #: Gravity's messages about rows an earlier try settled, when they cannot be told apart.
@@ -145,6 +149,7 @@ class ConversionPipeline:
         self._changed_ids: list[str] = []
         self._in_flight: dict[Future[tuple[list[Outcome], Exception | None]], _Batch] = {}
         self._rows_read = 0
+        self._rows_at_release = 0
         self._started = self._last_progress = time.monotonic()
 
     def run(self, chunks: Iterable[pd.DataFrame]) -> RunResult:
@@ -168,7 +173,9 @@ class ConversionPipeline:
                     self._account_unsent_chunk(index, chunk)
                     continue
                 self._process_chunk(index, chunk, now, executor)
-                memory_pool.release_unused()  # the chunk's columns are gone: their pages go back before the next
+                if self._rows_read - self._rows_at_release >= RELEASE_MEMORY_EVERY_ROWS:
+                    memory_pool.release_unused()  # the chunks' columns are gone
+                    self._rows_at_release = self._rows_read
                 self._log_progress()
             while self._in_flight:
                 self._collect(wait_for_one=True)
