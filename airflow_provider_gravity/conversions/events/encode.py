@@ -265,14 +265,14 @@ def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
     """
     if not columns or not rows:
         return pa.nulls(rows, pa.string())
-    # A leading empty column, so that no row has only nulls: pyarrow's join with null_handling="skip" drops
-    # such a row from its result (26.0.1), which would shift every later event onto another row's id. Each
-    # row is then ",<fragments>" or "": with "}" appended, its first byte becomes "{" in the buffer itself
-    # (slicing strings in a kernel costs four times the join).
-    joined = pc.binary_join_element_wise(
-        "", *(_arrow(column.fragments) for column in columns), ",", null_handling="skip"
+    # An empty element first and last, so that no row has only nulls: pyarrow's join with null_handling="skip"
+    # drops such a row from its result (26.0.1), which would shift every later event onto another row's id. Each
+    # row is then ",<fragments>," or ",": its first and last bytes become "{" and "}" in the buffer itself, one
+    # join in all (slicing strings in a kernel costs four times the join, a second join to close the object as
+    # much as the first).
+    closed = pc.binary_join_element_wise(
+        "", *(_arrow(column.fragments) for column in columns), "", ",", null_handling="skip"
     )
-    closed = pc.binary_join_element_wise(joined, "}", "")
     if len(closed) != rows or closed.offset or closed.null_count:
         raise AssertionError(f"joining fragments gave {len(closed)} objects for {rows} rows")
     _, offsets_buffer, data_buffer = closed.buffers()
@@ -280,6 +280,7 @@ def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
     present = np.diff(offsets) > 1
     data = np.frombuffer(data_buffer, dtype=np.uint8, count=int(offsets[-1])).copy()
     data[offsets[:-1][present]] = ord("{")
+    data[offsets[1:][present] - 1] = ord("}")
     validity = None if present.all() else pa.array(present).buffers()[1]
     return pa.Array.from_buffers(pa.string(), rows, [validity, offsets_buffer, pa.py_buffer(data)])
 
