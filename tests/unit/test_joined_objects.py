@@ -8,7 +8,12 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from airflow_provider_gravity.conversions.events.encode import Fragments, joined_objects
+from airflow_provider_gravity.conversions.events.encode import (
+    Fragments,
+    joined_objects,
+    text_fragments,
+    value_fragments,
+)
 
 KEYS = ("a", "bb", "event_id", "z")
 
@@ -47,3 +52,28 @@ def test_rows_with_no_field_stay_null_and_keep_every_later_row_in_place():
 def test_objects_equal_json_dumps_of_each_row(rows: list[dict[str, object]]):
     columns = [_column(key, [row.get(key) for row in rows]) for key in KEYS]
     assert joined_objects(columns, len(rows)).to_pylist() == _expected(rows)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.text(max_size=6)),
+            st.one_of(st.none(), st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
+            st.one_of(st.none(), st.text(alphabet='ab"\\é\n', max_size=4)),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_fields_written_by_arrow_keep_their_key_and_quotes_apart_and_join_as_json_dumps_writes(rows):
+    ids, amounts, names = (list(column) for column in zip(*rows, strict=True))
+    columns = [
+        text_fragments("event_id", ids),  # quoted by Arrow, escaped by Python: its key and quotes kept apart
+        value_fragments("value", amounts),  # written by Arrow, its key kept apart
+        _column("x", names),  # whole fragments, as a list
+    ]
+    expected = [
+        {key: value for key, value in (("event_id", i), ("value", a), ("x", n)) if value is not None}
+        for i, a, n in rows
+    ]
+    assert joined_objects(columns, len(rows)).to_pylist() == _expected(expected)

@@ -191,7 +191,7 @@ def _build_events(frame: pd.DataFrame, settings: EventSettings, now: float, cach
         text_fragments("event_id", event_ids),
         column.fragments("event_name", settings.event_name, event_names),
         column.fragments("event_source_url", settings.event_source_url),
-        Fragments(_event_time_fragments(seconds, reasons), []),
+        Fragments(_event_time_texts(seconds, reasons), [], '"event_time":'),
         object_fragments("user_data", user_data.objects),
     ]
     del custom_data, client_contexts
@@ -523,15 +523,14 @@ def _coverage(user_data: dict[Any, Any]) -> int:
     return sum(MATCH_KEY_BITS[match_key] for match_key, keys in MATCH_KEYS.items() if all(k in user_data for k in keys))
 
 
-def _event_time_fragments(seconds: np.ndarray, reasons: list[str | None]) -> pa.Array:
-    """``"event_time":<whole seconds>`` of each valid row (its time is finite), null for the others."""
+def _event_time_texts(seconds: np.ndarray, reasons: list[str | None]) -> pa.Array:
+    """Return the whole seconds of each valid row (its time is finite) as JSON text, null for the others."""
     if reasons.count(None) == len(reasons):  # every row valid, nearly always: no object array to compare
         valid = np.ones(len(reasons), dtype=bool)
     else:
         valid = np.equal(np.asarray(reasons, dtype=object), None)  # type: ignore[call-overload]  # None: object
     whole = np.trunc(np.where(valid, seconds, 0.0)).astype(np.int64)  # as int() does: toward zero
-    texts = pc.cast(pa.array(whole, mask=~valid), pa.string())
-    return pc.binary_join_element_wise('"event_time":', texts, "")
+    return pc.cast(pa.array(whole, mask=~valid), pa.string())
 
 
 def _first_reasons(rows: int, reason_columns: list[list[str | None]]) -> list[str | None]:

@@ -40,12 +40,26 @@ class Fragments(NamedTuple):
     """
     The JSON fragments ``"key":value`` of one field, one per row (``None`` where the field is absent).
 
-    :param fragments: each row's fragment, as a list or an Arrow string array.
+    A row's fragment is ``prefix + fragments[row] + suffix``: fields written by Arrow keep their key (and a text's
+    quotes) apart, and :func:`joined_objects` writes them in the join that writes the event, not in a join of their
+    own over every row.
+
+    :param fragments: each row's fragment, or the part of it between ``prefix`` and ``suffix``, as a list or an
+        Arrow string array.
     :param unencodable: the rows whose value cannot be written (a lone surrogate, a number JSON cannot hold).
+    :param prefix: what each present row's fragment starts with before ``fragments`` (``"key":``), if anything.
+    :param suffix: what each present row's fragment ends with after ``fragments``, if anything.
     """
 
     fragments: list[str | None] | pa.Array
     unencodable: list[int]
+    prefix: str = ""
+    suffix: str = ""
+
+    def texts(self) -> list[str | None]:
+        """Return each row's whole fragment, ``None`` where the field is absent: for checks, not the hot path."""
+        values = self.fragments if isinstance(self.fragments, list) else self.fragments.to_pylist()
+        return [None if value is None else self.prefix + value + self.suffix for value in values]
 
 
 def fragments_of(
@@ -97,14 +111,13 @@ def text_fragments(key: str, values: Sequence[str | None]) -> Fragments:
         texts = pa.array(values, pa.string())
     except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate: Arrow holds UTF-8 only
         return _text_fragments_one_by_one(key, values)
-    prefix = encode_basestring_ascii(key) + ":"
-    fragments = pc.binary_join_element_wise(prefix + '"', texts, '"', "")
     escaped = np.asarray(pc.invert(pc.fill_null(pc.match_substring_regex(texts, _PLAIN_JSON_STRING), True)))
     if escaped.any():
         rows = np.flatnonzero(escaped).tolist()
-        written = pa.array([prefix + encode_basestring_ascii(cast(str, values[row])) for row in rows], pa.string())
-        fragments = pc.replace_with_mask(fragments, pa.array(escaped), written)
-    return Fragments(fragments, [])
+        # Between the quotes the fragment's own: the escaped text without its quotes.
+        written = pa.array([encode_basestring_ascii(cast(str, values[row]))[1:-1] for row in rows], pa.string())
+        texts = pc.replace_with_mask(texts, pa.array(escaped), written)
+    return Fragments(texts, [], encode_basestring_ascii(key) + ':"', '"')
 
 
 def constant_fragments(key: str, value: str | None, rows: int) -> Fragments:
@@ -233,14 +246,18 @@ def _written_numbers(
         unlike_python &= ~is_int
     by_python = by_python | unlike_python
     prefix = encode_basestring_ascii(key) + ":"
-    fragments = pc.binary_join_element_wise(prefix, texts, "")
     unencodable: list[int] = []
     if by_python.any():
         rows = np.flatnonzero(by_python).tolist()
-        written = fragments_of(key, [values[row] for row in rows], json_value)
-        unencodable = [rows[position] for position in written.unencodable]
-        fragments = pc.replace_with_mask(fragments, pa.array(by_python), pa.array(written.fragments, pa.string()))
-    return Fragments(fragments, unencodable)
+        written: list[str | None] = []
+        for row in rows:
+            try:
+                written.append(json_value(values[row]))
+            except ValueError:  # NaN, an infinity: JSON has no such number
+                written.append(None)
+                unencodable.append(row)
+        texts = pc.replace_with_mask(texts, pa.array(by_python), pa.array(written, pa.string()))
+    return Fragments(texts, unencodable, prefix)
 
 
 def written_fragments(key: str, texts: pa.Array, unwritable_rows: list[int]) -> Fragments:
@@ -250,12 +267,12 @@ def written_fragments(key: str, texts: pa.Array, unwritable_rows: list[int]) -> 
 
     :param unwritable_rows: the rows with a value that could not be written (a lone surrogate in an external id).
     """
-    return Fragments(pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", texts, ""), unwritable_rows)
+    return Fragments(texts, unwritable_rows, encode_basestring_ascii(key) + ":")
 
 
 def object_fragments(key: str, objects: Sequence[str | None] | pa.Array) -> Fragments:
     """Fragments of a field whose values are already JSON objects (``user_data``, ``custom_data``)."""
-    return Fragments(pc.binary_join_element_wise(encode_basestring_ascii(key) + ":", _arrow(objects), ""), [])
+    return Fragments(_arrow(objects), [], encode_basestring_ascii(key) + ":")
 
 
 def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
@@ -265,14 +282,17 @@ def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
     """
     if not columns or not rows:
         return pa.nulls(rows, pa.string())
-    # An empty element first and last, so that no row has only nulls: pyarrow's join with null_handling="skip"
-    # drops such a row from its result (26.0.1), which would shift every later event onto another row's id. Each
-    # row is then ",<fragments>," or ",": its first and last bytes become "{" and "}" in the buffer itself, one
-    # join in all (slicing strings in a kernel costs four times the join, a second join to close the object as
-    # much as the first).
-    closed = pc.binary_join_element_wise(
-        "", *(_arrow(column.fragments) for column in columns), "", ",", null_handling="skip"
-    )
+    # One join writes every event: each field as ",<prefix>" + value + suffix, the literals null where the value
+    # is, then "}" (never null, so that no row has only nulls: pyarrow's join with null_handling="skip" drops such a
+    # row from its result (26.0.1), which would shift every later event onto another row's id). A row's first byte,
+    # the comma before its first field, becomes "{" in the buffer itself.
+    elements: list[pa.Array | str] = []
+    for column in columns:
+        values = _arrow(column.fragments)
+        elements += [_beside(values, "," + column.prefix), values]
+        if column.suffix:
+            elements.append(_beside(values, column.suffix))
+    closed = pc.binary_join_element_wise(*elements, "}", "", null_handling="skip")
     if len(closed) != rows or closed.offset or closed.null_count:
         raise AssertionError(f"joining fragments gave {len(closed)} objects for {rows} rows")
     _, offsets_buffer, data_buffer = closed.buffers()
@@ -280,9 +300,20 @@ def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
     present = np.diff(offsets) > 1
     data = np.frombuffer(data_buffer, dtype=np.uint8, count=int(offsets[-1])).copy()
     data[offsets[:-1][present]] = ord("{")
-    data[offsets[1:][present] - 1] = ord("}")
     validity = None if present.all() else pa.array(present).buffers()[1]
     return pa.Array.from_buffers(pa.string(), rows, [validity, offsets_buffer, pa.py_buffer(data)])
+
+
+def _beside(values: pa.Array, text: str) -> pa.Array | str:
+    """``text`` (not empty) on every row where ``values`` has one, null elsewhere: a scalar when no row is null."""
+    if not values.null_count:
+        return text
+    data = text.encode("ascii") * len(values)
+    if len(data) >= 2**31:  # beyond a string array's 32-bit offsets
+        return pc.if_else(values.is_valid(), text, pa.scalar(None, pa.string()))  # type: ignore[no-any-return]
+    offsets = np.arange(0, len(data) + 1, len(text), dtype=np.int32)
+    validity = values.is_valid().buffers()[1]
+    return pa.Array.from_buffers(pa.string(), len(values), [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _arrow(fragments: Sequence[str | None] | pa.Array) -> pa.Array:
