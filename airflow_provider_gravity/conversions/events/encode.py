@@ -298,10 +298,15 @@ def joined_objects(columns: Sequence[Fragments], rows: int) -> pa.Array:
     _, offsets_buffer, data_buffer = closed.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=rows + 1)
     present = np.diff(offsets) > 1
-    data = np.frombuffer(data_buffer, dtype=np.uint8, count=int(offsets[-1])).copy()
-    data[offsets[:-1][present]] = ord("{")
+    # The join's own buffer is written in place (nothing else holds it), not copied with every event's bytes.
+    if data_buffer.is_mutable and not memoryview(data_buffer).readonly:
+        np.frombuffer(memoryview(data_buffer), dtype=np.uint8)[offsets[:-1][present]] = ord("{")
+    else:
+        data = np.frombuffer(data_buffer, dtype=np.uint8, count=int(offsets[-1])).copy()
+        data[offsets[:-1][present]] = ord("{")
+        data_buffer = pa.py_buffer(data)
     validity = None if present.all() else pa.array(present).buffers()[1]
-    return pa.Array.from_buffers(pa.string(), rows, [validity, offsets_buffer, pa.py_buffer(data)])
+    return pa.Array.from_buffers(pa.string(), rows, [validity, offsets_buffer, data_buffer])
 
 
 def _beside(values: pa.Array, text: str) -> pa.Array | str:
