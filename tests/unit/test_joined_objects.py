@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_gravity.conversions.events.encode import (
@@ -42,6 +42,7 @@ def test_rows_with_no_field_stay_null_and_keep_every_later_row_in_place():
     assert objects.to_pylist()[1] is None and objects.to_pylist()[3] is None
 
 
+@settings(deadline=None)  # the first example builds Arrow's kernels: slow on a loaded machine
 @given(
     st.lists(
         st.fixed_dictionaries({}, optional={key: st.one_of(st.integers(), st.text(max_size=5)) for key in KEYS}),
@@ -54,6 +55,7 @@ def test_objects_equal_json_dumps_of_each_row(rows: list[dict[str, object]]):
     assert joined_objects(columns, len(rows)).to_pylist() == _expected(rows)
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.tuples(
