@@ -315,7 +315,7 @@ def _beside(values: pa.Array, text: str) -> pa.Array | str:
         return text
     data = text.encode("ascii") * len(values)
     if len(data) >= 2**31:  # beyond a string array's 32-bit offsets
-        return pc.if_else(values.is_valid(), text, pa.scalar(None, pa.string()))  # type: ignore[no-any-return]
+        return pc.if_else(values.is_valid(), text, pa.scalar(None, pa.string()))
     offsets = np.arange(0, len(data) + 1, len(text), dtype=np.int32)
     validity = values.is_valid().buffers()[1]
     return pa.Array.from_buffers(pa.string(), len(values), [validity, pa.py_buffer(offsets), pa.py_buffer(data)])
